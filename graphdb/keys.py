@@ -1,0 +1,78 @@
+"""The one identity function for every node mechgraph writes.
+
+A key is ``<kind>|<part>|<part>|...`` with the parts named in :data:`KEY_PARTS`, in that
+order. MERGE idempotency (writing a run twice) and cross-checkpoint matching (the same
+latent at two checkpoints differs only in the ``checkpoint`` part) both rest on every
+caller building keys here and nowhere else.
+
+Examples::
+
+    node_key(Label.FEATURE, model="mt-small", checkpoint="final",
+             hook="blocks.0.hook_resid_post", dictionary="sae", index=17)
+    == "feature|mt-small|final|blocks.0.hook_resid_post|sae|17"
+"""
+
+from __future__ import annotations
+
+from graphdb.errors import ConfigError
+from graphdb.schema import Label
+
+SEPARATOR = "|"
+
+#: The ordered parts that identify a node of each label.
+KEY_PARTS: dict[Label, tuple[str, ...]] = {
+    Label.MODEL: ("model",),
+    Label.CHECKPOINT: ("model", "checkpoint"),
+    Label.TASK: ("task",),
+    Label.RUN: ("run",),
+    Label.DICTIONARY: ("model", "checkpoint", "hook", "dictionary"),
+    Label.FEATURE: ("model", "checkpoint", "hook", "dictionary", "index"),
+    # One error node per dictionary: what the dictionary fails to reconstruct at its hook.
+    Label.ERROR: ("model", "checkpoint", "hook", "dictionary"),
+    Label.HEAD: ("model", "checkpoint", "layer", "head"),
+    # ROIs are blocks of one partition (named) of one dictionary's latents.
+    Label.ROI: ("model", "checkpoint", "hook", "dictionary", "partition", "index"),
+    # The output metric is task-specific (a logit difference needs the task's answers).
+    Label.OUTPUT: ("model", "checkpoint", "task", "metric"),
+    Label.INPUT: ("model", "checkpoint", "name"),
+    Label.COMMUNITY: ("run", "level", "index"),
+    Label.EVALUATION: ("run", "name"),
+}
+
+_KIND_OF: dict[str, Label] = {label.lower(): label for label in KEY_PARTS}
+
+
+def node_key(label: Label, **parts: object) -> str:
+    """Build the key of a node of ``label`` from exactly its named parts.
+
+    Raises ``ConfigError`` on a missing or unexpected part, an empty part, or a part that
+    contains the separator.
+    """
+    try:
+        names = KEY_PARTS[Label(label)]
+    except (KeyError, ValueError):
+        raise ConfigError(f"nodes labelled {label!r} have no key; keyed labels: {sorted(KEY_PARTS)}") from None
+    if set(parts) != set(names):
+        missing = [n for n in names if n not in parts]
+        extra = sorted(set(parts) - set(names))
+        raise ConfigError(
+            f"a {label} key needs exactly the parts {list(names)}"
+            + (f"; missing {missing}" if missing else "")
+            + (f"; unexpected {extra}" if extra else "")
+        )
+    values = []
+    for name in names:
+        value = str(parts[name])
+        if not value or SEPARATOR in value:
+            raise ConfigError(f"key part {name}={value!r} of a {label} must be non-empty and must not contain {SEPARATOR!r}")
+        values.append(value)
+    return SEPARATOR.join([label.lower(), *values])
+
+
+def parse_key(key: str) -> tuple[Label, dict[str, str]]:
+    """Invert :func:`node_key`: the label and the named parts (as strings)."""
+    kind, *values = key.split(SEPARATOR)
+    label = _KIND_OF.get(kind)
+    if label is None or len(values) != len(KEY_PARTS[label]):
+        raise ConfigError(f"{key!r} is not a mechgraph node key")
+    return label, dict(zip(KEY_PARTS[label], values, strict=True))

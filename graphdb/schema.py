@@ -1,0 +1,144 @@
+"""The graph data model: labels, relationship types, constraints and indexes.
+
+This module is the only source of label and relationship-type names. Cypher that needs a
+label or type it cannot write literally (the writer's templates) takes it from these enums,
+never from user input.
+
+Model (one Neo4j database holds many models, checkpoints, tasks and runs side by side):
+
+    (:Model)<-[:OF_MODEL]-(:Checkpoint)<-[:AT_CHECKPOINT]-(:Dictionary)<-[:OF_DICTIONARY]-(:Feature:Node)
+                                  ^                          ^-[:OF_DICTIONARY]-(:ErrorNode:Node)
+                                  +-[:AT_CHECKPOINT]-(:Head:Node) / (:Output:Node) / (:Input:Node) / (:ROI:Node)
+    (:Node)-[:ATTRIBUTES_TO {weight, abs_weight, model, checkpoint, task, run, granularity}]->(:Node)
+    (:Feature)-[:IN_HEAD {share}]->(:Head)      (:Feature)-[:IN_ROI]->(:ROI)
+    (:Node)-[:IN_COMMUNITY]->(:Community)-[:PRODUCED_BY]->(:Run)
+    (:Feature)-[:MATCHES {score, method}]->(:Feature)        (across checkpoints / sizes)
+    (:Evaluation)-[:PRODUCED_BY]->(:Run)        (:Run)-[:FOR_TASK]->(:Task)
+
+Every node that can be an endpoint of ``ATTRIBUTES_TO`` also carries the ``:Node`` label, so
+one uniqueness constraint (``Node.key``) serves every edge-endpoint lookup in the writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Label(StrEnum):
+    """Node labels. ``NODE`` is the super-label of every computational-graph node."""
+
+    MODEL = "Model"
+    CHECKPOINT = "Checkpoint"
+    TASK = "Task"
+    DICTIONARY = "Dictionary"
+    FEATURE = "Feature"
+    ERROR = "ErrorNode"
+    HEAD = "Head"
+    ROI = "ROI"
+    OUTPUT = "Output"
+    INPUT = "Input"
+    RUN = "Run"
+    COMMUNITY = "Community"
+    EVALUATION = "Evaluation"
+    NODE = "Node"
+
+
+#: Labels whose nodes are vertices of the computational graph (endpoints of ATTRIBUTES_TO).
+GRAPH_NODE_LABELS: frozenset[Label] = frozenset(
+    {Label.FEATURE, Label.ERROR, Label.HEAD, Label.ROI, Label.OUTPUT, Label.INPUT}
+)
+
+
+class Rel(StrEnum):
+    """Relationship types."""
+
+    ATTRIBUTES_TO = "ATTRIBUTES_TO"
+    IN_ROI = "IN_ROI"
+    IN_HEAD = "IN_HEAD"
+    IN_COMMUNITY = "IN_COMMUNITY"
+    MATCHES = "MATCHES"
+    OF_MODEL = "OF_MODEL"
+    AT_CHECKPOINT = "AT_CHECKPOINT"
+    OF_DICTIONARY = "OF_DICTIONARY"
+    PRODUCED_BY = "PRODUCED_BY"
+    FOR_TASK = "FOR_TASK"
+    EVALUATES = "EVALUATES"
+
+
+class Granularity(StrEnum):
+    """The node granularity an ATTRIBUTES_TO edge belongs to (``r.granularity``)."""
+
+    FEATURE = "feature"
+    HEAD = "head"
+    ROI = "roi"
+
+
+#: Relationship properties that, with the two endpoints, identify one relationship. The
+#: writer MERGEs on them, which is what makes writing the same run twice idempotent:
+#: one edge u->v per (run, task), so many runs and tasks coexist between the same nodes.
+REL_IDENTITY: dict[Rel, tuple[str, ...]] = {
+    Rel.ATTRIBUTES_TO: ("run", "task"),
+    Rel.MATCHES: ("method", "run"),
+    Rel.IN_COMMUNITY: ("run",),
+    Rel.IN_ROI: ("run",),
+}
+
+#: Labels with a uniqueness constraint on ``key``. Graph nodes are constrained through
+#: ``Node`` only: a second index per sub-label would cost every write and serve no lookup.
+KEYED_LABELS: tuple[Label, ...] = (
+    Label.MODEL,
+    Label.CHECKPOINT,
+    Label.TASK,
+    Label.DICTIONARY,
+    Label.RUN,
+    Label.COMMUNITY,
+    Label.EVALUATION,
+    Label.NODE,
+)
+
+#: (index name, Cypher target, properties). Chosen for the queries analysts run most:
+#: a task's subgraph at one checkpoint above a weight (the composite relationship index,
+#: equality on the prefix and a range seek on abs_weight), everything of one run (run
+#: deletes, provenance), and the nodes of one checkpoint or layer.
+INDEXES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("attr_task_ckpt_weight", f"()-[r:{Rel.ATTRIBUTES_TO}]-()", ("model", "checkpoint", "task", "abs_weight")),
+    ("attr_run", f"()-[r:{Rel.ATTRIBUTES_TO}]-()", ("run",)),
+    ("matches_method", f"()-[r:{Rel.MATCHES}]-()", ("method",)),
+    ("node_checkpoint_layer", f"(n:{Label.NODE})", ("model", "checkpoint", "layer")),
+    ("feature_dictionary_index", f"(n:{Label.FEATURE})", ("dictionary", "index")),
+    ("community_run", f"(n:{Label.COMMUNITY})", ("run",)),
+)
+
+
+def constraint_statements() -> list[str]:
+    """``CREATE CONSTRAINT ... IF NOT EXISTS`` for every keyed label (idempotent)."""
+    return [
+        f"CREATE CONSTRAINT {label.lower()}_key IF NOT EXISTS "
+        f"FOR (n:{label}) REQUIRE n.key IS UNIQUE"
+        for label in KEYED_LABELS
+    ]
+
+
+def index_statements() -> list[str]:
+    """``CREATE INDEX ... IF NOT EXISTS`` for every range index (idempotent)."""
+    out = []
+    for name, target, props in INDEXES:
+        var = "r" if target.startswith("()") else "n"
+        cols = ", ".join(f"{var}.{p}" for p in props)
+        out.append(f"CREATE INDEX {name} IF NOT EXISTS FOR {target} ON ({cols})")
+    return out
+
+
+class SupportsWrite(Protocol):
+    """What :func:`init_schema` needs of a :class:`graphdb.connection.Database`."""
+
+    def write(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]: ...
+
+
+def init_schema(db: SupportsWrite, *, timeout_s: int = 300) -> None:
+    """Create every constraint and index (idempotent) and wait until they are online."""
+    for statement in (*constraint_statements(), *index_statements()):
+        db.write(statement)
+    db.write("CALL db.awaitIndexes($t)", {"t": timeout_s})
