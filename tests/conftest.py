@@ -1,0 +1,62 @@
+"""Session-wide fixtures: one real Neo4j server for the whole test session.
+
+By default the suite starts the embedded server (the same launcher `mechgraph db start`
+uses) in a temporary data directory on a free loopback port, and stops it at the end. To run
+against another server instead set MECHGRAPH_TEST_NEO4J_URI / _USER / _PASSWORD: a separate
+variable from NEO4J_URI on purpose, because the tests wipe the database they use.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from graphdb.connection import Database, connect
+from graphdb.embedded import EmbeddedServer, free_port
+from graphdb.settings import Neo4jSettings
+
+
+@pytest.fixture(scope="session")
+def test_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer | None]:
+    """The embedded server of this session, or None when MECHGRAPH_TEST_NEO4J_URI is set."""
+    if os.environ.get("MECHGRAPH_TEST_NEO4J_URI"):
+        yield None
+        return
+    server = EmbeddedServer(tmp_path_factory.mktemp("mechgraph-data"), heap="1g", page_cache="128m")
+    server.start(port=free_port())
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def neo4j_settings(test_server: EmbeddedServer | None) -> Neo4jSettings:
+    if test_server is not None:
+        return test_server.settings()
+    return Neo4jSettings(uri=os.environ["MECHGRAPH_TEST_NEO4J_URI"],
+                         user=os.environ.get("MECHGRAPH_TEST_NEO4J_USER", "neo4j"),
+                         password=os.environ["MECHGRAPH_TEST_NEO4J_PASSWORD"])
+
+
+@pytest.fixture(scope="session")
+def embedded_server(test_server: EmbeddedServer | None) -> EmbeddedServer:
+    if test_server is None:
+        pytest.skip("the suite runs against MECHGRAPH_TEST_NEO4J_URI, not an embedded server")
+    return test_server
+
+
+@pytest.fixture()
+def db(neo4j_settings: Neo4jSettings) -> Iterator[Database]:
+    """A connection to an empty database (constraints and indexes may remain)."""
+    with connect(neo4j_settings) as database:
+        database.write("MATCH (n) DETACH DELETE n")
+        yield database
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if {"db", "neo4j_settings", "test_server"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.neo4j)

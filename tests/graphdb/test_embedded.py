@@ -1,0 +1,85 @@
+"""The embedded server: loopback only, secret file permissions, idempotent start, clean stop."""
+
+import ipaddress
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from graphdb.connection import connect
+from graphdb.embedded import EmbeddedServer, free_port
+from graphdb.errors import ServerError
+
+
+def _listening_addresses(pid: int) -> list[str]:
+    """Local addresses of the TCP sockets ``pid`` listens on, from /proc (no `ss` needed)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    out = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            local, state, inode = cols[1], cols[3], cols[9]
+            if state != "0A" or inode not in inodes:  # 0A = LISTEN
+                continue
+            hexaddr, _ = local.split(":")
+            raw = bytes.fromhex(hexaddr)
+            # /proc prints each 32-bit word in host (little-endian) order.
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            out.append(str(ipaddress.ip_address(raw)))
+    return out
+
+
+def test_server_listens_on_loopback_only(embedded_server):
+    addresses = _listening_addresses(embedded_server.state().pid)
+    assert addresses, "the server listens on nothing?"
+    for addr in addresses:
+        ip = ipaddress.ip_address(addr)
+        ip = ip.ipv4_mapped or ip if isinstance(ip, ipaddress.IPv6Address) else ip
+        assert ip.is_loopback, f"listening on {addr}"
+
+
+def test_password_file_is_private_and_not_a_default(embedded_server):
+    mode = stat.S_IMODE(embedded_server.password_file.stat().st_mode)
+    assert mode == 0o600
+    assert len(embedded_server.password()) >= 24
+    assert embedded_server.password() not in {"neo4j", "password"}
+
+
+def test_start_is_idempotent(embedded_server):
+    before = embedded_server.state()
+    state, started = embedded_server.start()
+    assert not started and state == before
+
+
+def test_stop_then_restart_keeps_the_data(tmp_path):
+    server = EmbeddedServer(tmp_path / "data", heap="512m", page_cache="64m")
+    port = free_port()
+    server.start(port=port)
+    try:
+        with connect(server.settings()) as db:
+            db.write("CREATE (:Probe {x: 42})")
+        assert server.stop()
+        assert server.state() is None
+        assert "MECHGRAPH-NEO4J STOPPED" in server.launcher_log.read_text()
+        assert not server.stop()  # stopping a stopped server is a no-op
+        server.start(port=port)
+        with connect(server.settings()) as db:
+            assert db.read("MATCH (p:Probe) RETURN p.x AS x") == [{"x": 42}]
+    finally:
+        server.stop()
+
+
+def test_world_readable_password_file_is_refused(tmp_path):
+    server = EmbeddedServer(tmp_path)
+    server.password_file.write_text("secret-secret-secret\n")
+    server.password_file.chmod(0o644)
+    with pytest.raises(ServerError, match="readable by others"):
+        server.start(port=free_port())
