@@ -1,0 +1,99 @@
+import pytest
+
+from graphdb.errors import ConfigError
+from graphdb.keys import node_key
+from graphdb.sample import SampleSpec, sample_rows, write_sample
+from graphdb.schema import Label, Rel
+from graphdb.writer import GraphWriter, MissingEndpointError
+
+
+def counts(db):
+    nodes = {r["label"]: r["n"] for r in db.read(
+        "MATCH (n) UNWIND labels(n) AS label RETURN label, count(*) AS n")}
+    rels = {r["type"]: r["n"] for r in db.read("MATCH ()-[r]->() RETURN type(r) AS type, count(*) AS n")}
+    return nodes, rels
+
+
+def expected_counts(spec):
+    nodes, rels = {}, {}
+    for kind, what, _, _ in sample_rows(spec):
+        bucket = nodes if kind == "node" else rels
+        bucket[str(what)] = bucket.get(str(what), 0) + 1
+    return nodes, rels
+
+
+def test_writing_the_same_run_twice_leaves_identical_counts(db):
+    spec = SampleSpec()
+    writer = GraphWriter(db, batch_size=50)  # several batches per type
+    write_sample(writer, spec)
+    first = counts(db)
+    write_sample(writer, spec)
+    assert counts(db) == first
+    exp_nodes, exp_rels = expected_counts(spec)
+    nodes, rels = first
+    assert rels == exp_rels
+    for label, n in exp_nodes.items():
+        assert nodes[label] == n
+    graph_nodes = sum(n for label, n in exp_nodes.items()
+                      if label in {"Feature", "ErrorNode", "Head", "Output"})
+    assert nodes["Node"] == graph_nodes
+
+
+def test_edge_properties_round_trip_exactly(db):
+    spec = SampleSpec()
+    write_sample(GraphWriter(db), spec)
+    edges = [row for kind, what, row, _ in sample_rows(spec) if what == Rel.ATTRIBUTES_TO]
+    stored = {(r["s"], r["d"], r["task"]): r for r in db.read(
+        "MATCH (a)-[r:ATTRIBUTES_TO]->(b) RETURN a.key AS s, b.key AS d, r.task AS task, "
+        "r.weight AS weight, r.abs_weight AS abs_weight, r.run AS run, r.checkpoint AS checkpoint")}
+    assert len(stored) == len(edges)
+    for e in edges:
+        got = stored[(e["src"], e["dst"], e["task"])]
+        assert (got["weight"], got["abs_weight"], got["run"], got["checkpoint"]) == (
+            e["weight"], abs(e["weight"]), e["run"], e["checkpoint"])
+
+
+def test_writer_streams_batches_instead_of_materialising(db):
+    batch = 100
+    pulled = 0
+
+    def rows():
+        nonlocal pulled
+        for i in range(1000):
+            pulled += 1
+            yield {"key": node_key(Label.FEATURE, model="m", checkpoint="c", hook="h", dictionary="d", index=i),
+                   "index": i}
+
+    seen = []
+    writer = GraphWriter(db, batch_size=batch, progress=lambda n: seen.append(pulled))
+    assert writer.write_nodes(Label.FEATURE, rows()) == 1000
+    # After each committed batch, the generator has been pulled only one batch further.
+    assert seen == [batch * (i + 1) for i in range(10)]
+
+
+def test_missing_endpoint_rolls_back_the_batch_and_raises(db):
+    writer = GraphWriter(db, batch_size=10)
+    keys = [node_key(Label.FEATURE, model="m", checkpoint="c", hook="h", dictionary="d", index=i) for i in range(3)]
+    writer.write_nodes(Label.FEATURE, [{"key": k} for k in keys[:2]])
+    rows = [{"src": keys[0], "dst": keys[1], "run": "r", "task": "t", "weight": 1.0},
+            {"src": keys[0], "dst": keys[2], "run": "r", "task": "t", "weight": 2.0}]
+    with pytest.raises(MissingEndpointError, match="1 of 2"):
+        writer.write_relationships(Rel.ATTRIBUTES_TO, rows)
+    assert db.read("MATCH ()-[r]->() RETURN count(r) AS n")[0]["n"] == 0
+
+
+def test_rows_without_identity_properties_are_refused_before_writing(db):
+    writer = GraphWriter(db)
+    with pytest.raises(ConfigError, match="identity property 'task'"):
+        writer.write_relationships(Rel.ATTRIBUTES_TO, [{"src": "a", "dst": "b", "run": "r"}])
+    with pytest.raises(ConfigError, match="no key"):
+        writer.write_nodes(Label.FEATURE, [{"index": 1}])
+
+
+def test_two_runs_between_the_same_nodes_are_two_edges(db):
+    writer = GraphWriter(db)
+    a, b = (node_key(Label.FEATURE, model="m", checkpoint="c", hook="h", dictionary="d", index=i) for i in range(2))
+    writer.write_nodes(Label.FEATURE, [{"key": a}, {"key": b}])
+    for run, task in [("r1", "t"), ("r2", "t"), ("r1", "u"), ("r1", "t")]:
+        writer.write_relationships(Rel.ATTRIBUTES_TO, [{"src": a, "dst": b, "run": run, "task": task, "weight": 1.0}])
+    assert db.read("MATCH ()-[r:ATTRIBUTES_TO]->() RETURN count(r) AS n")[0]["n"] == 3
