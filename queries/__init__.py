@@ -1,0 +1,1 @@
+"""The analyst query library: named, parameterised Cypher queries (see ``queries.loader``)."""

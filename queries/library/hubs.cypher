@@ -1,0 +1,13 @@
+// name: hubs
+// summary: The nodes with the largest total |weight| (in plus out) in one task's graph at one checkpoint.
+// param model: string  model name
+// param checkpoint: string  checkpoint name
+// param task: string  task name
+// param limit: int = 20  at most this many nodes
+// returns: node, kind, layer, degree, strength
+MATCH (n:Node)-[r:ATTRIBUTES_TO]-()
+WHERE r.model = $model AND r.checkpoint = $checkpoint AND r.task = $task
+RETURN n.key AS node, [l IN labels(n) WHERE l <> 'Node'][0] AS kind, n.layer AS layer,
+       count(r) AS degree, sum(r.abs_weight) AS strength
+ORDER BY strength DESC
+LIMIT $limit

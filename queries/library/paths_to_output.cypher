@@ -1,0 +1,13 @@
+// name: paths_to_output
+// summary: Directed paths (up to 4 edges) from one node to its task's output node, ranked by |product of edge weights|.
+// param key: string  the start node's key
+// param task: string  task name
+// param limit: int = 10  at most this many paths
+// returns: path, hops, path_weight
+MATCH (n:Node {key: $key})
+MATCH p = (n)-[:ATTRIBUTES_TO*1..4]->(o:Output {task: $task})
+WHERE all(r IN relationships(p) WHERE r.task = $task)
+WITH p, reduce(w = 1.0, r IN relationships(p) | w * r.weight) AS path_weight
+RETURN [x IN nodes(p) | x.key] AS path, length(p) AS hops, path_weight
+ORDER BY abs(path_weight) DESC
+LIMIT $limit

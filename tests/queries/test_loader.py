@@ -1,0 +1,89 @@
+"""The query library: every file parses and runs on the sample graph, with hand-checked answers."""
+
+from collections import Counter
+
+import pytest
+
+from graphdb.errors import QueryError
+from graphdb.sample import SampleSpec, sample_rows, write_sample
+from graphdb.schema import Rel
+from graphdb.writer import GraphWriter
+from queries.loader import library, parse_query, run_query
+
+SPEC = SampleSpec()
+CKPT, TASK = SPEC.checkpoints[-1], SPEC.tasks[0]
+EDGES = [row for _, what, row, _ in sample_rows(SPEC) if what == Rel.ATTRIBUTES_TO]
+A_FEATURE = SPEC.feature_key(CKPT, SPEC.n_layers - 1, 0)  # serves ioi, feeds the output
+
+#: Parameters for every library query on the sample graph.
+PARAMS = {
+    "model": SPEC.model, "checkpoint": CKPT, "task": TASK, "layer": 1, "key": A_FEATURE,
+}
+
+
+@pytest.fixture()
+def sample_db(db):
+    write_sample(GraphWriter(db), SPEC)
+    return db
+
+
+def test_library_has_the_analyst_queries():
+    assert {"task_subgraph", "neighbourhood", "paths_to_output", "graph_summary", "runs"} <= set(library())
+
+
+@pytest.mark.parametrize("name", sorted(library()))
+def test_every_library_query_runs_and_returns_its_declared_columns(sample_db, name):
+    q = library()[name]
+    values = {p.name: PARAMS[p.name] for p in q.params if p.required}
+    rows = run_query(sample_db, name, values)
+    assert rows, f"{name} returned nothing on the sample graph"
+    assert list(rows[0]) == list(q.returns)
+
+
+def test_task_subgraph_matches_the_generator(sample_db):
+    tau = 0.5
+    want = sorted((e["src"], e["dst"]) for e in EDGES
+                  if e["checkpoint"] == CKPT and e["task"] == TASK and abs(e["weight"]) >= tau)
+    rows = run_query(sample_db, "task_subgraph", {"model": SPEC.model, "checkpoint": CKPT, "task": TASK,
+                                                  "min_abs_weight": tau, "limit": 10**6})
+    assert sorted((r["source"], r["target"]) for r in rows) == want
+    weights = [r["abs_weight"] for r in rows]
+    assert weights == sorted(weights, reverse=True)
+
+
+def test_graph_summary_counts_every_edge(sample_db):
+    want = Counter((e["checkpoint"], e["task"]) for e in EDGES)
+    rows = run_query(sample_db, "graph_summary")
+    assert {(r["checkpoint"], r["task"]): r["edges"] for r in rows} == dict(want)
+
+
+def test_neighbourhood_one_hop_is_the_direct_neighbours(sample_db):
+    direct = {e["dst"] for e in EDGES if e["src"] == A_FEATURE and e["task"] == TASK and e["checkpoint"] == CKPT}
+    direct |= {e["src"] for e in EDGES if e["dst"] == A_FEATURE and e["task"] == TASK and e["checkpoint"] == CKPT}
+    rows = run_query(sample_db, "neighbourhood", {"key": A_FEATURE, "task": TASK, "hops": 1})
+    assert {r["node"] for r in rows} == direct
+    assert {r["distance"] for r in rows} == {1}
+
+
+def test_bind_checks_names_types_and_ranges():
+    q = library()["neighbourhood"]
+    assert q.bind({"key": "k", "task": "t", "hops": "3"})["hops"] == 3
+    with pytest.raises(QueryError, match="1..3"):
+        q.bind({"key": "k", "task": "t", "hops": "4"})
+    with pytest.raises(QueryError, match="must be int"):
+        q.bind({"key": "k", "task": "t", "hops": "two"})
+    with pytest.raises(QueryError, match="needs --param task"):
+        q.bind({"key": "k"})
+    with pytest.raises(QueryError, match="no parameter colour"):
+        q.bind({"key": "k", "task": "t", "colour": "red"})
+
+
+def test_malformed_files_are_rejected(tmp_path):
+    bad = tmp_path / "undeclared.cypher"
+    bad.write_text("// name: undeclared\n// summary: s\n// returns: x\nRETURN $x AS x\n")
+    with pytest.raises(QueryError, match="declared"):
+        parse_query(bad)
+    misnamed = tmp_path / "a.cypher"
+    misnamed.write_text("// name: b\n// summary: s\n// returns: x\nRETURN 1 AS x\n")
+    with pytest.raises(QueryError, match="must be 'a'"):
+        parse_query(misnamed)
