@@ -1,0 +1,88 @@
+"""The ``mechgraph`` command: composes the sub-apps of every package and the main job.
+
+Errors a user can cause (``MechgraphError``) become one line on stderr and exit code 1;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from graphdb.cli import app as db_app
+from graphdb.errors import MechgraphError
+from queries.cli import Format, render
+from queries.cli import app as query_app
+
+
+@dataclass
+class CliState:
+    data_dir: str | None
+    debug: bool
+
+
+class _OneLineErrors(TyperGroup):
+    """Turns a ``MechgraphError`` raised anywhere below into one stderr line + exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MechgraphError as e:
+            if isinstance(ctx.obj, CliState) and ctx.obj.debug:
+                raise
+            typer.echo(f"mechgraph: error: {e}", err=True)
+            ctx.exit(1)
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(db_app, name="db")
+app.add_typer(query_app, name="query")
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    data_dir: Annotated[str | None, typer.Option("--data-dir", envvar="MECHGRAPH_HOME",
+                                                 help="Project data directory (embedded Neo4j, password, logs). [default: ./.mechgraph]")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details to stderr.")] = False,
+) -> None:
+    """mechgraph: transformer computational graphs in Neo4j, for mechanistic interpretability.
+
+    Neo4j is the server named by NEO4J_URI / NEO4J_USER / NEO4J_PASSWORD / NEO4J_DATABASE when
+    NEO4J_URI is set, else the embedded server of the data directory (`mechgraph db start`).
+    """
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = CliState(data_dir=data_dir, debug=debug)
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """The main job, end to end on the embedded Neo4j.
+
+    Starts the server, creates the schema, writes the sample graph, runs two library queries
+    and prints their tables.
+    """
+    from analysis.demo import run_demo
+    from graphdb.settings import data_dir
+    from queries.loader import get_query
+
+    result = run_demo(data_dir(ctx.obj.data_dir))
+    typer.echo(f"Neo4j at {result.uri}; wrote " + ", ".join(f"{n} {k}" for k, n in result.written.items()))
+    for name, rows in result.tables.items():
+        render(rows, get_query(name).returns, Format.TABLE, title=f"{name} ({len(rows)} rows)")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

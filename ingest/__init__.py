@@ -1,0 +1,1 @@
+"""Everything that touches the model: forward, backward, attribution, ablation."""
