@@ -1,0 +1,39 @@
+# The two commands of the README, plus helpers. Everything installs itself on a fresh
+# machine: Java and Maven from Debian if missing, Python packages into .venv with the
+# repository's constraints, the Neo4j jars from Maven Central (into ~/.m2 and the cache).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.mechgraph-installed
+
+.PHONY: demo test bench-write system-deps install neo4j clean
+
+demo: install neo4j            ## the main job, end to end on the embedded Neo4j
+	$(BIN)/mechgraph demo
+
+test: install neo4j            ## the whole test suite (starts its own Neo4j)
+	$(BIN)/python -m pytest
+
+bench-write: install neo4j     ## the write benchmark (1M edges)
+	$(BIN)/python bench/write.py
+
+install: system-deps $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else "mechgraph needs Python 3.11 or 3.12")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+neo4j: install                 ## fetch the Neo4j jars and build the launcher (once)
+	$(BIN)/mechgraph db install
+
+system-deps:
+	@command -v java >/dev/null && command -v mvn >/dev/null || { \
+	  echo "installing Java 17 and Maven from Debian's packages"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless maven; }
+
+clean:                         ## stop the embedded server; remove the venv (keeps .mechgraph data)
+	-test -x $(BIN)/mechgraph && $(BIN)/mechgraph db stop
+	rm -rf $(VENV)
