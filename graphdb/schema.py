@@ -100,12 +100,17 @@ KEYED_LABELS: tuple[Label, ...] = (
 
 #: (index name, Cypher target, properties). Chosen for the queries analysts run most:
 #: a task's subgraph at one checkpoint above a weight (the composite relationship index,
-#: equality on the prefix and a range seek on abs_weight), everything of one run (run
-#: deletes, provenance), and the nodes of one checkpoint or layer.
+#: equality on the prefix and a range seek on abs_weight), and the nodes of one checkpoint
+#: or layer.
+#:
+#: Deliberately NO relationship index led by an identity property (``run`` or ``task``
+#: alone): the writer's ``MERGE (a)-[r:ATTRIBUTES_TO {run, task}]->(b)`` must expand between
+#: the two bound endpoints, but on a store whose statistics are young the planner prefers
+#: such an index seek, which reads every edge of the run for every row: writes become
+#: quadratic (measured: 200 edges/s instead of tens of thousands). A run's edges are reached
+#: through its (model, checkpoint, task) prefix instead.
 INDEXES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("attr_task_ckpt_weight", f"()-[r:{Rel.ATTRIBUTES_TO}]-()", ("model", "checkpoint", "task", "abs_weight")),
-    ("attr_run", f"()-[r:{Rel.ATTRIBUTES_TO}]-()", ("run",)),
-    ("matches_method", f"()-[r:{Rel.MATCHES}]-()", ("method",)),
     ("node_checkpoint_layer", f"(n:{Label.NODE})", ("model", "checkpoint", "layer")),
     ("feature_dictionary_index", f"(n:{Label.FEATURE})", ("dictionary", "index")),
     ("community_run", f"(n:{Label.COMMUNITY})", ("run",)),
