@@ -7,6 +7,12 @@ from graphdb.schema import Label, Rel
 from graphdb.writer import GraphWriter, MissingEndpointError
 
 
+@pytest.fixture(params=["procedure", "cypher"])
+def path(request):
+    """Every writer test runs on both transports; they must agree exactly."""
+    return request.param
+
+
 def counts(db):
     nodes = {r["label"]: r["n"] for r in db.read(
         "MATCH (n) UNWIND labels(n) AS label RETURN label, count(*) AS n")}
@@ -22,9 +28,9 @@ def expected_counts(spec):
     return nodes, rels
 
 
-def test_writing_the_same_run_twice_leaves_identical_counts(db):
+def test_writing_the_same_run_twice_leaves_identical_counts(db, path):
     spec = SampleSpec()
-    writer = GraphWriter(db, batch_size=50)  # several batches per type
+    writer = GraphWriter(db, batch_size=50, path=path)  # several batches per type
     write_sample(writer, spec)
     first = counts(db)
     write_sample(writer, spec)
@@ -39,9 +45,9 @@ def test_writing_the_same_run_twice_leaves_identical_counts(db):
     assert nodes["Node"] == graph_nodes
 
 
-def test_edge_properties_round_trip_exactly(db):
+def test_edge_properties_round_trip_exactly(db, path):
     spec = SampleSpec()
-    write_sample(GraphWriter(db), spec)
+    write_sample(GraphWriter(db, path=path), spec)
     edges = [row for kind, what, row, _ in sample_rows(spec) if what == Rel.ATTRIBUTES_TO]
     stored = {(r["s"], r["d"], r["task"]): r for r in db.read(
         "MATCH (a)-[r:ATTRIBUTES_TO]->(b) RETURN a.key AS s, b.key AS d, r.task AS task, "
@@ -53,7 +59,7 @@ def test_edge_properties_round_trip_exactly(db):
             e["weight"], abs(e["weight"]), e["run"], e["checkpoint"])
 
 
-def test_writer_streams_batches_instead_of_materialising(db):
+def test_writer_streams_batches_instead_of_materialising(db, path):
     batch = 100
     pulled = 0
 
@@ -65,14 +71,14 @@ def test_writer_streams_batches_instead_of_materialising(db):
                    "index": i}
 
     seen = []
-    writer = GraphWriter(db, batch_size=batch, progress=lambda n: seen.append(pulled))
+    writer = GraphWriter(db, batch_size=batch, progress=lambda n: seen.append(pulled), path=path)
     assert writer.write_nodes(Label.FEATURE, rows()) == 1000
     # After each committed batch, the generator has been pulled only one batch further.
     assert seen == [batch * (i + 1) for i in range(10)]
 
 
-def test_missing_endpoint_rolls_back_the_batch_and_raises(db):
-    writer = GraphWriter(db, batch_size=10)
+def test_missing_endpoint_rolls_back_the_batch_and_raises(db, path):
+    writer = GraphWriter(db, batch_size=10, path=path)
     keys = [node_key(Label.FEATURE, model="m", checkpoint="c", hook="h", dictionary="d", index=i) for i in range(3)]
     writer.write_nodes(Label.FEATURE, [{"key": k} for k in keys[:2]])
     rows = [{"src": keys[0], "dst": keys[1], "run": "r", "task": "t", "weight": 1.0},
@@ -90,10 +96,34 @@ def test_rows_without_identity_properties_are_refused_before_writing(db):
         writer.write_nodes(Label.FEATURE, [{"index": 1}])
 
 
-def test_two_runs_between_the_same_nodes_are_two_edges(db):
-    writer = GraphWriter(db)
+def test_two_runs_between_the_same_nodes_are_two_edges(db, path):
+    writer = GraphWriter(db, path=path)
     a, b = (node_key(Label.FEATURE, model="m", checkpoint="c", hook="h", dictionary="d", index=i) for i in range(2))
     writer.write_nodes(Label.FEATURE, [{"key": a}, {"key": b}])
     for run, task in [("r1", "t"), ("r2", "t"), ("r1", "u"), ("r1", "t")]:
         writer.write_relationships(Rel.ATTRIBUTES_TO, [{"src": a, "dst": b, "run": run, "task": task, "weight": 1.0}])
     assert db.read("MATCH ()-[r:ATTRIBUTES_TO]->() RETURN count(r) AS n")[0]["n"] == 3
+
+
+def test_common_properties_and_update_in_place(db, path):
+    writer = GraphWriter(db, path=path)
+    a, b = (node_key(Label.FEATURE, model="m", checkpoint="c", hook="h", dictionary="d", index=i) for i in range(2))
+    writer.write_nodes(Label.FEATURE, [{"key": a, "index": 0}, {"key": b, "index": 1}], common={"model": "m"})
+    common = {"run": "r", "task": "t", "model": "m"}
+    writer.write_relationships(Rel.ATTRIBUTES_TO, [{"src": a, "dst": b, "weight": -2.5}], common=common)
+    writer.write_relationships(Rel.ATTRIBUTES_TO, [{"src": a, "dst": b, "weight": 0.25}], common=common)
+    rows = db.read("MATCH (x)-[r:ATTRIBUTES_TO]->(y) RETURN x.model AS xm, x.index AS xi, r.weight AS w, "
+                   "r.abs_weight AS aw, r.model AS m, r.run AS run")
+    assert rows == [{"xm": "m", "xi": 0, "w": 0.25, "aw": 0.25, "m": "m", "run": "r"}]
+
+
+def test_both_paths_write_the_same_graph(db):
+    spec = SampleSpec(features_per_layer=12)
+    snapshot = []
+    for path in ("cypher", "procedure"):
+        db.write("MATCH (n) DETACH DELETE n")
+        write_sample(GraphWriter(db, path=path), spec)
+        snapshot.append(sorted(
+            (r["a"], r["t"], r["b"], sorted(r["p"].items())) for r in db.read(
+                "MATCH (a)-[r]->(b) RETURN a.key AS a, type(r) AS t, b.key AS b, properties(r) AS p")))
+    assert snapshot[0] == snapshot[1]

@@ -25,6 +25,9 @@ import org.neo4j.dbms.api.DatabaseManagementService;
 import org.neo4j.dbms.api.DatabaseManagementServiceBuilder;
 import org.neo4j.graphdb.QueryExecutionException;
 import org.neo4j.graphdb.config.Setting;
+import org.neo4j.internal.kernel.api.exceptions.ProcedureException;
+import org.neo4j.kernel.api.procedure.GlobalProcedures;
+import org.neo4j.kernel.internal.GraphDatabaseAPI;
 import org.neo4j.kernel.internal.Version;
 
 /**
@@ -186,7 +189,9 @@ public final class Launcher {
 
         // Every start re-applies the password, so editing the file and restarting rotates it.
         // On failure, fail() -> System.exit -> the hook shuts the DBMS down cleanly.
-        setPassword(startRunning(home, config), password);
+        DatabaseManagementService dbms = startRunning(home, config);
+        setPassword(dbms, password);
+        registerProcedures(dbms);
         ready = true;
         String host = listen.contains(":") ? "[" + listen + "]" : listen;
         System.out.println(TAG + "READY bolt://" + host + ":" + port + " version=" + Version.getNeo4jVersion());
@@ -235,6 +240,20 @@ public final class Launcher {
             throw new Fatal(EXIT_START, "default database did not become available (see " + home.resolve("logs/debug.log") + ")");
         }
         return dbms;
+    }
+
+    /**
+     * Registers mechgraph's server-side procedures ({@link WriteProcedures}). The registry is global to
+     * the DBMS, so registering through the default database covers every database; it has to happen
+     * before READY so the Python side can rely on the procedures being there.
+     */
+    private static void registerProcedures(DatabaseManagementService dbms) throws Fatal {
+        try {
+            GraphDatabaseAPI db = (GraphDatabaseAPI) dbms.database(GraphDatabaseSettings.DEFAULT_DATABASE_NAME);
+            db.getDependencyResolver().resolveDependency(GlobalProcedures.class).registerProcedure(WriteProcedures.class);
+        } catch (ProcedureException | RuntimeException e) {
+            throw new Fatal(EXIT_START, "cannot register mechgraph procedures: " + describe(e));
+        }
     }
 
     /**
