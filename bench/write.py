@@ -1,10 +1,12 @@
 """Write benchmark: the batched writer against a naive one-edge-per-transaction writer.
 
-Writes N_FEATURES feature nodes, then N_EDGES ATTRIBUTES_TO edges among them through
-``GraphWriter`` (UNWIND batches in managed transactions), then the first N_NAIVE of the same
-edges (under another run id, so they are new edges, not no-op merges) one edge per
-transaction, in the same invocation and against the same server. Prints edges/s for both
-and their ratio, and the machine it ran on.
+In one invocation and against one server: writes --features feature nodes, then --edges
+ATTRIBUTES_TO edges among them through ``GraphWriter`` (batched managed transactions, the
+transport it picks: the procedure path on the embedded server), then the first --cypher of
+the same edges through the writer's portable Cypher path (``UNWIND $rows ... MERGE``), then
+the first --naive of them one edge per transaction. Each pass uses its own run id, so every
+pass creates new edges rather than no-op merges. Prints edges/s for each, the ratios against
+the naive writer, and the machine it ran on.
 
 Runs its own embedded Neo4j in bench/out/neo4j (wiped first) unless --external is given,
 in which case it uses NEO4J_URI and writes into that database (it never deletes there).
@@ -52,7 +54,12 @@ def feature_key(i: int, n_per_layer: int) -> str:
                     dictionary="sae", index=i % n_per_layer)
 
 
-def edges(n_edges: int, n_features: int, n_per_layer: int, run: str, seed: int = 0):
+def common(run: str) -> dict[str, str]:
+    """The properties every edge of one graph shares."""
+    return {"model": "bench", "checkpoint": "final", "task": "bench", "run": run, "granularity": "feature"}
+
+
+def edges(n_edges: int, n_features: int, n_per_layer: int, seed: int = 0):
     """Forward edges (layer of src < layer of dst), distinct pairs, deterministic for a seed:
     every feature above layer 0 takes an equal share of in-edges from earlier layers."""
     rng = np.random.default_rng(seed)
@@ -69,8 +76,7 @@ def edges(n_edges: int, n_features: int, n_per_layer: int, run: str, seed: int =
         weights = rng.standard_normal(len(srcs)) ** 3
         for s, wt in zip(srcs.tolist(), weights.tolist()):
             made += 1
-            yield {"src": keys[s], "dst": keys[d], "weight": wt, "abs_weight": abs(wt), "model": "bench",
-                   "checkpoint": "final", "task": "bench", "run": run, "granularity": "feature"}
+            yield {"src": keys[s], "dst": keys[d], "weight": wt}
             if made >= n_edges:
                 return
 
@@ -79,9 +85,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--features", type=int, default=100_000)
     ap.add_argument("--edges", type=int, default=1_000_000)
+    ap.add_argument("--cypher", type=int, default=100_000, help="edges through the portable Cypher path")
     ap.add_argument("--naive", type=int, default=20_000)
     ap.add_argument("--layers", type=int, default=10)
-    ap.add_argument("--batch-size", type=int, default=20_000)
+    ap.add_argument("--batch-size", type=int, default=10_000)
     ap.add_argument("--external", action="store_true", help="use NEO4J_URI instead of a private embedded server")
     args = ap.parse_args()
     n_per_layer = args.features // args.layers
@@ -98,43 +105,53 @@ def main() -> int:
         print(f"embedded Neo4j started in {time.perf_counter() - t:.1f}s", file=sys.stderr)
         settings = server.settings()
 
+    rates: dict[str, tuple[int, float]] = {}
     try:
         with connect(settings) as db:
             init_schema(db)
             columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
             with Progress(*columns, transient=True) as progress:
-                bar = progress.add_task("features", total=args.features)
-                writer = GraphWriter(db, batch_size=args.batch_size, progress=lambda n: progress.advance(bar, n))
-                writer.write_nodes(Label.FEATURE, ({"key": feature_key(i, n_per_layer), "layer": i // n_per_layer,
-                                                    "index": i % n_per_layer} for i in range(args.features)))
-                bar = progress.add_task("batched edges", total=args.edges)
-                t = time.perf_counter()
-                written = writer.write_relationships(Rel.ATTRIBUTES_TO, edges(args.edges, args.features, n_per_layer, "bench-batched"))
-                batched_s = time.perf_counter() - t
+                def bar(name: str, total: int):  # noqa: ANN202
+                    task = progress.add_task(name, total=total)
+                    return lambda n: progress.advance(task, n)
 
-                bar = progress.add_task("naive edges", total=args.naive)
+                writer = GraphWriter(db, batch_size=args.batch_size, progress=bar("features", args.features))
+                writer.write_nodes(Label.FEATURE, ({"key": feature_key(i, n_per_layer), "layer": i // n_per_layer,
+                                                    "index": i % n_per_layer} for i in range(args.features)),
+                                   common={"model": "bench", "checkpoint": "final"})
+                for path, n, run in (("auto", args.edges, "bench-batched"), ("cypher", args.cypher, "bench-cypher")):
+                    if n == 0:
+                        continue
+                    writer = GraphWriter(db, batch_size=args.batch_size, progress=bar(f"{path} path", n), path=path)
+                    t = time.perf_counter()
+                    written = writer.write_relationships(Rel.ATTRIBUTES_TO, edges(n, args.features, n_per_layer),
+                                                         common=common(run))
+                    rates[f"batched writer, {writer.path} path"] = (written, time.perf_counter() - t)
+
+                advance = bar("naive", args.naive)
                 query = relationship_query(Rel.ATTRIBUTES_TO)
                 t = time.perf_counter()
                 with db.driver.session(database=db.database) as session:
-                    for row in edges(args.naive, args.features, n_per_layer, "bench-naive"):
-                        payload = [{"src": row.pop("src"), "dst": row.pop("dst"), "props": row}]
+                    for row in edges(args.naive, args.features, n_per_layer):
+                        payload = [{"src": row.pop("src"), "dst": row.pop("dst"),
+                                    "props": {**row, "abs_weight": abs(row["weight"]), **common("bench-naive")}}]
                         session.execute_write(lambda tx, p=payload: tx.run(query, rows=p).consume())
-                        progress.advance(bar)
-                naive_s = time.perf_counter() - t
+                        advance(1)
+                rates["naive writer, one edge per transaction"] = (args.naive, time.perf_counter() - t)
             count = db.read("MATCH ()-[r:ATTRIBUTES_TO]->() WHERE r.task = 'bench' RETURN count(r) AS n")[0]["n"]
     finally:
         if server is not None:
             server.stop()
 
-    batched_rate = written / batched_s
-    naive_rate = args.naive / naive_s
     print(f"machine: {machine()}")
-    print(f"graph: {args.features:,} features, {args.edges:,} ATTRIBUTES_TO edges, batch size {args.batch_size:,}")
-    print(f"batched writer: {written:,} edges in {batched_s:.1f}s = {batched_rate:,.0f} edges/s")
-    print(f"naive writer (one edge per transaction): {args.naive:,} edges in {naive_s:.1f}s = {naive_rate:,.0f} edges/s")
-    print(f"ratio batched/naive: {batched_rate / naive_rate:.1f}x")
-    print(f"edges in the store: {count:,} (expected {written + args.naive:,})")
-    return 0 if count == written + args.naive else 1
+    print(f"graph: {args.features:,} features, ATTRIBUTES_TO edges in batches of {args.batch_size:,}")
+    naive_rate = rates["naive writer, one edge per transaction"][0] / rates["naive writer, one edge per transaction"][1]
+    for name, (n, secs) in rates.items():
+        rate = n / secs
+        print(f"{name}: {n:,} edges in {secs:.1f}s = {rate:,.0f} edges/s ({rate / naive_rate:.1f}x naive)")
+    expected = sum(n for n, _ in rates.values())
+    print(f"edges in the store: {count:,} (expected {expected:,})")
+    return 0 if count == expected else 1
 
 
 if __name__ == "__main__":

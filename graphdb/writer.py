@@ -34,7 +34,7 @@ from graphdb.schema import GRAPH_NODE_LABELS, KEYED_LABELS, REL_IDENTITY, Label,
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 20_000
+DEFAULT_BATCH_SIZE = 10_000
 PROCEDURES = ("mechgraph.mergeNodes", "mechgraph.mergeRelationships")
 _CYPHER_DIR = Path(__file__).parent / "cypher"
 _MISSING = "MissingEndpoint:"
