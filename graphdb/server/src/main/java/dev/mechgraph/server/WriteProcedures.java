@@ -92,25 +92,14 @@ public class WriteProcedures {
         }
     }
 
-    /** A bad argument; the message is shown to the client as is. */
+    /**
+     * A failure the caller caused (a bad argument, or rows naming missing endpoint nodes, whose message
+     * starts with "MissingEndpoint:"); the message is shown to the client as is and the call rolls back.
+     */
     public static final class InvalidArgument extends IllegalArgumentException implements Status.HasStatus {
         private static final long serialVersionUID = 1L;
 
         public InvalidArgument(String message) {
-            super(message);
-        }
-
-        @Override
-        public Status status() {
-            return Status.Procedure.ProcedureCallFailed;
-        }
-    }
-
-    /** Some relationship rows named endpoint nodes that do not exist; the call is rolled back. */
-    public static final class MissingEndpoint extends RuntimeException implements Status.HasStatus {
-        private static final long serialVersionUID = 1L;
-
-        public MissingEndpoint(String message) {
             super(message);
         }
 
@@ -284,7 +273,7 @@ public class WriteProcedures {
                 }
             }
             if (missing > 0) {
-                throw new MissingEndpoint("MissingEndpoint: " + missing + " of " + n + " rows name a missing endpoint node, e.g. "
+                throw new InvalidArgument("MissingEndpoint: " + missing + " of " + n + " rows name a missing endpoint node, e.g. "
                         + example + "; nothing was written");
             }
 
