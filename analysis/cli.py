@@ -81,6 +81,20 @@ def demo(ctx: typer.Context) -> None:
     typer.echo(f"Neo4j at {result.uri}; wrote " + ", ".join(f"{n} {k}" for k, n in result.written.items()))
     for name, rows in result.tables.items():
         render(rows, get_query(name).returns, Format.TABLE, title=f"{name} ({len(rows)} rows)")
+    where = (f"user neo4j, password in {data_dir(ctx.obj.data_dir) / 'password'}" if result.server
+             else "the NEO4J_USER / NEO4J_PASSWORD you set")
+    typer.echo(f"\nExplore it in Neo4j Browser or Bloom at {result.uri} ({where}), or with"
+               " `mechgraph query list`. For example:")
+    for cypher in _EXAMPLES:
+        typer.echo(f"  {cypher}")
+
+
+#: Cypher the demo suggests to paste into Neo4j Browser (they run on the sample graph).
+_EXAMPLES = (
+    "MATCH (a)-[r:ATTRIBUTES_TO {task: 'ioi'}]->(b) WHERE r.checkpoint = 'final' AND r.abs_weight > 2 RETURN a, r, b",
+    "MATCH p = (:Feature {layer: 0})-[:ATTRIBUTES_TO*1..3]->(:Output {task: 'ioi', checkpoint: 'final'}) RETURN p LIMIT 25",
+    "MATCH (f:Feature)-[s:IN_HEAD]->(h:Head) WHERE f.checkpoint = 'final' RETURN h.layer, h.head, count(f), avg(s.share)",
+)
 
 
 def main() -> None:

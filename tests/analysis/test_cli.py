@@ -106,3 +106,19 @@ def test_bad_query_input_fails_before_connecting(args, message):
     res = runner.invoke(app, args, env={"NEO4J_URI": None})
     assert res.exit_code == 1
     assert message in _one_error_line(res)
+
+
+def test_db_start_is_idempotent_and_stop_stops(tmp_path):
+    env = {"NEO4J_URI": None, "MECHGRAPH_BOLT_PORT": str(free_port()), "MECHGRAPH_NEO4J_HEAP": "512m",
+           "MECHGRAPH_NEO4J_PAGECACHE": "64m"}
+    base = ["--data-dir", str(tmp_path)]
+    try:
+        first = runner.invoke(app, [*base, "db", "start"], env=env)
+        assert first.exit_code == 0 and " started at bolt://127.0.0.1:" in first.stdout, first.output
+        again = runner.invoke(app, [*base, "db", "start"], env=env)
+        assert again.exit_code == 0 and "already running" in again.stdout
+        assert runner.invoke(app, [*base, "db", "init"], env=env).exit_code == 0
+    finally:
+        stopped = runner.invoke(app, [*base, "db", "stop"], env=env)
+    assert stopped.exit_code == 0 and "Neo4j stopped." in stopped.stdout
+    assert runner.invoke(app, [*base, "db", "status"], env=env).exit_code == 3
