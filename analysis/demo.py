@@ -1,6 +1,6 @@
 """The main job, end to end on the embedded Neo4j (the README's first command).
 
-For now: start the server, create the schema, write the sample graph, and run two library
+For now: start the server, write the sample graph (the writer creates the schema first), and run two library
 queries. Later stages (zoo, ingest, analysis, evaluation, report) extend this pipeline.
 """
 
@@ -13,7 +13,6 @@ from typing import Any
 from graphdb.connection import connect
 from graphdb.embedded import EmbeddedServer, ServerState
 from graphdb.sample import SampleSpec, write_sample
-from graphdb.schema import init_schema
 from graphdb.settings import external_settings
 from graphdb.writer import GraphWriter
 from queries.loader import run_query
@@ -34,7 +33,6 @@ def run_demo(data_dir: Path, spec: SampleSpec | None = None) -> DemoResult:
     if external_settings() is None:
         state, _ = EmbeddedServer(data_dir).start()
     with connect(data=data_dir) as db:
-        init_schema(db)
         written = write_sample(GraphWriter(db), spec)
         ckpt, task = spec.checkpoints[-1], spec.tasks[0]
         result = DemoResult(uri=db.settings.uri, server=state, written=written)

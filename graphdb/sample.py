@@ -4,8 +4,8 @@ It is not computed from a model (that is ``ingest``'s job): it is a hand-shaped 
 graph of a toy ``sample-tiny`` model, with dictionaries on ``resid_post`` of each layer, one
 error node per dictionary, heads with ``IN_HEAD`` shares, a per-task output node, and
 ``ATTRIBUTES_TO`` edges in which each task uses its own planted group of features (so
-community and disentanglement queries have a known answer). Everything is generated
-lazily, so the same code streams a million edges for the write benchmark.
+community and disentanglement queries have a known answer). ``sample_rows`` generates it
+lazily; ``write_sample`` groups the rows by type and writes them nodes first.
 """
 
 from __future__ import annotations
@@ -141,35 +141,17 @@ def _task_edges(spec: SampleSpec, run: RunRecord, ckpt: str, task: str, okey: st
 
 def write_sample(writer: GraphWriter, spec: SampleSpec | None = None) -> dict[str, int]:
     """Write the sample graph (idempotently). Returns rows written per label / type."""
-    spec = spec or SampleSpec()
+    groups: dict[tuple[str, Label | Rel, tuple[Label, Label] | None], list[dict[str, Any]]] = {}
+    for kind, what, row, ends in sample_rows(spec or SampleSpec()):
+        groups.setdefault((kind, what, ends), []).append(row)
     counts: dict[str, int] = {}
-    pending: list[Any] = []
-
-    def flush() -> None:
-        # Group consecutive rows of the same kind and type into one streamed write.
-        i = 0
-        while i < len(pending):
-            kind, what, _, ends = pending[i]
-            j = i
-            while j < len(pending) and pending[j][0] == kind and pending[j][1] == what and pending[j][3] == ends:
-                j += 1
-            rows = [p[2] for p in pending[i:j]]
-            if kind == "node":
-                n = writer.write_nodes(what, rows)
-            else:
-                src, dst = ends or (Label.NODE, Label.NODE)
-                n = writer.write_relationships(what, rows, src=src, dst=dst)
-            counts[str(what)] = counts.get(str(what), 0) + n
-            i = j
-        pending.clear()
-
-    # Nodes first, then relationships, so every endpoint exists when its edges arrive.
-    rels: list[Any] = []
-    for item in sample_rows(spec):
-        (pending if item[0] == "node" else rels).append(item)
-    pending.sort(key=lambda p: str(p[1]))
-    flush()
-    rels.sort(key=lambda p: (str(p[1]), str(p[3])))
-    pending.extend(rels)
-    flush()
+    # Nodes first (a stable sort keeps generation order within each kind), so every
+    # endpoint exists when its relationships arrive.
+    for (kind, what, ends), rows in sorted(groups.items(), key=lambda g: g[0][0] != "node"):
+        if kind == "node":
+            n = writer.write_nodes(what, rows)
+        else:
+            src, dst = ends or (Label.NODE, Label.NODE)
+            n = writer.write_relationships(what, rows, src=src, dst=dst)
+        counts[str(what)] = counts.get(str(what), 0) + n
     return counts
