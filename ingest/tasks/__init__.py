@@ -1,0 +1,22 @@
+"""Tasks: deterministic, split-disjoint generators of clean/counterfactual prompt pairs.
+
+``get_task("ioi").examples(64, seed=0, split="test")``; see :mod:`ingest.tasks.registry`
+for specs (``NAME:k=v``, ``jsonl:PATH``, ``py:MODULE:FUNCTION``) and
+:mod:`ingest.tasks.builtin` for the six built-in tasks.
+"""
+
+from ingest.tasks.registry import (
+    HELD_OUT_FRACTION,
+    SPLITS,
+    Example,
+    Task,
+    builtin_task_names,
+    get_task,
+    list_tasks,
+    load_jsonl_task,
+    register_task,
+    split_of,
+)
+
+__all__ = ["HELD_OUT_FRACTION", "SPLITS", "Example", "Task", "builtin_task_names", "get_task",
+           "list_tasks", "load_jsonl_task", "register_task", "split_of"]

@@ -1,0 +1,237 @@
+"""The task registry: named generators of (clean, counterfactual, answer, cf answer) examples.
+
+A task is a function ``rng -> Example`` plus a name. The registry turns it into
+deterministic, split-disjoint example sets:
+
+- **Determinism.** ``task.examples(n, seed=s, split=x)`` seeds a ``random.Random`` with the
+  string ``"<task>|<seed>|<split>"`` (CPython hashes str seeds with SHA-512, stable across
+  runs and machines), so the same call always returns the same examples.
+- **Disjoint splits.** A clean prompt belongs to the held-out split iff a SHA-256 of it
+  falls in the held-out bucket (``HELD_OUT_FRACTION``); a generator's draws that land in
+  the other split are rejected. No coordination between generators is needed, so a user's
+  function gets the same guarantee, and a train prompt can never appear held out.
+
+Built-in tasks live in :mod:`ingest.tasks.builtin`; users add tasks with
+:func:`register_task` (a Python function) or a JSONL file (``jsonl:PATH``), and any task
+spec string goes through :func:`get_task`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ingest.errors import TaskError
+
+Split = Literal["train", "test"]
+SPLITS: tuple[Split, ...] = ("train", "test")
+HELD_OUT_FRACTION = 0.2
+_MAX_REJECTIONS = 1000
+
+
+@dataclass(frozen=True)
+class Example:
+    """One task instance. Answers carry the leading space a BPE tokenizer expects (" Mary").
+
+    ``counterfactual`` is the patching baseline: same length in tokens as ``clean`` for the
+    built-in tasks, with ``cf_answer`` its correct answer, so the logit difference
+    ``logit[answer] - logit[cf_answer]`` flips sign between the two.
+    """
+
+    clean: str
+    counterfactual: str
+    answer: str
+    cf_answer: str
+    task: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        for name in ("clean", "counterfactual", "answer", "cf_answer"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise TaskError(f"task example field {name!r} must be a non-empty string")
+        if self.answer == self.cf_answer:
+            raise TaskError(f"task {self.task!r}: answer and counterfactual answer are both "
+                            f"{self.answer!r}; a logit difference needs two different tokens")
+
+
+def split_of(prompt: str, held_out_fraction: float = HELD_OUT_FRACTION) -> Split:
+    """The split a clean prompt belongs to, from a hash of its text (whitespace-normalised)."""
+    digest = hashlib.sha256(" ".join(prompt.split()).encode()).digest()
+    bucket = int.from_bytes(digest[:8], "big") / 2**64
+    return "test" if bucket < held_out_fraction else "train"
+
+
+Generator = Callable[[random.Random], Example]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A named example generator. ``vocabulary`` lists every word its prompts and answers
+    use (built-in tasks declare it so the toy models' word-level tokenizer covers them)."""
+
+    name: str
+    generate: Generator | None = None
+    description: str = ""
+    vocabulary: tuple[str, ...] = ()
+    rows: tuple[Example, ...] = ()  # fixed examples (JSONL tasks) instead of a generator
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def examples(self, n: int, *, seed: int = 0, split: Split = "train") -> list[Example]:
+        """``n`` examples of ``split``, the same ones for the same (task, seed, split)."""
+        if split not in SPLITS:
+            raise TaskError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+        if n < 0:
+            raise TaskError(f"number of examples must be >= 0, got {n}")
+        rng = random.Random(f"{self.name}|{seed}|{split}")
+        if self.rows:
+            pool = [ex for ex in self.rows if split_of(ex.clean) == split]
+            if not pool:
+                raise TaskError(f"task {self.name!r} has no {split} examples "
+                                f"({len(self.rows)} rows in all; held out by prompt hash)")
+            return [pool[rng.randrange(len(pool))] for _ in range(n)]
+        assert self.generate is not None  # noqa: S101 - constructor invariant, not user input
+        out = []
+        for _ in range(n):
+            for _attempt in range(_MAX_REJECTIONS):
+                ex = self.generate(rng)
+                if split_of(ex.clean) == split:
+                    break
+            else:
+                raise TaskError(f"task {self.name!r} produced no {split} prompt in "
+                                f"{_MAX_REJECTIONS} draws; is its prompt space too small?")
+            out.append(ex if ex.task == self.name else _with_task(ex, self.name))
+        return out
+
+
+def _with_task(ex: Example, name: str) -> Example:
+    return Example(ex.clean, ex.counterfactual, ex.answer, ex.cf_answer, name, ex.meta)
+
+
+_REGISTRY: dict[str, Callable[..., Task]] = {}
+
+
+def register_task(name: str, fn: Callable[..., Example] | None = None, *, description: str = "",
+                  vocabulary: Iterable[str] = ()) -> Any:
+    """Register ``fn(rng, **params) -> Example`` as task ``name``; usable as a decorator.
+
+    Keyword parameters of ``fn`` become task parameters: ``get_task("name:k=v")``.
+    """
+    if not name or any(c in name for c in ":,= "):
+        raise TaskError(f"task name {name!r} must be non-empty without ':', ',', '=' or spaces")
+
+    def deco(f: Callable[..., Example]) -> Callable[..., Example]:
+        vocab = tuple(vocabulary)
+
+        def factory(**params: Any) -> Task:
+            inspect.signature(f).bind(None, **params)  # TypeError on unknown parameters, now
+
+            def gen(rng: random.Random) -> Example:
+                return f(rng, **params)
+            return Task(name=name, generate=gen, description=description or (f.__doc__ or "").strip(),
+                        vocabulary=vocab, params=tuple(sorted(params.items())))
+        _REGISTRY[name] = factory
+        return f
+
+    return deco(fn) if fn is not None else deco
+
+
+def list_tasks() -> list[str]:
+    """Names of registered tasks (built-ins included)."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def builtin_task_names() -> list[str]:
+    """The built-in tasks, in their canonical order (the toy models' training mixture)."""
+    from ingest.tasks.builtin import BUILTIN_TASKS
+    return list(BUILTIN_TASKS)
+
+
+def get_task(spec: str | Task) -> Task:
+    """Resolve a task spec.
+
+    - ``NAME`` or ``NAME:k=v,k=v`` — a registered task with parameters (e.g.
+      ``bias_in_bios:variant=anti``); values parse as JSON when they can, else as strings;
+    - ``jsonl:PATH`` — rows ``{"clean", "counterfactual", "answer", "cf_answer"}`` (optional
+      ``"meta"``), split by prompt hash like every other task;
+    - ``py:MODULE:FUNCTION`` — a function ``rng -> Example`` in an importable module,
+      registered under FUNCTION's name.
+    """
+    if isinstance(spec, Task):
+        return spec
+    _load_builtins()
+    if spec.startswith("jsonl:"):
+        return load_jsonl_task(Path(spec[len("jsonl:"):]))
+    if spec.startswith("py:"):
+        return _load_python_task(spec[len("py:"):])
+    name, _, rest = spec.partition(":")
+    if name not in _REGISTRY:
+        raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_REGISTRY))} "
+                        "(or jsonl:PATH, py:MODULE:FUNCTION)")
+    params = _parse_params(rest, spec)
+    try:
+        return _REGISTRY[name](**params)
+    except TypeError as e:
+        raise TaskError(f"bad parameters for task {name!r}: {e}") from e
+
+
+def _parse_params(text: str, spec: str) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise TaskError(f"task spec {spec!r}: parameters are written key=value,key=value")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def load_jsonl_task(path: Path, name: str | None = None) -> Task:
+    """A task from a JSONL file of examples; the task name defaults to the file stem."""
+    if not path.is_file():
+        raise TaskError(f"task file {path} does not exist")
+    task_name = name or path.stem
+    rows = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            rows.append(Example(clean=obj["clean"], counterfactual=obj["counterfactual"],
+                                answer=obj["answer"], cf_answer=obj["cf_answer"],
+                                task=task_name, meta=dict(obj.get("meta", {}))))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise TaskError(f"{path}:{lineno}: expected a JSON object with clean, "
+                            f"counterfactual, answer, cf_answer ({type(e).__name__}: {e})") from e
+    if not rows:
+        raise TaskError(f"task file {path} has no examples")
+    return Task(name=task_name, rows=tuple(rows), description=f"examples from {path}")
+
+
+def _load_python_task(target: str) -> Task:
+    module_name, _, fn_name = target.partition(":")
+    if not module_name or not fn_name:
+        raise TaskError(f"python task spec must be py:MODULE:FUNCTION, got py:{target}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise TaskError(f"cannot import task module {module_name!r}: {e}") from e
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise TaskError(f"module {module_name!r} has no function {fn_name!r}")
+    if fn_name not in _REGISTRY:
+        register_task(fn_name, fn)
+    return _REGISTRY[fn_name]()
+
+
+def _load_builtins() -> None:
+    importlib.import_module("ingest.tasks.builtin")  # registers the built-in tasks on import
