@@ -1,0 +1,122 @@
+"""Access to sae_lens' pretrained SAE releases on the Hugging Face hub, failing fast offline.
+
+sae_lens resolves a release name through the registry it ships (``pretrained_saes.yaml``,
+local) and downloads through ``huggingface_hub``, which retries an unreachable hub with
+backoff for about 25 seconds before giving up. Here the release and SAE id are checked
+against the registry first (that works offline), then the hub's host is probed with one
+short TCP connect; if it does not answer, the download runs in huggingface_hub's offline
+mode, so that an SAE already in the local cache (``HF_HOME``) still loads and one that is
+not fails at once. Setting ``HF_HUB_OFFLINE=1`` skips the probe.
+"""
+
+from __future__ import annotations
+
+import difflib
+import socket
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from ingest.errors import DictionaryError
+
+T = TypeVar("T")
+
+#: Seconds the reachability probe waits for a TCP connection to the hub (or its proxy).
+PROBE_TIMEOUT_S = 3.0
+
+
+def check_release(release: str, sae_id: str) -> None:
+    """Raise :class:`DictionaryError` unless the registry knows ``release`` and its ``sae_id``.
+
+    A ``release`` with a ``/`` that the registry does not know is taken as a Hugging Face
+    repo id, which sae_lens loads directly; it is not checked.
+    """
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    directory = get_pretrained_saes_directory()
+    if release not in directory:
+        if "/" in release:
+            return
+        raise DictionaryError(f"sae_lens knows no SAE release {release!r} (see its pretrained_saes.yaml)"
+                              + _did_you_mean(release, directory))
+    ids = directory[release].saes_map
+    if sae_id not in ids:
+        raise DictionaryError(f"SAE release {release!r} has no SAE {sae_id!r} (it has {len(ids)}, "
+                              "listed in sae_lens' pretrained_saes.yaml)" + _did_you_mean(sae_id, ids))
+
+
+def fetch(release: str, sae_id: str, load: Callable[[], T]) -> T:
+    """Run ``load`` (a call into sae_lens' hub loaders) with the offline policy above.
+
+    Download failures become one :class:`DictionaryError` sentence, the cause chained.
+    """
+    import httpx
+    from huggingface_hub import constants
+
+    offline = constants.is_offline_mode() or not hub_reachable()
+    try:
+        if offline:
+            with _offline_mode():
+                return load()
+        return load()
+    except (OSError, httpx.HTTPError) as e:
+        first_line = str(e).splitlines()[0][:160] if str(e) else ""
+        why = "offline" if offline else f"{type(e).__name__}: {first_line}" if first_line else type(e).__name__
+        raise DictionaryError(
+            f"could not fetch SAE {sae_id!r} of release {release!r} from the Hugging Face hub ({why}); "
+            "fetch it once where the hub is reachable (it is then cached under HF_HOME), "
+            "or save it with sae_lens and load that directory with path:DIR") from e
+
+
+def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the hub's host (or to the proxy for it) opens in ``timeout`` s.
+
+    The connect runs in a daemon thread so that a hanging DNS lookup, which socket timeouts
+    do not cover, cannot hold the caller longer than ``timeout``.
+    """
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    if not url.hostname:
+        return False
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxied = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxied.hostname or host, proxied.port or 8080
+    answered: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                answered.append(True)
+        except OSError:
+            answered.append(False)
+
+    thread = threading.Thread(target=probe, name="mechgraph-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answered and answered[0])
+
+
+@contextmanager
+def _offline_mode() -> Iterator[None]:
+    # huggingface_hub reads this module global at request time (constants.is_offline_mode),
+    # so flipping it for the duration of one load is its own offline mode: cached files
+    # resolve, requests raise OfflineModeIsEnabled at once instead of retrying.
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
+def _did_you_mean(name: str, known: Any) -> str:
+    close = difflib.get_close_matches(name, list(known), n=3)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
