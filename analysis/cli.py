@@ -16,7 +16,8 @@ from typer.core import TyperGroup
 
 from graphdb.cli import app as db_app
 from graphdb.errors import MechgraphError
-from queries.cli import Format, render
+from graphdb.tables import Format, render
+from ingest.cli import model_app, zoo_app
 from queries.cli import app as query_app
 
 
@@ -46,6 +47,8 @@ app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.add_typer(query_app, name="query")
+app.add_typer(zoo_app, name="zoo")
+app.add_typer(model_app, name="model")
 
 
 @app.callback()
