@@ -1,0 +1,148 @@
+"""``mechgraph zoo ...`` and ``mechgraph model ...``: build and inspect the model zoo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from graphdb.tables import Format, render
+
+zoo_app = typer.Typer(help="Build and list the model zoo: toy multi-task transformers, their "
+                           "training checkpoints and SAEs, plus SmolLM2-135M.", no_args_is_help=True)
+model_app = typer.Typer(help="Load and check a model named by a spec (zoo:NAME@CKPT, smollm2-135m, "
+                             "hf:NAME, path:DIR).", no_args_is_help=True)
+
+ZooOpt = Annotated[str | None, typer.Option("--zoo", envvar="MECHGRAPH_ZOO",
+                                            help="Zoo directory. [default: <cache>/zoo, shared by every clone]")]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+
+
+class _Bars:
+    """``progress(description, total) -> advance`` on a rich progress display (stderr)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+
+    def __call__(self, description: str, total: int) -> Any:
+        task = self.progress.add_task(description, total=total)
+        return lambda n: self.progress.advance(task, n)
+
+
+@zoo_app.command("build")
+def build(
+    size: Annotated[list[str] | None, typer.Option("--size", "-s", help="Build only this size (repeatable): mt-small, mt-large.")] = None,
+    smollm2: Annotated[bool, typer.Option("--smollm2/--no-smollm2", help="Also train SAEs on SmolLM2-135M layers (needs the smollm2 extra).")] = False,
+    device: Annotated[str, typer.Option(help="Torch device: cpu or cuda.")] = "cpu",
+    zoo: ZooOpt = None,
+) -> None:
+    """Train the toy models (2 sizes, log-spaced checkpoints) and an SAE per hook and checkpoint.
+
+    Cached: models whose config is unchanged are not rebuilt, so a second run does nothing.
+    Prints the emergence table (held-out accuracy per task per checkpoint) and SAE summary.
+    """
+    from ingest.zoo.build import build_zoo
+    from ingest.zoo.store import list_models, zoo_root
+
+    root = zoo_root(zoo)
+    bars = _Bars()
+    with bars.progress:
+        result = build_zoo(root, only=tuple(size or ()), device=device, progress=bars)
+        smol = None
+        if smollm2:
+            from ingest.zoo.smollm2_saes import build_smollm2_saes
+            smol = build_smollm2_saes(root, progress=lambda msg: bars.progress.console.log(msg))
+    if not result.built and not (smol and smol.get("built")):
+        typer.echo(f"zoo up to date in {root}: nothing to do ({', '.join(result.cached)} cached)", err=True)
+    else:
+        typer.echo(f"built {', '.join(result.built) or 'nothing new'} in {result.seconds / 60:.1f} min "
+                   f"into {root}", err=True)
+    _print_zoo(list_models(root), root, Format.TABLE, saes=False)
+
+
+@zoo_app.command("list")
+def list_cmd(zoo: ZooOpt = None, fmt: FormatOpt = Format.TABLE,
+             saes: Annotated[bool, typer.Option("--saes/--no-saes", help="Also list every SAE with its metrics.")] = True) -> None:
+    """Models, checkpoints and SAEs in the zoo, with their metrics."""
+    from ingest.zoo.store import list_models, zoo_root
+    root = zoo_root(zoo)
+    manifests = list_models(root)
+    if not manifests:
+        typer.echo(f"the zoo in {root} is empty; run `mechgraph zoo build`", err=True)
+        return
+    _print_zoo(manifests, root, fmt, saes=saes)
+
+
+def _print_zoo(manifests: dict[str, Any], root: Path, fmt: Format, *, saes: bool) -> None:
+    from ingest.zoo.build import median_decoder_cosine
+    from ingest.zoo.report import emergence_rows, emergence_step, sae_rows
+
+    rows = emergence_rows(manifests)
+    if rows:
+        render(rows, list(rows[0]), fmt, title="held-out accuracy per task per checkpoint (emergence)")
+        diff = emergence_rows(manifests, "logit_diff")
+        render(diff, list(diff[0]), fmt, title="mean logit difference (answer - counterfactual answer)")
+        first = [{"model": n, **{t: emergence_step(m, t) for t in m["checkpoints"][0]["tasks"]}}
+                 for n, m in manifests.items() if m.get("checkpoints")]
+        render(first, list(first[0]), fmt, title="first checkpoint step with accuracy >= 0.95")
+    summary = []
+    for name, m in manifests.items():
+        srows = sae_rows({name: m})
+        if not srows:
+            continue
+        ratios = [r["spliced/clean"] for r in srows if r["spliced/clean"] is not None]
+        final = [r for r in srows if r["step"] == srows[-1]["step"]]
+        summary.append({"model": name, "saes": len(srows), "min_ev": min(r["ev"] for r in srows),
+                        "mean_l0": round(sum(r["l0"] for r in srows) / len(srows), 1),
+                        "max_dead": max(r["dead"] for r in srows),
+                        "min_spliced/clean": min(ratios) if ratios else None,
+                        "final_min_spliced/clean": min((r["spliced/clean"] for r in final if r["spliced/clean"] is not None), default=None),
+                        "median_dec_cos_prev": None if median_decoder_cosine(m) is None else round(median_decoder_cosine(m), 3),
+                        "build_min": round(m.get("build_seconds", 0) / 60, 1)})
+    if summary:
+        render(summary, list(summary[0]), fmt, title="SAEs per model")
+    if saes:
+        srows = sae_rows(manifests)
+        if srows:
+            render(srows, list(srows[0]), fmt, title="every SAE")
+    png = root / "emergence.png"
+    if png.is_file() and fmt is Format.TABLE:
+        typer.echo(f"emergence plot: {png}", err=True)
+
+
+@model_app.command("check")
+def check(spec: Annotated[str, typer.Argument(help="zoo:NAME[@CKPT], smollm2-135m, hf:NAME or path:DIR")],
+          device: Annotated[str, typer.Option(help="Torch device.")] = "cpu",
+          prompt: Annotated[str, typer.Option(help="Prompt whose top next token is printed.")] = "The capital of France is",
+          zoo: ZooOpt = None) -> None:
+    """Load a model and check it: SmolLM2 against the transformers implementation (max |logit
+    difference| and top next token); toy models on every task's held-out prompts."""
+    from ingest.zoo.specs import load_model, parse_model_spec
+    from ingest.zoo.store import zoo_root
+
+    parsed = parse_model_spec(spec)
+    if parsed.kind == "smollm2":
+        from ingest.zoo.smollm2 import check_against_hf
+        r = check_against_hf(prompt=prompt, device=device)
+        typer.echo(f"{spec}: max |logit difference| TransformerLens vs transformers = "
+                   f"{r.max_abs_logit_diff:.3g} over {r.n_tokens} tokens (tolerance {r.tolerance:g})")
+        typer.echo(f"top next token of {prompt!r}: {r.top_token!r} (p={r.top_prob:.3f}; "
+                   f"transformers: {r.hf_top_token!r})")
+        if not r.ok:
+            raise typer.Exit(1)
+        return
+    model = load_model(parsed, device=device, zoo=zoo_root(zoo))
+    typer.echo(f"{parsed}: {model.cfg.n_layers} layers, d_model {model.cfg.d_model}, {model.cfg.n_heads} heads, "
+               f"d_vocab {model.cfg.d_vocab}")
+    from ingest.tasks import builtin_task_names, get_task
+    from ingest.tasks.encode import encode_examples, evaluate
+    rows = []
+    for task in builtin_task_names():
+        batch = encode_examples(model.tokenizer, get_task(task).examples(256, seed=0, split="test")).to(device)
+        m = evaluate(model, batch)[task]
+        rows.append({"task": task, "accuracy": round(m["accuracy"], 3), "logit_diff": round(m["logit_diff"], 3), "n": m["n"]})
+    render(rows, ["task", "accuracy", "logit_diff", "n"], Format.TABLE, title="held-out prompts")
