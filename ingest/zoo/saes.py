@@ -90,7 +90,7 @@ def train_saes(model: Any, hooks: list[str], dataset: Any, cfg: SAETrainConfig, 
     from sae_lens import LoggingConfig, TrainingSAE
     from sae_lens.multi_sae_training_runner import MultiSAETrainingRunner, MultiSAETrainingRunnerConfig
 
-    sae_cfgs = {h: _sae_config(cfg, model.cfg.d_model, device) for h in hooks}
+    sae_cfgs = {h: sae_config(cfg, model.cfg.d_model, device) for h in hooks}
     warm = None
     if init_from is not None:
         warm = {h: TrainingSAE.load_from_disk(str(init_from / h), device) for h in hooks}
@@ -114,7 +114,8 @@ def train_saes(model: Any, hooks: list[str], dataset: Any, cfg: SAETrainConfig, 
     return {h: out_dir / h for h in hooks}
 
 
-def _sae_config(cfg: SAETrainConfig, d_in: int, device: str) -> Any:
+def sae_config(cfg: SAETrainConfig, d_in: int, device: str) -> Any:
+    """The sae_lens training config of one SAE on a ``d_in``-wide hook."""
     d_sae = cfg.expansion * d_in
     if cfg.architecture == "topk":
         from sae_lens import TopKTrainingSAEConfig
