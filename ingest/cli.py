@@ -52,12 +52,12 @@ def build(
     bars = _Bars()
     with bars.progress:
         result = build_zoo(root, only=tuple(size or ()), device=device, progress=bars)
-        smol = None
-        if smollm2:
+        if smollm2:  # says itself whether it was up to date
             from ingest.zoo.smollm2_saes import build_smollm2_saes
-            smol = build_smollm2_saes(root, progress=lambda msg: bars.progress.console.log(msg))
-    if not result.built and not (smol and smol.get("built")):
-        typer.echo(f"zoo up to date in {root}: nothing to do ({', '.join(result.cached)} cached)", err=True)
+            build_smollm2_saes(root, device=device, progress=bars.progress.console.log)
+    if not result.built:
+        typer.echo(f"toy models up to date in {root}: nothing to do ({', '.join(result.cached)} cached)",
+                   err=True)
     else:
         typer.echo(f"built {', '.join(result.built) or 'nothing new'} in {result.seconds / 60:.1f} min "
                    f"into {root}", err=True)

@@ -27,7 +27,7 @@ FORMAT_VERSION = 1
 
 SIZES: dict[str, ToyModelConfig] = {
     "mt-small": ToyModelConfig(name="mt-small", n_layers=2, d_model=128, n_heads=4, d_mlp=512, steps=3000),
-    "mt-large": ToyModelConfig(name="mt-large", n_layers=4, d_model=192, n_heads=6, d_mlp=768, steps=3000),
+    "mt-large": ToyModelConfig(name="mt-large", n_layers=4, d_model=160, n_heads=4, d_mlp=640, steps=2400),
 }
 
 

@@ -41,7 +41,7 @@ class SAETrainConfig:
     expansion: int = 4
     k: int = 16
     l1_coefficient: float = 5.0
-    training_tokens: int = 150_000
+    training_tokens: int = 120_000
     warm_tokens: int = 60_000
     batch_tokens: int = 1024
     lr: float = 2e-3
@@ -108,9 +108,12 @@ def train_saes(model: Any, hooks: list[str], dataset: Any, cfg: SAETrainConfig, 
         n_eval_batches=1, logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0,
         checkpoint_path=None, output_path=str(out_dir), n_batches_for_norm_estimate=4,
         dead_feature_window=max(25, steps // 2), feature_sampling_window=max(50, steps))
+    quiet = logging.getLogger("sae_lens")
+    level, quiet.level = quiet.level, logging.ERROR  # its warnings say we override model and dataset: we do
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         MultiSAETrainingRunner(runner_cfg, override_model=model, override_dataset=dataset,
                                override_saes=warm).run()  # progress bars and warnings silenced
+    quiet.setLevel(level)
     return {h: out_dir / h for h in hooks}
 
 

@@ -96,6 +96,8 @@ def _jsonable(value: Any) -> bool:
 
 def load_checkpoint(directory: Path, tokenizer_dir: Path, device: str = "cpu") -> Any:
     """A ``HookedTransformer`` from a checkpoint directory and its tokenizer."""
+    import contextlib
+    import io
     import warnings
 
     from safetensors.torch import load_file
@@ -116,5 +118,6 @@ def load_checkpoint(directory: Path, tokenizer_dir: Path, device: str = "cpu") -
     with warnings.catch_warnings():   # TL 3 deprecates HookedTransformer in favour of its bridge
         warnings.simplefilter("ignore", DeprecationWarning)
         model = HookedTransformer(cfg, tokenizer=load_tokenizer(tokenizer_dir), move_to_device=False)
-    model.load_state_dict(load_file(str(directory / "model.safetensors")))
-    return model.to(device).eval()
+        model.load_state_dict(load_file(str(directory / "model.safetensors")))
+        with contextlib.redirect_stdout(io.StringIO()):   # TL print()s device moves
+            return model.to(device).eval()
