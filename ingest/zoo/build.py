@@ -27,7 +27,7 @@ FORMAT_VERSION = 1
 
 SIZES: dict[str, ToyModelConfig] = {
     "mt-small": ToyModelConfig(name="mt-small", n_layers=2, d_model=128, n_heads=4, d_mlp=512, steps=3000),
-    "mt-large": ToyModelConfig(name="mt-large", n_layers=4, d_model=160, n_heads=4, d_mlp=640, steps=2400),
+    "mt-large": ToyModelConfig(name="mt-large", n_layers=4, d_model=160, n_heads=4, d_mlp=640, steps=2000),
 }
 
 
@@ -92,7 +92,7 @@ def build_model_dir(root: Path, model_cfg: ToyModelConfig, config: ZooConfig, *,
                     progress: Progress) -> Path:
     import torch
 
-    from ingest.zoo.saes import hook_names, prompt_dataset, train_saes
+    from ingest.zoo.saes import hook_activations, hook_names, prompt_dataset, train_saes
     from ingest.zoo.store import load_checkpoint
     from ingest.zoo.tokenizer import build_tokenizer
     from ingest.zoo.train import train_toy_model
@@ -124,10 +124,12 @@ def build_model_dir(root: Path, model_cfg: ToyModelConfig, config: ZooConfig, *,
         sae_root = partial / "saes" / step_dir(ckpt["step"])
         torch.manual_seed(config.sae.seed)
         paths = train_saes(model, hooks, dataset, config.sae, sae_root, init_from=init, device=device)
+        acts = hook_activations(model, eval_tokens, eval_mask, hooks)   # one forward for all hooks
+        clean = sum(t["accuracy"] for t in ckpt["tasks"].values()) / len(ckpt["tasks"])  # same batch
         ckpt["saes"] = {}
         for hook, path in paths.items():
-            ckpt["saes"][hook], previous[hook] = _evaluate_sae(model, path, previous.get(hook),
-                                                               eval_tokens, eval_mask, task_batch, partial)
+            ckpt["saes"][hook], previous[hook] = _evaluate_sae(model, path, previous.get(hook), acts[hook],
+                                                               clean, task_batch, partial)
             advance(1)
         init = sae_root
     manifest = {
@@ -159,15 +161,16 @@ def _sae_eval_data(model_cfg: ToyModelConfig, tokenizer: Any, config: ZooConfig,
     return held_out.tokens.to(device), mask.to(device), eval_batches(model_cfg, tokenizer).to(device)
 
 
-def _evaluate_sae(model: Any, path: Path, previous: Any, tokens: Any, mask: Any, task_batch: Any,
-                  model_dir: Path) -> tuple[dict[str, Any], Any]:
+def _evaluate_sae(model: Any, path: Path, previous: Any, activations: Any, clean_accuracy: float,
+                  task_batch: Any, model_dir: Path) -> tuple[dict[str, Any], Any]:
     import torch
 
     from ingest.dictionaries import SAEDictionary
     from ingest.zoo.saes import evaluate_dictionary
 
-    sae = SAEDictionary.from_disk(path, device=str(tokens.device))
-    metrics = evaluate_dictionary(model, sae, tokens, mask, task_batch=task_batch).to_dict()
+    sae = SAEDictionary.from_disk(path, device=str(activations.device))
+    metrics = evaluate_dictionary(model, sae, None, None, task_batch=task_batch, activations=activations,
+                                  clean_accuracy=clean_accuracy).to_dict()
     metrics["spliced_ratio"] = (metrics["spliced_accuracy"] / metrics["clean_accuracy"]
                                 if metrics["clean_accuracy"] else None)
     w = sae.W_dec.detach()

@@ -107,6 +107,7 @@ def train_saes(model: Any, hooks: list[str], dataset: Any, cfg: SAETrainConfig, 
         lr=cfg.lr, device=device, seed=cfg.seed, dtype="float32",
         n_eval_batches=1, logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0,
         checkpoint_path=None, output_path=str(out_dir), n_batches_for_norm_estimate=4,
+        model_from_pretrained_kwargs={},  # the model is used as given: no weight processing
         dead_feature_window=max(25, steps // 2), feature_sampling_window=max(50, steps))
     quiet = logging.getLogger("sae_lens")
     level, quiet.level = quiet.level, logging.ERROR  # its warnings say we override model and dataset: we do
@@ -153,22 +154,38 @@ def token_mask(tokens: Any, special_ids: list[int]) -> Any:
     return ~torch.isin(tokens, torch.tensor(special_ids, device=tokens.device))
 
 
+def hook_activations(model: Any, tokens: Any, mask: Any, hooks: list[str], *,
+                     batch_size: int = 256) -> dict[str, Any]:
+    """Activations of every hook at the ``mask``ed positions, [n_tokens, d], one forward pass
+    (stopped after the deepest hook)."""
+    import torch
+
+    stop = max(int(h.split(".")[1]) for h in hooks) + 1
+    out: dict[str, list[Any]] = {h: [] for h in hooks}
+    with torch.no_grad():
+        for start in range(0, len(tokens), batch_size):
+            _, cache = model.run_with_cache(tokens[start:start + batch_size], names_filter=hooks,
+                                            stop_at_layer=stop)
+            for h in hooks:
+                out[h].append(cache[h][mask[start:start + batch_size]])
+    return {h: torch.cat(v) for h, v in out.items()}
+
+
 def evaluate_dictionary(model: Any, dictionary: Any, tokens: Any, mask: Any, *,
-                        task_batch: Any | None = None, batch_size: int = 256) -> SAEMetrics:
-    """Reconstruction metrics on the ``mask``ed positions of ``tokens`` [batch, pos], and, with
-    ``task_batch``, task accuracy when the reconstruction is spliced in at non-special positions."""
+                        task_batch: Any | None = None, batch_size: int = 256,
+                        activations: Any | None = None, clean_accuracy: float | None = None) -> SAEMetrics:
+    """Reconstruction metrics on the ``mask``ed positions of ``tokens`` [batch, pos] (or on
+    precomputed ``activations`` of them), and, with ``task_batch``, mean task accuracy when the
+    reconstruction is spliced in at non-special positions (``clean_accuracy``: the model's
+    own on that batch, if already known)."""
     import torch
 
     from ingest.tasks.encode import evaluate
 
     hook = dictionary.hook_name
-    xs = []
     with torch.no_grad():
-        for start in range(0, len(tokens), batch_size):
-            _, cache = model.run_with_cache(tokens[start:start + batch_size], names_filter=hook,
-                                            stop_at_layer=int(hook.split(".")[1]) + 1)
-            xs.append(cache[hook][mask[start:start + batch_size]])
-        x = torch.cat(xs)
+        x = activations if activations is not None else \
+            hook_activations(model, tokens, mask, [hook], batch_size=batch_size)[hook]
         f = dictionary.encode(x)
         x_hat = dictionary.decode(f)
         ev = 1 - ((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
@@ -185,7 +202,11 @@ def evaluate_dictionary(model: Any, dictionary: Any, tokens: Any, mask: Any, *,
         # one pass over the whole batch, so the splice mask lines up with its rows
         spliced = evaluate(lambda toks: model.run_with_hooks(toks, fwd_hooks=[(hook, splice)]),
                            task_batch, batch_size=len(task_batch))
-        clean = evaluate(model, task_batch, batch_size=batch_size)
-    mean = lambda d: sum(v["accuracy"] for v in d.values()) / len(d)  # noqa: E731
+        if clean_accuracy is None:
+            clean_accuracy = _mean_accuracy(evaluate(model, task_batch, batch_size=batch_size))
     return SAEMetrics(metrics.explained_variance, metrics.l0, metrics.dead_fraction,
-                      spliced_accuracy=mean(spliced), clean_accuracy=mean(clean))
+                      spliced_accuracy=_mean_accuracy(spliced), clean_accuracy=clean_accuracy)
+
+
+def _mean_accuracy(per_task: dict[str, dict[str, float]]) -> float:
+    return sum(v["accuracy"] for v in per_task.values()) / len(per_task)
