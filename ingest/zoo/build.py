@@ -186,6 +186,6 @@ def _evaluate_sae(model: Any, path: Path, previous: Any, activations: Any, clean
 
 def median_decoder_cosine(manifest: dict[str, Any]) -> float | None:
     """Median over SAEs of the per-SAE median cosine between latent i at consecutive checkpoints."""
-    vals = [s["decoder_cosine_prev_median"] for c in manifest["checkpoints"] for s in c.get("saes", {}).values()
+    vals = [s["decoder_cosine_prev_median"] for c in manifest.get("checkpoints", []) for s in c.get("saes", {}).values()
             if s.get("decoder_cosine_prev_median") is not None]
     return statistics.median(vals) if vals else None

@@ -162,3 +162,18 @@ def test_cli_zoo_list_and_model_check(zoo):
     assert "bracket_depth" in r.output and "1 layers, d_model 32" in r.output
     r = runner.invoke(app, ["model", "check", "zoo:micro@99", "--zoo", str(root)])
     assert r.exit_code == 1 and "no checkpoint at step 99" in r.output
+
+
+def test_cli_zoo_list_with_a_pretrained_model(zoo, tmp_path):
+    """`zoo list` shows toy models (checkpoints) and pretrained ones (SAEs only) together."""
+    root, _ = zoo
+    (tmp_path / "micro").mkdir()
+    (tmp_path / "micro" / "manifest.json").write_text((root / "micro" / "manifest.json").read_text())
+    (tmp_path / "pretrained").mkdir()
+    (tmp_path / "pretrained" / "manifest.json").write_text(json.dumps({
+        "name": "pretrained", "kind": "pretrained", "build_seconds": 60,
+        "saes": {"blocks.3.hook_resid_post": {"path": "saes/x", "explained_variance": 0.9, "l0": 64.0,
+                                              "dead_fraction": 0.05}}}))
+    r = CliRunner().invoke(app, ["zoo", "list", "--zoo", str(tmp_path), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert '"model": "pretrained"' in r.output and '"min_ev": 0.9' in r.output
