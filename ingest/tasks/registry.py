@@ -96,11 +96,13 @@ class Task:
                 raise TaskError(f"task {self.name!r} has no {split} examples "
                                 f"({len(self.rows)} rows in all; held out by prompt hash)")
             return [pool[rng.randrange(len(pool))] for _ in range(n)]
-        assert self.generate is not None  # noqa: S101 - constructor invariant, not user input
+        generate = self.generate
+        if generate is None:
+            raise TaskError(f"task {self.name!r} has neither a generator nor fixed rows")
         out = []
         for _ in range(n):
             for _attempt in range(_MAX_REJECTIONS):
-                ex = self.generate(rng)
+                ex = generate(rng)
                 if split_of(ex.clean) == split:
                     break
             else:
