@@ -101,7 +101,7 @@ def _print_zoo(manifests: dict[str, Any], root: Path, fmt: Format, *, saes: bool
                         "max_dead": max(r["dead"] for r in srows),
                         "min_spliced/clean": min(ratios) if ratios else None,
                         "final_min_spliced/clean": min((r["spliced/clean"] for r in final if r["spliced/clean"] is not None), default=None),
-                        "median_dec_cos_prev": None if median_decoder_cosine(m) is None else round(median_decoder_cosine(m), 3),
+                        "median_dec_cos_prev": None if (cos := median_decoder_cosine(m)) is None else round(cos, 3),
                         "build_min": round(m.get("build_seconds", 0) / 60, 1)})
     if summary:
         render(summary, list(summary[0]), fmt, title="SAEs per model")

@@ -41,6 +41,10 @@ class TaskBatch:
     def __len__(self) -> int:
         return len(self.tasks)
 
+    def __getitem__(self, rows: slice) -> TaskBatch:
+        return TaskBatch(self.tokens[rows], self.cf_tokens[rows], self.last[rows], self.cf_last[rows],
+                         self.answer[rows], self.cf_answer[rows], self.tasks[rows], self.pad_id)
+
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False))
@@ -128,12 +132,8 @@ def evaluate(forward: Callable[[Tensor], Tensor], batch: TaskBatch, *,
     correct, diffs = [], []
     with torch.no_grad():
         for start in range(0, len(batch), batch_size):
-            sl = slice(start, start + batch_size)
-            logits = forward(batch.tokens[sl])
-            s = score(final_logits(logits, batch.last[sl]),
-                      TaskBatch(batch.tokens[sl], batch.cf_tokens[sl], batch.last[sl],
-                                batch.cf_last[sl], batch.answer[sl], batch.cf_answer[sl],
-                                batch.tasks[sl], batch.pad_id))
+            part = batch[start:start + batch_size]
+            s = score(final_logits(forward(part.tokens), part.last), part)
             correct.append(s.correct.float().cpu())
             diffs.append(s.logit_diff.float().cpu())
     c, d = torch.cat(correct), torch.cat(diffs)

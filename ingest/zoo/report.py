@@ -27,21 +27,21 @@ def emergence_step(manifest: dict[str, Any], task: str, threshold: float = 0.95)
 
 
 def sae_rows(manifests: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per SAE: toy models per checkpoint, pretrained models (no checkpoints) once."""
     rows = []
     for name, m in manifests.items():
         for c in m.get("checkpoints", []):
-            for hook, s in c.get("saes", {}).items():
-                rows.append({"model": name, "step": c["step"], "hook": hook,
-                             "ev": round(s["explained_variance"], 3), "l0": round(s["l0"], 1),
-                             "dead": round(s["dead_fraction"], 3),
-                             "spliced/clean": None if s.get("spliced_ratio") is None else round(s["spliced_ratio"], 3),
-                             "dec_cos_prev": None if s.get("decoder_cosine_prev_median") is None
-                             else round(s["decoder_cosine_prev_median"], 3)})
-        for hook, s in m.get("saes", {}).items():   # pretrained models: one set of SAEs
-            rows.append({"model": name, "step": None, "hook": hook, "ev": round(s["explained_variance"], 3),
-                         "l0": round(s["l0"], 1), "dead": round(s["dead_fraction"], 3),
-                         "spliced/clean": None, "dec_cos_prev": None})
+            rows += [_sae_row(name, c["step"], hook, s) for hook, s in c.get("saes", {}).items()]
+        rows += [_sae_row(name, None, hook, s) for hook, s in m.get("saes", {}).items()]
     return rows
+
+
+def _sae_row(model: str, step: int | None, hook: str, s: dict[str, Any]) -> dict[str, Any]:
+    def r(key: str, digits: int = 3) -> float | None:
+        return None if s.get(key) is None else round(s[key], digits)
+    return {"model": model, "step": step, "hook": hook, "ev": r("explained_variance"), "l0": r("l0", 1),
+            "dead": r("dead_fraction"), "spliced/clean": r("spliced_ratio"),
+            "dec_cos_prev": r("decoder_cosine_prev_median")}
 
 
 def plot_emergence(manifests: dict[str, dict[str, Any]], path: Path) -> Path | None:

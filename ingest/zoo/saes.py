@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -77,7 +78,6 @@ def prompt_dataset(tokenizer: Any, tasks: tuple[str, ...], n_prompts: int, conte
             if t.shape[1] > context_size:
                 raise ValueError(f"task {task} prompts are longer than the SAE context size {context_size}")
             rows += [r + [batch.pad_id] * (context_size - len(r)) for r in t.tolist()]
-    import random
     random.Random(seed).shuffle(rows)
     return datasets.Dataset.from_dict({"input_ids": rows})
 
