@@ -79,3 +79,11 @@ class RunRecord:
             "code_version": self.code,
             "created_at": self.created_at,
         }
+
+
+def tasks_done(db: Any, run: RunRecord) -> list[str]:
+    """The tasks ``run`` has finished writing (``tasks_done`` on its :Run node)."""
+    from graphdb.writer import cypher_template
+
+    rows = db.read(cypher_template("run_tasks_done"), {"key": run.key})
+    return list(rows[0]["done"]) if rows else []

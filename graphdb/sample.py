@@ -102,7 +102,8 @@ def _checkpoint_rows(spec: SampleSpec, run: RunRecord, ckpt: str) -> Iterator[An
             yield "rel", Rel.OF_DICTIONARY, {"src": fkey, "dst": dkey}, (Label.NODE, Label.DICTIONARY)
             head = i % spec.n_heads
             hkey = node_key(Label.HEAD, model=m, checkpoint=ckpt, layer=layer, head=head)
-            yield "rel", Rel.IN_HEAD, {"src": fkey, "dst": hkey, "share": round(0.6 + 0.4 * rng.random(), 4)}, None
+            yield "rel", Rel.IN_HEAD, {"src": fkey, "dst": hkey, "share": round(0.6 + 0.4 * rng.random(), 4),
+                                       "run": run.run_id}, None
     for task in spec.tasks:
         okey = node_key(Label.OUTPUT, model=m, checkpoint=ckpt, task=task, metric=spec.metric)
         yield "node", Label.OUTPUT, {"key": okey, "task": task, "metric": spec.metric,

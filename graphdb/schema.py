@@ -77,9 +77,11 @@ class Granularity(StrEnum):
 
 #: Relationship properties that, with the two endpoints, identify one relationship. The
 #: writer MERGEs on them, which is what makes writing the same run twice idempotent:
-#: one edge u->v per (run, task), so many runs and tasks coexist between the same nodes.
+#: one edge u->v per (run, task, granularity), so many runs and tasks coexist between the
+#: same nodes, and a coarse graph (heads, ROIs) may join two nodes the feature graph joins too.
 REL_IDENTITY: dict[Rel, tuple[str, ...]] = {
-    Rel.ATTRIBUTES_TO: ("run", "task"),
+    Rel.ATTRIBUTES_TO: ("run", "task", "granularity"),
+    Rel.IN_HEAD: ("run",),
     Rel.MATCHES: ("method", "run"),
     Rel.IN_COMMUNITY: ("run",),
     Rel.IN_ROI: ("run",),

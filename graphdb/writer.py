@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from graphdb.connection import Database
 from graphdb.errors import ConfigError, MechgraphError, QueryError
-from graphdb.schema import GRAPH_NODE_LABELS, KEYED_LABELS, REL_IDENTITY, Label, Rel, init_schema
+from graphdb.schema import GRAPH_NODE_LABELS, KEYED_LABELS, REL_IDENTITY, Granularity, Label, Rel, init_schema
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ class MissingEndpointError(MechgraphError):
 
 
 @cache
-def _template(name: str) -> str:
+def cypher_template(name: str) -> str:
+    """The text of ``graphdb/cypher/<name>.cypher``."""
     return (_CYPHER_DIR / f"{name}.cypher").read_text()
 
 
@@ -71,7 +72,7 @@ def node_query(label: Label) -> str:
     """The Cypher-path MERGE query for nodes of ``label``."""
     key_label, extra = _node_labels(label)
     set_labels = "".join(f"n:{x}, " for x in extra)
-    return _template("merge_nodes").replace("__KEY_LABEL__", key_label).replace("__SET_LABELS__", set_labels)
+    return cypher_template("merge_nodes").replace("__KEY_LABEL__", key_label).replace("__SET_LABELS__", set_labels)
 
 
 def relationship_query(rel: Rel, src: Label = Label.NODE, dst: Label = Label.NODE) -> str:
@@ -80,7 +81,7 @@ def relationship_query(rel: Rel, src: Label = Label.NODE, dst: Label = Label.NOD
     _check_endpoints(src, dst)
     identity = ", ".join(f"{p}: row.props.{p}" for p in REL_IDENTITY.get(rel, ()))
     return (
-        _template("merge_relationships")
+        cypher_template("merge_relationships")
         .replace("__SRC_LABEL__", src).replace("__DST_LABEL__", dst).replace("__REL__", rel)
         .replace("__IDENTITY__", "{" + identity + "}" if identity else "")
     )
@@ -161,7 +162,7 @@ class GraphWriter:
             if self.path == "procedure":
                 params = {"key_label": str(key_label), "extra_labels": [str(x) for x in extra],
                           "common": common, "keys": keys, "columns": _columns(rows_, ())}
-                query = _template("merge_nodes_procedure")
+                query = cypher_template("merge_nodes_procedure")
             else:
                 params = {"rows": [{"key": k, "props": {**common, **r}} for k, r in zip(keys, rows_)]}
                 query = node_query(label)
@@ -176,7 +177,8 @@ class GraphWriter:
                             common: Mapping[str, Any] | None = None) -> int:
         """MERGE relationships; each row is ``{"src": key, "dst": key, **properties}``.
 
-        The type's identity properties (``run`` and ``task`` for ATTRIBUTES_TO) must be in
+        The type's identity properties (``run``, ``task`` and ``granularity`` for ATTRIBUTES_TO;
+        granularity defaults to ``feature``) must be in
         ``common`` or in every row. A batch naming a node that does not exist is rolled back
         and raises ``MissingEndpointError``: no edge is silently dropped.
         """
@@ -185,6 +187,10 @@ class GraphWriter:
         identity = REL_IDENTITY.get(rel, ())
         self.ensure_schema()
         common = dict(common or {})
+        if rel is Rel.ATTRIBUTES_TO:
+            # Edges that do not say otherwise belong to the feature-level graph (a row's own
+            # granularity wins over common, as every row property does).
+            common.setdefault("granularity", str(Granularity.FEATURE))
         total = 0
         for batch in batched(rows, self.batch_size):
             rows_ = [_derive(rel, dict(r)) for r in batch]
@@ -199,7 +205,7 @@ class GraphWriter:
                 params = {"type": str(rel), "src_label": str(src), "dst_label": str(dst),
                           "identity": list(identity), "common": common, "src": srcs, "dst": dsts,
                           "columns": _columns(rows_, ())}
-                query = _template("merge_relationships_procedure")
+                query = cypher_template("merge_relationships_procedure")
             else:
                 params = {"rows": [{"src": s, "dst": d, "props": {**common, **r}}
                                    for s, d, r in zip(srcs, dsts, rows_)]}

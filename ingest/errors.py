@@ -22,3 +22,7 @@ class DictionaryError(MechgraphError):
 
 class TaskError(ConfigError):
     """A task is unknown, or its examples are malformed for the tokenizer at hand."""
+
+
+class AttributionError(MechgraphError):
+    """The attribution engine cannot compute a graph from these inputs (e.g. NaN activations)."""

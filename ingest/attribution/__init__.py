@@ -1,0 +1,1 @@
+"""Attribution: integrated-gradients edges between dictionary nodes (see :mod:`.engine`)."""

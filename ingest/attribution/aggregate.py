@@ -1,0 +1,165 @@
+"""β over examples, thresholds and top-k: from per-example edges to the graph that is stored.
+
+Everything is sparse: the accumulator holds one value per (upstream node, downstream node)
+pair that carried a per-example weight above ``example_threshold`` in some example, never a
+``d_dict x d_dict`` matrix. Its state is a handful of tensors, saved after every batch so an
+interrupted ingest resumes where it stopped (:meth:`GraphAccumulator.state_dict`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ingest.attribution.config import ExampleAgg
+from ingest.attribution.engine import BatchGraph
+
+Pair = tuple[int, int]
+
+
+@dataclass
+class Edges:
+    """Final edges of one (upstream slot, downstream slot) pair: node indices and weights."""
+
+    dst: Tensor
+    src: Tensor
+    weight: Tensor
+
+    def __len__(self) -> int:
+        return int(self.weight.numel())
+
+
+class GraphAccumulator:
+    """Accumulates :class:`BatchGraph` s over a dataset.
+
+    ``n_nodes[s]`` is the node count of slot ``s`` (the output pseudo-slot included). Per
+    pair, keys are ``dst * n_nodes[src_slot] + src``; values are the running sum (β = mean or
+    sum) or the running largest-magnitude value (β = max, kept as max and min).
+    """
+
+    def __init__(self, beta: ExampleAgg, n_nodes: list[int]) -> None:
+        self.beta = ExampleAgg(beta)
+        self.n_nodes = list(n_nodes)
+        self.n_examples = 0
+        self.batches = 0
+        self.keys: dict[Pair, Tensor] = {}
+        self.hi: dict[Pair, Tensor] = {}
+        self.lo: dict[Pair, Tensor] = {}
+        self.node_attr: dict[int, Tensor] = {}
+        self.active: dict[int, Tensor] = {}
+        self.head_mass: dict[int, Tensor] = {}
+        self.metric_clean = 0.0
+        self.metric_base = 0.0
+
+    def add(self, g: BatchGraph) -> None:
+        for pair, rows in g.edges.items():
+            if len(rows) == 0:
+                continue
+            keys = rows.dst.long() * self.n_nodes[pair[0]] + rows.src.long()
+            self._merge(pair, keys.cpu(), rows.weight.detach().double().cpu())
+        for store, new in ((self.node_attr, {s: a.sum(0) for s, a in g.node_attr.items()}),
+                           (self.active, g.active), (self.head_mass, g.head_mass)):
+            for s, value in new.items():
+                value = value.detach().cpu()
+                value = value.double() if value.is_floating_point() else value
+                store[s] = store[s] + value if s in store else value.clone()
+        if g.metric_clean is not None and g.metric_base is not None:
+            self.metric_clean += float(g.metric_clean.double().sum())
+            self.metric_base += float(g.metric_base.double().sum())
+        self.n_examples += g.n_examples
+        self.batches += 1
+
+    def _merge(self, pair: Pair, keys: Tensor, values: Tensor) -> None:
+        if pair in self.keys:
+            keys = torch.cat([self.keys[pair], keys])
+            hi = torch.cat([self.hi[pair], values])
+            lo = torch.cat([self.lo[pair], values]) if self.beta is ExampleAgg.MAX else None
+        else:
+            hi, lo = values, (values if self.beta is ExampleAgg.MAX else None)
+        uniq, inv = torch.unique(keys, return_inverse=True)
+        if self.beta is ExampleAgg.MAX:
+            assert lo is not None
+            self.hi[pair] = torch.full((len(uniq),), -torch.inf, dtype=hi.dtype).scatter_reduce(0, inv, hi, "amax")
+            self.lo[pair] = torch.full((len(uniq),), torch.inf, dtype=lo.dtype).scatter_reduce(0, inv, lo, "amin")
+        else:
+            self.hi[pair] = torch.zeros(len(uniq), dtype=hi.dtype).index_add_(0, inv, hi)
+        self.keys[pair] = uniq
+
+    # -- results ---------------------------------------------------------------------------
+
+    def weights(self, pair: Pair) -> Edges:
+        """β-aggregated weights of every accumulated edge of ``pair`` (no threshold)."""
+        keys = self.keys[pair]
+        if self.beta is ExampleAgg.MAX:
+            hi, lo = self.hi[pair], self.lo[pair]
+            w = torch.where(hi.abs() >= lo.abs(), hi, lo)
+            w = torch.where(torch.isfinite(w), w, torch.zeros_like(w))
+        elif self.beta is ExampleAgg.MEAN:
+            w = self.hi[pair] / max(self.n_examples, 1)
+        else:
+            w = self.hi[pair]
+        n_src = self.n_nodes[pair[0]]
+        return Edges(dst=keys // n_src, src=keys % n_src, weight=w)
+
+    def result(self, threshold: float = 0.0, top_k: int = 0) -> dict[Pair, Edges]:
+        """The kept edges: |w| >= threshold, then at most ``top_k`` in-edges per downstream node."""
+        return select({pair: self.weights(pair) for pair in self.keys}, threshold, top_k)
+
+    def node_attribution(self, s: int) -> Tensor | None:
+        """Mean over examples of each node's total-effect attribution to the metric."""
+        a = self.node_attr.get(s)
+        return None if a is None else a / max(self.n_examples, 1)
+
+    # -- resume ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"beta": str(self.beta), "n_nodes": self.n_nodes, "n_examples": self.n_examples,
+                "batches": self.batches, "keys": self.keys, "hi": self.hi, "lo": self.lo,
+                "node_attr": self.node_attr, "active": self.active, "head_mass": self.head_mass,
+                "metric_clean": self.metric_clean, "metric_base": self.metric_base}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> GraphAccumulator:
+        acc = cls(ExampleAgg(state["beta"]), state["n_nodes"])
+        for name in ("n_examples", "batches", "keys", "hi", "lo", "node_attr", "active", "head_mass",
+                     "metric_clean", "metric_base"):
+            setattr(acc, name, state[name])
+        return acc
+
+
+def select(edges: dict[Pair, Edges], threshold: float, top_k: int) -> dict[Pair, Edges]:
+    """Keep |w| >= threshold (and w != 0); then the ``top_k`` largest |w| in-edges of every
+    downstream node, counted over all its upstream slots (ties broken by slot, then index)."""
+    kept = {}
+    for pair, e in edges.items():
+        m = (e.weight.abs() >= threshold) & (e.weight != 0)
+        kept[pair] = Edges(e.dst[m], e.src[m], e.weight[m])
+    if top_k <= 0:
+        return kept
+    by_dst: dict[int, list[Pair]] = {}
+    for pair in sorted(kept):
+        by_dst.setdefault(pair[1], []).append(pair)
+    out: dict[Pair, Edges] = {}
+    for pairs in by_dst.values():
+        parts = [kept[p] for p in pairs]
+        which = torch.cat([torch.full((len(e),), i) for i, e in enumerate(parts)])
+        dst = torch.cat([e.dst for e in parts])
+        src = torch.cat([e.src for e in parts])
+        w = torch.cat([e.weight for e in parts])
+        # Sort by |w| descending (stable over slot/index order), then stably by dst.
+        order = torch.argsort(-w.abs(), stable=True)
+        order = order[torch.argsort(dst[order], stable=True)]
+        d_sorted = dst[order]
+        first = torch.ones_like(d_sorted, dtype=torch.bool)
+        first[1:] = d_sorted[1:] != d_sorted[:-1]
+        group_start = torch.cummax(torch.where(first, torch.arange(len(order)), 0), 0).values
+        rank = torch.arange(len(order)) - group_start
+        keep = order[rank < top_k]
+        for i, p in enumerate(pairs):
+            sel = keep[which[keep] == i]
+            sel = sel.sort().values
+            out[p] = Edges(dst[sel], src[sel], w[sel])
+    return out
