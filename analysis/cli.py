@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 from graphdb.cli import app as db_app
 from graphdb.errors import MechgraphError
 from graphdb.tables import Format, render
-from ingest.cli import model_app, zoo_app
+from ingest.cli import ingest_command, model_app, zoo_app
 from queries.cli import app as query_app
 
 
@@ -49,6 +49,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(query_app, name="query")
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(model_app, name="model")
+app.command("ingest")(ingest_command)
 
 
 @app.callback()

@@ -146,3 +146,71 @@ def check(spec: Annotated[str, typer.Argument(help="zoo:NAME[@CKPT], smollm2-135
         m = evaluate(model, batch)[task]
         rows.append({"task": task, "accuracy": round(m["accuracy"], 3), "logit_diff": round(m["logit_diff"], 3), "n": m["n"]})
     render(rows, ["task", "accuracy", "logit_diff", "n"], Format.TABLE, title="held-out prompts")
+
+
+def ingest_command(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", "-m", help="Model spec: zoo:NAME[@CKPT], smollm2-135m, hf:NAME or path:DIR.")],
+    task: Annotated[list[str], typer.Option("--task", "-t", help="Task spec (repeatable): one task-labelled graph each. Built in: ioi, induction, greater_than, sva, bracket_depth, bias_in_bios.")],
+    dicts: Annotated[list[str] | None, typer.Option("--dicts", "-d", help="Dictionary spec (repeatable): zoo:NAME@CKPT/HOOK, path:DIR, identity:D/HOOK, release:RELEASE/SAE_ID. [default: the model's zoo SAEs picked by --graph]")] = None,
+    graph: Annotated[str, typer.Option(help="Which zoo SAEs to use without --dicts: resid (resid_post of every layer) or module (attn_out and mlp_out of every layer).")] = "resid",
+    examples: Annotated[int, typer.Option("--examples", "-n", help="Examples per task.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Examples per forward/backward batch (memory vs speed).")] = 8,
+    split: Annotated[str, typer.Option(help="Task split the examples come from: test (held out from training) or train.")] = "test",
+    steps: Annotated[int, typer.Option("--steps", "-k", help="Integrated-gradients steps; 1 = attribution patching.")] = 8,
+    baseline: Annotated[str, typer.Option(help="Baseline of every node: zero, counterfactual (the task's counterfactual prompt) or mean (over a reference set).")] = "counterfactual",
+    alpha: Annotated[str, typer.Option(help="Position aggregation of one example's u@p -> d@q weights: sum, mean or max (largest magnitude, signed).")] = "sum",
+    alpha_abs: Annotated[bool, typer.Option("--alpha-abs", help="Aggregate |w| over positions instead of signed w.")] = False,
+    beta: Annotated[str, typer.Option(help="Example aggregation: mean, sum or max (largest magnitude, signed).")] = "mean",
+    threshold: Annotated[float, typer.Option("--threshold", help="Keep edges with |weight| >= this (after alpha and beta).")] = 0.01,
+    top_k: Annotated[int, typer.Option("--top-k", help="Keep at most this many in-edges per downstream node (0 = all).")] = 0,
+    example_threshold: Annotated[float | None, typer.Option(help="Drop per-example weights below this before beta (memory); default threshold/10.")] = None,
+    no_embed: Annotated[bool, typer.Option("--no-embed", help="No embedding input node (the embedding is held at its clean value).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the task examples.")] = 0,
+    device: Annotated[str, typer.Option(help="Torch device: cpu or cuda.")] = "cpu",
+    fmt: FormatOpt = Format.TABLE,
+) -> None:
+    """Compute a model's attribution graph for each task and write it into Neo4j.
+
+    Nodes: the latents of each dictionary active on the task's prompts, one error node per
+    dictionary, the embedding and the task's output (logit difference). Edges: integrated
+    gradients of each downstream latent (or the metric) with respect to each upstream node,
+    with every other dictionary node held fixed (direct effects), aggregated over positions
+    (alpha) and examples (beta), then thresholded. A :Run node records the configuration.
+
+    Resumable: interrupted, the same command continues where it stopped; re-running a
+    finished run changes nothing. Starts the embedded Neo4j unless NEO4J_URI is set.
+    """
+    from graphdb.connection import connect
+    from graphdb.embedded import EmbeddedServer
+    from graphdb.settings import data_dir, external_settings
+    from ingest.attribution.config import AttributionConfig
+    from ingest.pipeline import IngestConfig, ingest
+
+    try:
+        attribution = AttributionConfig(steps=steps, baseline=baseline, alpha=alpha, alpha_abs=alpha_abs, beta=beta,
+                                        threshold=threshold, top_k=top_k, example_threshold=example_threshold)
+        config = IngestConfig(model=model, tasks=tuple(task), dicts=tuple(dicts or ()), graph=graph,  # type: ignore[arg-type]
+                              examples=examples, batch_size=batch_size, split=split, seed=seed,  # type: ignore[arg-type]
+                              include_embed=not no_embed, attribution=attribution)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    home = data_dir(ctx.obj.data_dir if ctx.obj else None)
+    if external_settings() is None:
+        EmbeddedServer(home).start()
+    bars = _Bars()
+    handles: dict[str, Any] = {}
+
+    def progress(name: str, done: int, total: int, edges: int) -> None:
+        if name not in handles:
+            handles[name] = bars.progress.add_task(name, total=total)
+        bars.progress.update(handles[name], completed=done, description=f"{name}: {edges:,} accumulated edges")
+
+    with connect(data=home) as db, bars.progress:
+        result = ingest(db, config, state_root=home / "runs", device=device, progress=progress)
+    rows = [{"task": t.task, "status": "up to date" if t.skipped else "written", "examples": t.examples,
+             "features": t.features, "nodes": t.nodes, "edges": t.edges, "head_edges": t.head_edges,
+             "metric_clean": round(t.metric_clean, 3), "metric_baseline": round(t.metric_base, 3),
+             "seconds": round(t.seconds, 1)} for t in result.tasks]
+    render(rows, list(rows[0]), fmt, title=f"run {result.run}: {result.model} @ {result.checkpoint}, "
+                                           f"{len(result.dictionaries)} dictionaries, {result.seconds:.0f} s")

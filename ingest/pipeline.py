@@ -1,0 +1,315 @@
+"""``mechgraph ingest``: compute a model's attribution graph per task and stream it into Neo4j.
+
+Order of work, so that bad input fails before anything is written and an interrupted run
+resumes to the same graph:
+
+1. Resolve everything: the model, its dictionaries (the ``--graph`` default or explicit
+   specs), the slots (hooks exist, widths match), the tasks and their examples (non-empty,
+   aligned counterfactuals), and one forward pass over every batch checking that activations
+   and latents are finite.
+2. Write the ``:Run`` node (its id is the hash of the whole configuration).
+3. Per task: skip it if the run's ``tasks_done`` names it. Otherwise accumulate batches,
+   saving the accumulator after each batch under ``<data dir>/runs/<run id>/``; a restart
+   loads it and continues with the next batch (examples and batches are deterministic, so
+   the result is the uninterrupted one). Then write nodes, feature edges, ``IN_HEAD`` shares
+   and the head-level graph (all MERGEs: idempotent), and add the task to ``tasks_done``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from graphdb.provenance import RunRecord, tasks_done
+from graphdb.schema import Granularity, Label, Rel
+from graphdb.writer import GraphWriter
+from ingest.attribution.config import AttributionConfig
+from ingest.errors import AttributionError, ModelUnavailableError, SpecError, TaskError
+
+log = logging.getLogger(__name__)
+
+GraphKind = Literal["resid", "module"]
+#: Hook suffixes of the dictionaries each ``--graph`` picks from a zoo model.
+GRAPH_HOOKS: dict[str, tuple[str, ...]] = {"resid": ("hook_resid_post",), "module": ("hook_attn_out", "hook_mlp_out")}
+
+#: progress(task, examples done, examples total, edges kept so far in the accumulator)
+Progress = Callable[[str, int, int, int], None]
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """One ingest: a model checkpoint, its dictionaries, tasks, and how edges are measured."""
+
+    model: str
+    tasks: tuple[str, ...]
+    dicts: tuple[str, ...] = ()
+    graph: GraphKind = "resid"
+    examples: int = 32
+    batch_size: int = 8
+    split: Literal["train", "test"] = "test"
+    seed: int = 0
+    include_embed: bool = True
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ValueError("name at least one task (--task)")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"a task is named twice: {list(self.tasks)}")
+        if self.graph not in GRAPH_HOOKS:
+            raise ValueError(f"graph must be one of {', '.join(GRAPH_HOOKS)}, got {self.graph!r}")
+        if self.examples < 1:
+            raise ValueError(f"examples must be at least 1, got {self.examples}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.split not in ("train", "test"):
+            raise ValueError(f"split must be train or test, got {self.split!r}")
+
+
+@dataclass
+class TaskGraph:
+    """What one task's graph came to."""
+
+    task: str
+    skipped: bool = False
+    examples: int = 0
+    features: int = 0
+    nodes: int = 0
+    edges: int = 0
+    head_edges: int = 0
+    metric_clean: float = float("nan")
+    metric_base: float = float("nan")
+    seconds: float = 0.0
+
+
+@dataclass
+class IngestResult:
+    run: str
+    model: str
+    checkpoint: str
+    dictionaries: list[str]
+    tasks: list[TaskGraph]
+    seconds: float
+
+
+@dataclass
+class Resolved:
+    """Everything an ingest needs, checked."""
+
+    model: Any
+    model_label: str
+    checkpoint: str
+    dict_specs: list[str]
+    slots: list[Any]
+    batches: dict[str, Any]     # task name -> TaskBatch
+    reference: dict[str, Any]   # task name -> TaskBatch for the mean baseline
+
+
+def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
+    """Load and check the model, dictionaries, slots and task data (step 1)."""
+    import torch
+
+    from ingest.attribution.slots import build_slots
+    from ingest.dictionaries import load_dictionary
+    from ingest.tasks import get_task
+    from ingest.tasks.encode import encode_examples
+    from ingest.zoo.specs import load_model, parse_model_spec
+
+    spec = parse_model_spec(config.model)
+    tasks = [get_task(t) for t in config.tasks]  # unknown tasks fail before the model loads
+    model_label, checkpoint, default_dicts = _labels(spec, config.graph)
+    specs = list(config.dicts) or default_dicts
+    if not specs:
+        raise SpecError(f"{config.model} has no zoo SAEs to pick for --graph {config.graph}; name dictionaries "
+                        "with --dicts (path:DIR, identity:D/HOOK, release:RELEASE/SAE_ID, ...)")
+    model = load_model(spec, device=device)
+    dictionaries = [load_dictionary(s, device=device) for s in specs]
+    slots = build_slots(model, dictionaries, include_embed=config.include_embed)
+    batches, reference = {}, {}
+    for task in tasks:
+        examples = task.examples(config.examples, seed=config.seed, split=config.split)
+        if not examples:
+            raise TaskError(f"task {task.name!r} produced no examples")
+        batches[task.name] = encode_examples(model.tokenizer, examples)
+        if config.attribution.baseline == "mean":
+            ref = task.examples(config.attribution.mean_examples, seed=config.seed + 1, split="train")
+            reference[task.name] = encode_examples(model.tokenizer, ref)
+    with torch.no_grad():
+        for name, batch in batches.items():
+            _check_finite(model, slots, batch, config.batch_size, name)
+    return Resolved(model=model, model_label=model_label, checkpoint=checkpoint, dict_specs=specs, slots=slots,
+                    batches=batches, reference=reference)
+
+
+def _labels(spec: Any, graph: str) -> tuple[str, str, list[str]]:
+    """(model label, checkpoint label, default dictionary specs) of a model spec."""
+    if spec.kind == "zoo":
+        from ingest.zoo.specs import _manifest, zoo_model_dir
+        from ingest.zoo.store import resolve_checkpoint
+        manifest = _manifest(zoo_model_dir(spec.name), spec.name)
+        ckpt = resolve_checkpoint(manifest, spec.checkpoint)
+        hooks = [h for h in ckpt.get("saes", {}) if h.endswith(GRAPH_HOOKS[graph])]
+        return spec.name, f"step-{ckpt['step']}", [f"zoo:{spec.name}@{ckpt['step']}/{h}" for h in hooks]
+    if spec.kind == "smollm2":
+        from ingest.zoo.specs import _manifest, zoo_model_dir
+        try:
+            manifest = _manifest(zoo_model_dir(spec.name), spec.name)
+            hooks = [h for h in manifest.get("saes", {}) if h.endswith(GRAPH_HOOKS[graph])]
+        except ModelUnavailableError:  # no SmolLM2 SAEs built: explicit --dicts are still fine
+            hooks = []
+        return spec.name, "main", [f"zoo:{spec.name}/{h}" for h in hooks]
+    if spec.kind == "hf":
+        return spec.name.replace("/", "__"), "main", []
+    return Path(spec.name).name, "path", []
+
+
+def _check_finite(model: Any, slots: Sequence[Any], batch: Any, batch_size: int, task: str) -> None:
+    import torch
+    for start in range(0, len(batch), batch_size):
+        part = batch[start:start + batch_size]
+        for tokens, which in ((part.tokens, "clean"), (part.cf_tokens, "counterfactual")):
+            cache: dict[str, Any] = {}
+            model.run_with_hooks(tokens, fwd_hooks=[(s.hook, lambda x, hook: cache.__setitem__(hook.name, x))
+                                                    for s in slots])
+            for s in slots:
+                x = cache[s.hook]
+                ok = bool(torch.isfinite(x).all())
+                if ok and s.dictionary is not None:
+                    ok = bool(torch.isfinite(s.dictionary.encode(x.flatten(-2) if x.ndim == 4 else x)).all())
+                if not ok:
+                    raise AttributionError(f"task {task!r}: non-finite activations or latents at {s.hook} on the "
+                                           f"{which} prompts of examples {start}..{start + len(part) - 1}")
+
+
+def run_record(config: IngestConfig, resolved: Resolved) -> RunRecord:
+    return RunRecord(kind="ingest", seed=config.seed, config={
+        "model": config.model, "model_label": resolved.model_label, "checkpoint": resolved.checkpoint,
+        "dicts": resolved.dict_specs, "graph": config.graph, "tasks": list(config.tasks),
+        "examples": config.examples, "batch_size": config.batch_size, "split": config.split,
+        "include_embed": config.include_embed, "attribution": config.attribution.as_dict()})
+
+
+def ingest(db: Any, config: IngestConfig, *, state_root: Path, device: str = "cpu",
+           progress: Progress | None = None, writer: GraphWriter | None = None,
+           stop_after_batches: int | None = None) -> IngestResult:
+    """Compute and write the graphs of ``config`` (see the module docstring).
+
+    ``stop_after_batches`` stops after that many batches of computation in this call (the
+    state is saved: a later call resumes); it exists for tests of resumption.
+    """
+    t0 = time.perf_counter()
+    resolved = resolve(config, device=device)
+    record = run_record(config, resolved)
+    writer = writer or GraphWriter(db)
+    writer.write_nodes(Label.RUN, [record.row()])
+    done = set(tasks_done(db, record))
+    state_dir = state_root / record.run_id
+    results, budget = [], stop_after_batches
+    for task in resolved.batches:
+        if task in done:
+            results.append(TaskGraph(task=task, skipped=True))
+            continue
+        t1 = time.perf_counter()
+        acc, budget = _accumulate(resolved, config, task, state_dir, progress, budget)
+        if acc is None:
+            break
+        graph = _write_task(writer, resolved, config, record, task, acc)
+        graph.seconds = time.perf_counter() - t1
+        results.append(graph)
+        done.add(task)
+        writer.write_nodes(Label.RUN, [{"key": record.key, "tasks_done": sorted(done)}])
+        (state_dir / _state_name(task)).unlink(missing_ok=True)
+    return IngestResult(run=record.run_id, model=resolved.model_label, checkpoint=resolved.checkpoint,
+                        dictionaries=resolved.dict_specs, tasks=results, seconds=time.perf_counter() - t0)
+
+
+def _state_name(task: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in task) + ".pt"
+
+
+def _accumulate(resolved: Resolved, config: IngestConfig, task: str, state_dir: Path,
+                progress: Progress | None, budget: int | None) -> tuple[Any, int | None]:
+    """Run (or resume) the task's batches; ``(None, 0)`` when the batch budget ran out first."""
+    import torch
+
+    from ingest.attribution.aggregate import GraphAccumulator
+    from ingest.attribution.engine import AttributionEngine
+
+    batch = resolved.batches[task]
+    engine = AttributionEngine(resolved.model, resolved.slots, config.attribution)
+    if config.attribution.baseline == "mean":
+        engine.mean = engine.mean_baseline(resolved.reference[task])
+    n_nodes = [s.n_nodes for s in resolved.slots] + [1]
+    path = state_dir / _state_name(task)
+    acc = (GraphAccumulator.from_state(torch.load(path, weights_only=False)) if path.is_file()
+           else GraphAccumulator(config.attribution.beta, n_nodes))
+    starts = list(range(0, len(batch), config.batch_size))
+    if progress:
+        progress(task, acc.n_examples, len(batch), _n_accumulated(acc))
+    for i, start in enumerate(starts):
+        if i < acc.batches:
+            continue
+        if budget is not None:
+            if budget <= 0:
+                return None, 0
+            budget -= 1
+        part = batch[start:start + config.batch_size]
+        acc.add(engine.attribute(part))
+        _save(acc, path)
+        if progress:
+            progress(task, acc.n_examples, len(batch), _n_accumulated(acc))
+    return acc, budget
+
+
+def _n_accumulated(acc: Any) -> int:
+    return sum(len(k) for k in acc.keys.values())
+
+
+def _save(acc: Any, path: Path) -> None:
+    import torch
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(acc.state_dict(), tmp)
+    os.replace(tmp, path)
+
+
+def _write_task(writer: GraphWriter, resolved: Resolved, config: IngestConfig, record: RunRecord,
+                task: str, acc: Any) -> TaskGraph:
+    from graphdb.keys import node_key
+    from ingest.graph_rows import (GraphNames, count_edges, edge_common, edge_rows, head_assignments, head_graph,
+                                   in_head_rows, node_rows)
+
+    a = config.attribution
+    names = GraphNames(model=resolved.model_label, checkpoint=resolved.checkpoint, slots=tuple(resolved.slots),
+                       n_layers=int(resolved.model.cfg.n_layers))
+    heads = head_assignments(acc)
+    groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for what, row, ends in node_rows(names, task, acc, heads):
+        groups.setdefault((what, ends), []).append(row)
+    task_key = node_key(Label.TASK, task=task)
+    groups.setdefault((Label.TASK, None), []).append({"key": task_key, "name": task})
+    groups.setdefault((Rel.FOR_TASK, (Label.RUN, Label.TASK)), []).append({"src": record.key, "dst": task_key})
+    nodes = features = 0
+    for (what, ends), rows in sorted(groups.items(), key=lambda g: isinstance(g[0][0], Rel)):
+        if isinstance(what, Rel):
+            src, dst = ends or (Label.NODE, Label.NODE)
+            writer.write_relationships(what, rows, src=src, dst=dst)
+        else:
+            writer.write_nodes(what, rows)
+            nodes += len(rows) if what in (Label.FEATURE, Label.ERROR, Label.INPUT, Label.OUTPUT) else 0
+            features += len(rows) if what is Label.FEATURE else 0
+    edges = acc.result(a.threshold, a.top_k)
+    writer.write_relationships(Rel.ATTRIBUTES_TO, edge_rows(names, task, edges),
+                               common=edge_common(names, task, record.run_id, Granularity.FEATURE))
+    writer.write_relationships(Rel.IN_HEAD, in_head_rows(names, task, heads, acc, record.run_id))
+    coarse = head_graph(names, task, acc, heads, a.threshold, a.top_k)
+    writer.write_relationships(Rel.ATTRIBUTES_TO, coarse,
+                               common=edge_common(names, task, record.run_id, Granularity.HEAD))
+    n = max(acc.n_examples, 1)
+    return TaskGraph(task=task, examples=acc.n_examples, features=features, nodes=nodes, edges=count_edges(edges),
+                     head_edges=len(coarse), metric_clean=acc.metric_clean / n, metric_base=acc.metric_base / n)
