@@ -39,8 +39,8 @@ class GraphNames:
     n_layers: int
 
     def dictionary_name(self, slot: Slot) -> str:
-        assert slot.dictionary is not None
-        return slot.dictionary.kind
+        """The key's ``dictionary`` part: the dictionary's kind (``sae/topk``, ``identity``, ...)."""
+        return slot.dictionary.kind if slot.dictionary is not None else "embed"
 
     def dictionary_key(self, slot: Slot) -> str:
         return node_key(Label.DICTIONARY, model=self.model, checkpoint=self.checkpoint, hook=slot.hook,

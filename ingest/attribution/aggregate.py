@@ -73,15 +73,12 @@ class GraphAccumulator:
         self.batches += 1
 
     def _merge(self, pair: Pair, keys: Tensor, values: Tensor) -> None:
-        if pair in self.keys:
-            keys = torch.cat([self.keys[pair], keys])
-            hi = torch.cat([self.hi[pair], values])
-            lo = torch.cat([self.lo[pair], values]) if self.beta is ExampleAgg.MAX else None
-        else:
-            hi, lo = values, (values if self.beta is ExampleAgg.MAX else None)
+        old = self.keys.get(pair)
+        hi = values if old is None else torch.cat([self.hi[pair], values])
+        keys = keys if old is None else torch.cat([old, keys])
         uniq, inv = torch.unique(keys, return_inverse=True)
         if self.beta is ExampleAgg.MAX:
-            assert lo is not None
+            lo = values if old is None else torch.cat([self.lo[pair], values])
             self.hi[pair] = torch.full((len(uniq),), -torch.inf, dtype=hi.dtype).scatter_reduce(0, inv, hi, "amax")
             self.lo[pair] = torch.full((len(uniq),), torch.inf, dtype=lo.dtype).scatter_reduce(0, inv, lo, "amin")
         else:

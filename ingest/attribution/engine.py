@@ -58,33 +58,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from ingest.attribution.config import AttributionConfig, Baseline, PositionAgg
+from ingest.attribution.nodes import head_mass, node_attribution
+from ingest.attribution.rows import (
+    EdgeRows,
+    _coalesce,
+    _group,
+    _latent_jacobian_rows,
+    _reduce_positions,
+    _Targets,
+)
 from ingest.attribution.slots import Slot
+from ingest.dictionaries.base import Dictionary
 from ingest.errors import AttributionError
 from ingest.tasks.encode import TaskBatch
 
 #: Per-slot hook values, flattened to ``[batch pos d_in]`` (``hook_z`` is ``[batch pos (n_heads d_head)]``).
 HookValues = Float[Tensor, "batch pos d_in"]
-
-
-@dataclass
-class EdgeRows:
-    """Per-example edges of one (upstream slot, downstream slot) pair, α-aggregated.
-
-    ``example`` indexes the batch; ``dst`` and ``src`` are node indices inside their slots
-    (the vector node of a slot is its ``n_latents``; the output's only node is 0).
-    """
-
-    example: Int[Tensor, " n"]
-    dst: Int[Tensor, " n"]
-    src: Int[Tensor, " n"]
-    weight: Float[Tensor, " n"]
-
-    def __len__(self) -> int:
-        return int(self.weight.numel())
 
 
 @dataclass
@@ -134,28 +127,6 @@ def _flat(x: Tensor) -> Tensor:
     return x.flatten(-2) if x.ndim == 4 else x
 
 
-@dataclass
-class _Targets:
-    """Downstream nodes of one slot for one batch, grouped into batched-backward slots.
-
-    Target ``i`` is node ``node[i]`` at (``ex[i]``, ``q[i]``); it goes into backward slot
-    ``rank[i]`` (shared across examples). Group ``g`` (a slot's content for one example) is
-    (``g_ex[g]``, ``g_node[g]``); ``table[ex, rank]`` is the group id or -1.
-    """
-
-    ex: Tensor
-    q: Tensor
-    node: Tensor
-    rank: Tensor
-    g_ex: Tensor
-    g_node: Tensor
-    table: Tensor
-
-    @property
-    def width(self) -> int:
-        return int(self.table.shape[1])
-
-
 class AttributionEngine:
     """Computes :class:`BatchGraph` s for a model, its slots and an :class:`AttributionConfig`.
 
@@ -175,6 +146,7 @@ class AttributionEngine:
             raise AttributionError("the mean baseline needs reference means (AttributionEngine.mean_baseline)")
         self.S = len(self.slots)
         self._index = {s.hook: i for i, s in enumerate(self.slots)}
+        self._ups: dict[int, list[int]] = {}
 
     # -- forward passes --------------------------------------------------------------------
 
@@ -200,7 +172,7 @@ class AttributionEngine:
         def swap(x: Tensor, hook: Any) -> Tensor:
             i = self._index[hook.name]
             incoming[i] = _flat(x)
-            return values[i].view(x.shape)
+            return values[i].view(-1, *x.shape[1:])  # the batch may be replicated (see _integrate)
 
         out = self.model.run_with_hooks(tokens, fwd_hooks=[(s.hook, swap) for s in self.slots],
                                         stop_at_layer=stop_at_layer)
@@ -248,8 +220,7 @@ class AttributionEngine:
         if kind is Baseline.COUNTERFACTUAL:
             _, raw = self.run_cached(batch.cf_tokens)
         elif kind is Baseline.MEAN:
-            assert self.mean is not None
-            raw = [m.to(v.dtype).expand_as(v) for m, v in zip(self.mean.x, clean, strict=True)]
+            raw = [m.to(v.dtype).expand_as(v) for m, v in zip(self._means().x, clean, strict=True)]
         else:
             raw = [self._zero_value(s, v) for s, v in zip(self.slots, clean, strict=True)]
         keep = valid[..., None]
@@ -268,8 +239,8 @@ class AttributionEngine:
                 elif kind is Baseline.MEAN:
                     # Mean latents, not encode(mean x); decode is affine, so decode(mean f) +
                     # mean e = mean x whichever way the hook value is split.
-                    assert self.mean is not None and self.mean.f[i] is not None
-                    fb = self.mean.f[i].to(fc.dtype).expand_as(fc)  # type: ignore[union-attr]
+                    mean_f = self._means().f[i]
+                    fb = fc if mean_f is None else mean_f.to(fc.dtype).expand_as(fc)
                 else:
                     fb = s.dictionary.encode(b)
                 fb = torch.where(keep, fb, fc)
@@ -279,6 +250,17 @@ class AttributionEngine:
             f_base.append(fb)
         return Prepared(valid=valid, clean=clean, base=base, f_clean=f_clean, f_base=f_base,
                         grad_metric=self._grad_metric(batch))
+
+    def _means(self) -> MeanBaseline:
+        if self.mean is None:
+            raise AttributionError("the mean baseline needs reference means (AttributionEngine.mean_baseline)")
+        return self.mean
+
+    def _dictionary(self, m: int) -> Dictionary:
+        d = self.slots[m].dictionary
+        if d is None:
+            raise AttributionError(f"{self.slots[m].hook} is the embedding: it has no latents downstream")
+        return d
 
     def _zero_value(self, slot: Slot, like: Tensor) -> Tensor:
         if slot.dictionary is None:
@@ -320,27 +302,42 @@ class AttributionEngine:
         for m, slot in enumerate(self.slots):
             if slot.dictionary is None or m == 0:
                 continue
-            assert y0[m] is not None and y1[m] is not None
-            targets = self._targets(prep, m, y0[m])
-            out.delta[m] = self._delta(prep, m, y0[m], y1[m])
-            active[m] += torch.bincount(targets.node, minlength=slot.n_nodes)
-            for start in range(0, targets.width, self.config.chunk):
-                stop = min(start + self.config.chunk, targets.width)
-                grads = self._integrate(batch, prep, m, targets, start, stop)
-                for s, g in grads.items():
-                    self._emit(out, prep, s, m, g, targets, start)
+            y0m, y1m = y0[m], y1[m]
+            if y0m is None or y1m is None:
+                raise AttributionError(f"the forward pass did not reach {slot.hook}")
+            out.delta[m] = self._delta(prep, m, y0m, y1m)
+            edges, targets = self.edges_into(batch, prep, m, y0m)
+            if targets is not None:
+                active[m] += torch.bincount(targets.node, minlength=slot.n_nodes)
+            out.edges.update({(s, m): rows for s, rows in edges.items()})
         # The output metric: one downstream scalar per example.
         out.delta[self.S] = (out.metric_clean - out.metric_base)[:, None]
-        grads = self._integrate(batch, prep, self.S, None, 0, 1)
-        for s, g in grads.items():
-            self._emit(out, prep, s, self.S, g, None, 0)
+        out.edges.update({(s, self.S): rows for s, rows in self.edges_into(batch, prep, self.S)[0].items()})
         out.active = {s: a for s, a in enumerate(active)}
         if node_attributions:
-            out.node_attr = {s: self._node_attribution(batch, prep, s) for s in range(self.S)}
+            out.node_attr = {s: node_attribution(self, batch, prep, s) for s in range(self.S)}
         if heads:
-            out.head_mass = {s: self._head_mass(batch, prep, s)
+            out.head_mass = {s: head_mass(self, batch, prep, s)
                              for s, slot in enumerate(self.slots) if slot.is_attention}
         return out
+
+    def edges_into(self, batch: TaskBatch, prep: Prepared, m: int,
+                   y0: Tensor | None = None) -> tuple[dict[int, EdgeRows], _Targets | None]:
+        """Per-example in-edges of slot ``m``'s nodes (``m == len(slots)``: the output), by
+        upstream slot, and the downstream targets. ``y0``: what flows into hook ``m`` with every
+        upstream node at its baseline (needed for ``m < len(slots)``)."""
+        if m == self.S:
+            grads = self._integrate_metric(batch, prep)
+            return {s: self._finish(prep, s, [self._rows(prep, s, g, None, 0)]) for s, g in grads.items()}, None
+        if y0 is None:
+            raise AttributionError("edges into a dictionary need y0, the incoming value at the baseline")
+        targets = self._targets(prep, m, y0)
+        parts: dict[int, list[EdgeRows]] = {}
+        for start in range(0, targets.width, self.config.chunk):
+            stop = min(start + self.config.chunk, targets.width)
+            for s, g in self._integrate(batch, prep, m, targets, start, stop).items():
+                parts.setdefault(s, []).append(self._rows(prep, s, g, targets, start))
+        return {s: self._finish(prep, s, p) for s, p in parts.items()}, targets
 
     def _path(self, prep: Prepared, t: float, *, grad: bool = False) -> list[Tensor]:
         vals = [b + t * (c - b) for c, b in zip(prep.clean, prep.base, strict=True)]
@@ -357,10 +354,9 @@ class AttributionEngine:
 
     def _targets(self, prep: Prepared, m: int, y0: Tensor) -> _Targets:
         slot = self.slots[m]
-        assert slot.dictionary is not None
         fc = prep.f_clean[m]
         with torch.no_grad():
-            f0 = slot.dictionary.encode(y0)
+            f0 = self._dictionary(m).encode(y0)
         act = ((fc != 0) | (f0 != 0)) & prep.valid[..., None]
         ex, q, node = act.nonzero(as_tuple=True)
         if self.config.error_edges:
@@ -372,8 +368,7 @@ class AttributionEngine:
 
     def _downstream_scalars(self, prep: Prepared, m: int, y: Tensor) -> tuple[Tensor, Tensor]:
         """(latent values [n T d], error scalars ⟨g, e(y)⟩ [n T]) of slot ``m`` at incoming ``y``."""
-        d = self.slots[m].dictionary
-        assert d is not None
+        d = self._dictionary(m)
         f = d.encode(y)
         err = ((y - d.decode(f)) * prep.grad_metric[m]).sum(-1) * prep.valid
         return f * prep.valid[..., None], err
@@ -387,8 +382,7 @@ class AttributionEngine:
     def _cotangent(self, prep: Prepared, m: int, y: Tensor, targets: _Targets, start: int, stop: int) -> Tensor:
         """∂λ/∂y_m for the targets in backward slots [start, stop): [stop-start, n, T, d_in]."""
         slot = self.slots[m]
-        d = slot.dictionary
-        assert d is not None
+        d = self._dictionary(m)
         y = y.detach()
         sel = (targets.rank >= start) & (targets.rank < stop)
         ex, q, node, rank = targets.ex[sel], targets.q[sel], targets.node[sel], targets.rank[sel] - start
@@ -406,35 +400,74 @@ class AttributionEngine:
             C.index_put_((rank[err], ex[err], q[err]), g_err[ex[err], q[err]], accumulate=True)
         return C
 
-    def _integrate(self, batch: TaskBatch, prep: Prepared, m: int, targets: _Targets | None,
+    def _integrate(self, batch: TaskBatch, prep: Prepared, m: int, targets: _Targets,
                    start: int, stop: int) -> dict[int, Tensor]:
-        """Σ_k ∂λ/∂x̂_s / K for every upstream slot s: {s: [stop-start, n, T, d_in]}."""
+        """Σ_k ∂λ/∂x̂_s / K for every upstream slot s: {s: [stop-start, n, T, d_in]}.
+
+        For a chunk of downstream nodes the frozen forward runs on ``stop - start`` copies of
+        the batch from the first upstream slot on (each copy with its own leaves), and one
+        ordinary backward with each copy's cotangent gives every copy's gradients: a batched
+        backward built from dense kernels (torch's vmap'd ``is_grads_batched`` falls back to
+        per-sample loops for softmax, GELU and ``where`` backward)."""
         K = self.config.steps
-        ups = list(range(min(m, self.S)))
+        ups = self._upstream(batch, prep, m)
+        first = min(ups) if ups else m
+        copies = stop - start
+        n = prep.valid.shape[0]
         acc: dict[int, Tensor] = {}
-        layer = self.slots[m].layer + 1 if m < self.S else None
+        layer = self.slots[m].layer + 1
+        for k in range(K):
+            values = self._path(prep, (k + 0.5) / K)
+            # Every slot from the first upstream one on is replicated (hooks after ``m`` in its
+            # block add into the replicated stream too); upstream copies are the leaves.
+            values = [v if s < first else v.detach().repeat(copies, *([1] * (v.ndim - 1)))
+                      for s, v in enumerate(values)]
+            leaves = {s: values[s].requires_grad_(True) for s in ups}
+            with torch.enable_grad():
+                _, incoming = self.frozen_forward(batch.tokens, values, stop_at_layer=layer)
+                y = incoming[m]
+                if y is None:
+                    raise AttributionError(f"the forward pass did not reach {self.slots[m].hook}")
+                C = self._cotangent(prep, m, y[:n], targets, start, stop)
+                grads = torch.autograd.grad(y, [leaves[s] for s in ups], grad_outputs=C.flatten(0, 1),
+                                            allow_unused=True)
+            for s, g in zip(ups, grads, strict=True):
+                if g is not None:
+                    g = g.view(copies, n, *g.shape[1:]) / K
+                    acc[s] = acc[s] + g if s in acc else g
+        return acc
+
+    def _integrate_metric(self, batch: TaskBatch, prep: Prepared) -> dict[int, Tensor]:
+        """The output's in-edges: one scalar per example, one ordinary backward per step."""
+        K = self.config.steps
+        acc: dict[int, Tensor] = {}
         for k in range(K):
             values = self._path(prep, (k + 0.5) / K, grad=True)
             with torch.enable_grad():
-                logits, incoming = self.frozen_forward(batch.tokens, values, stop_at_layer=layer)
-                leaves = [values[s] for s in ups]
-                if targets is None:
-                    grads = torch.autograd.grad(self.metric(logits, batch).sum(), leaves, allow_unused=True)
-                    grads = tuple(None if g is None else g[None] for g in grads)
-                else:
-                    y = incoming[m]
-                    assert y is not None
-                    C = self._cotangent(prep, m, y, targets, start, stop)
-                    grads = torch.autograd.grad(y, leaves, grad_outputs=C, is_grads_batched=True,
-                                                allow_unused=True)
-            for s, g in zip(ups, grads, strict=True):
+                logits, _ = self.frozen_forward(batch.tokens, values)
+                grads = torch.autograd.grad(self.metric(logits, batch).sum(), values, allow_unused=True)
+            for s, g in enumerate(grads):
                 if g is not None:
-                    acc[s] = acc[s] + g / K if s in acc else g / K
+                    acc[s] = acc[s] + g[None] / K if s in acc else g[None] / K
         return acc
 
-    def _emit(self, out: BatchGraph, prep: Prepared, s: int, m: int, gbar: Tensor,
-              targets: _Targets | None, start: int) -> None:
-        """Project mean gradients on upstream nodes, contract positions, prune, and append edges."""
+    def _upstream(self, batch: TaskBatch, prep: Prepared, m: int) -> list[int]:
+        """Slots with a path into hook ``m`` that crosses no other slot (measured once per m)."""
+        if m not in self._ups:
+            values = self._path(prep, 1.0, grad=True)
+            with torch.enable_grad():
+                _, incoming = self.frozen_forward(batch.tokens[:1], [v[:1] for v in values],
+                                                  stop_at_layer=self.slots[m].layer + 1)
+                y = incoming[m]
+                if y is None:
+                    raise AttributionError(f"the forward pass did not reach {self.slots[m].hook}")
+                grads = torch.autograd.grad(y.sum(), values[:m], allow_unused=True)
+            self._ups[m] = [s for s, g in enumerate(grads) if g is not None]
+        return self._ups[m]
+
+    def _rows(self, prep: Prepared, s: int, gbar: Tensor, targets: _Targets | None, start: int) -> EdgeRows:
+        """Project mean gradients on slot ``s``'s nodes and contract upstream positions: one row
+        per (backward slot's group, upstream node), not yet combined over downstream positions."""
         A, ids = self._project(prep, s, gbar)                       # [B n T U], [U]
         R = _reduce_positions(A, self.config.alpha, self.config.alpha_abs)  # [B n U]
         n = R.shape[1]
@@ -446,19 +479,19 @@ class AttributionEngine:
             g_ex, g_node = targets.g_ex, targets.g_node
         b, e, j = ((R != 0) & (table[..., None] >= 0)).nonzero(as_tuple=True)
         group = table[b, e]
-        rows = EdgeRows(example=g_ex[group], dst=g_node[group], src=ids[j], weight=R[b, e, j])
+        return EdgeRows(example=g_ex[group], dst=g_node[group], src=ids[j], weight=R[b, e, j].detach())
+
+    def _finish(self, prep: Prepared, s: int, parts: list[EdgeRows]) -> EdgeRows:
+        """All chunks of one (upstream, downstream) slot pair: combine a downstream node's
+        positions by α (they may sit in different chunks), normalise, prune."""
+        rows = EdgeRows(*(torch.cat(cols) for cols in zip(
+            *((r.example, r.dst, r.src, r.weight) for r in parts), strict=True)))
         if not self.config.merges_positions:
             rows = _coalesce(rows, self.config.alpha, self.slots[s].n_nodes)
         if self.config.alpha is PositionAgg.MEAN:
             rows.weight = rows.weight / prep.n_valid[rows.example].clamp(min=1).to(rows.weight.dtype)
         keep = rows.weight.abs() >= max(self.config.epsilon, 1e-30)
-        rows = EdgeRows(rows.example[keep], rows.dst[keep], rows.src[keep], rows.weight[keep].detach())
-        key = (s, m)
-        if key in out.edges:
-            prev = out.edges[key]
-            rows = EdgeRows(*(torch.cat([a, b_]) for a, b_ in zip(
-                (prev.example, prev.dst, prev.src, prev.weight), (rows.example, rows.dst, rows.src, rows.weight))))
-        out.edges[key] = rows
+        return EdgeRows(rows.example[keep], rows.dst[keep], rows.src[keep], rows.weight[keep])
 
     def _project(self, prep: Prepared, s: int, gbar: Tensor) -> tuple[Tensor, Tensor]:
         """Attributions of slot ``s``'s nodes: [B n T U] over candidate node ids [U]."""
@@ -468,8 +501,7 @@ class AttributionEngine:
         if slot.dictionary is None:
             return (gbar * dx).sum(-1, keepdim=True), vector_ids
         fc, fb = prep.f_clean[s], prep.f_base[s]
-        assert fc is not None and fb is not None
-        df = fc - fb
+        df = fc - fb  # type: ignore[operator]  (set for every slot with a dictionary)
         cand = (df != 0).any(0).any(0).nonzero(as_tuple=True)[0]
         W = slot.dictionary.W_dec[cand]                                  # [U d_in]
         dfc = df[..., cand]                                              # [n T U]
@@ -478,118 +510,9 @@ class AttributionEngine:
         A_err = (gbar * de).sum(-1, keepdim=True)
         return torch.cat([A_lat, A_err], dim=-1), torch.cat([cand, vector_ids])
 
-    # -- node attributions and heads -------------------------------------------------------
-
-    def _node_attribution(self, batch: TaskBatch, prep: Prepared, s: int) -> Tensor:
-        """Total-effect IG of slot ``s``'s nodes on the metric, Σ over positions: [n, n_nodes]."""
-        K = self.config.steps
-        slot = self.slots[s]
-        gbar = torch.zeros_like(prep.clean[s])
-        for k in range(K):
-            t = (k + 0.5) / K
-            leaf = (prep.base[s] + t * (prep.clean[s] - prep.base[s])).detach().requires_grad_(True)
-            with torch.enable_grad():
-                logits = self.model.run_with_hooks(
-                    batch.tokens, fwd_hooks=[(slot.hook, lambda x, hook: leaf.view(x.shape))])
-                g, = torch.autograd.grad(self.metric(logits, batch).sum(), leaf)
-            gbar += g / K
-        A, ids = self._project(prep, s, gbar[None])
-        out = torch.zeros((A.shape[1], slot.n_nodes), dtype=A.dtype, device=A.device)
-        out[:, ids] = A[0].sum(1)
-        return out.detach()
-
-    def _head_mass(self, batch: TaskBatch, prep: Prepared, s: int) -> Tensor:
-        """Σ over active (example, position) of |each head's contribution| to each latent."""
-        slot = self.slots[s]
-        d = slot.dictionary
-        assert d is not None and prep.f_clean[s] is not None
-        layer = slot.layer
-        z_hook = f"blocks.{layer}.attn.hook_z"
-        cache: dict[str, Tensor] = {}
-        with torch.no_grad():
-            self.model.run_with_hooks(batch.tokens, fwd_hooks=[(z_hook, lambda x, hook: cache.__setitem__("z", x))],
-                                      stop_at_layer=layer + 1)
-        z = cache["z"]                                                   # [n T H dh]
-        H = z.shape[2]
-        mass = torch.zeros((slot.n_latents, H), dtype=z.dtype, device=z.device)
-        ex, q, node = ((prep.f_clean[s] != 0) & prep.valid[..., None]).nonzero(as_tuple=True)
-        if len(node) == 0:
-            return mass
-        rows = _latent_jacobian_rows(d, prep.clean[s][ex, q], node)     # [N d_in]
-        if slot.hook.endswith("hook_z"):
-            contrib = (rows.view(-1, H, z.shape[3]) * z[ex, q]).sum(-1)
-        else:
-            W_O = self.model.blocks[layer].attn.W_O                       # [H dh d_model]
-            contrib = torch.einsum("nhd,hdm,nm->nh", z[ex, q], W_O, rows)
-        mass.index_add_(0, node, contrib.abs().detach())
-        return mass
-
-
 @dataclass
 class MeanBaseline:
     """Reference means per slot: hook value ``x`` [d_in] and latents ``f`` [d_dict] (None: embedding)."""
 
     x: list[Tensor]
     f: list[Tensor | None]
-
-
-def _group(ex: Tensor, q: Tensor, node: Tensor, *, n: int, T: int, n_nodes: int,
-           merge_positions: bool) -> _Targets:
-    """Assign targets to backward slots: one per (example, node) when positions merge, else
-    one per (example, position, node); each example numbers its groups 0, 1, ..."""
-    key = ex * n_nodes + node if merge_positions else (ex * T + q) * n_nodes + node
-    uniq, inv = torch.unique(key, return_inverse=True)
-    per_ex = n_nodes if merge_positions else T * n_nodes
-    g_ex = uniq // per_ex
-    g_node = uniq % n_nodes
-    counts = torch.bincount(g_ex, minlength=n)
-    starts = torch.cumsum(counts, 0) - counts
-    g_rank = torch.arange(len(uniq), device=ex.device) - starts[g_ex]
-    width = int(counts.max()) if len(uniq) else 0
-    table = torch.full((n, width), -1, dtype=torch.long, device=ex.device)
-    table[g_ex, g_rank] = torch.arange(len(uniq), device=ex.device)
-    return _Targets(ex=ex, q=q, node=node, rank=g_rank[inv], g_ex=g_ex, g_node=g_node, table=table)
-
-
-def _latent_jacobian_rows(d: Any, rows: Tensor, node: Tensor, *, budget: int = 1 << 24) -> Tensor:
-    """∂encode(x)[node_i]/∂x at ``rows[i]``: one backward over a copy of each row (exact for
-    any per-token encoder, TopK's active set included)."""
-    out = []
-    step = max(1, budget // max(1, d.d_dict))
-    for a in range(0, len(node), step):
-        r = rows[a:a + step].detach().requires_grad_(True)
-        with torch.enable_grad():
-            f = d.encode(r)
-            g, = torch.autograd.grad(f.gather(1, node[a:a + step, None]).sum(), r)
-        out.append(g)
-    return torch.cat(out) if out else rows.new_zeros((0, rows.shape[-1]))
-
-
-def _reduce_positions(A: Tensor, alpha: PositionAgg, absolute: bool) -> Tensor:
-    """α over the upstream position axis (dim 2) of [B n T U]."""
-    if absolute:
-        A = A.abs()
-    if alpha is PositionAgg.MAX:
-        idx = A.abs().argmax(2, keepdim=True)
-        return A.gather(2, idx).squeeze(2)
-    return A.sum(2)
-
-
-def _coalesce(rows: EdgeRows, alpha: PositionAgg, n_src: int) -> EdgeRows:
-    """Combine rows with the same (example, dst, src) (one per downstream position) by α."""
-    if len(rows) == 0:
-        return rows
-    big = int(rows.dst.max()) + 1
-    key = (rows.example * big + rows.dst) * n_src + rows.src
-    uniq, inv = torch.unique(key, return_inverse=True)
-    if alpha is PositionAgg.MAX:
-        hi = torch.full((len(uniq),), -torch.inf, dtype=rows.weight.dtype, device=key.device)
-        lo = torch.full((len(uniq),), torch.inf, dtype=rows.weight.dtype, device=key.device)
-        hi = hi.scatter_reduce(0, inv, rows.weight, "amax")
-        lo = lo.scatter_reduce(0, inv, rows.weight, "amin")
-        w = torch.where(hi.abs() >= lo.abs(), hi, lo)
-    else:
-        w = torch.zeros(len(uniq), dtype=rows.weight.dtype, device=key.device).index_add_(0, inv, rows.weight)
-    src = uniq % n_src
-    rest = uniq // n_src
-    return EdgeRows(example=rest // big, dst=rest % big, src=src, weight=w)
