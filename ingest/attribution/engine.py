@@ -43,17 +43,23 @@ weights below ``example_threshold`` are dropped, and β aggregates examples (see
 by integrated gradients over one slot at a time (its latents and error node move together
 from the baseline; every other hook is recomputed normally), summed over positions.
 
-Vectorisation: one forward pass per IG step serves a chunk of downstream nodes, and their
-gradients come from one batched backward (``torch.autograd.grad(..., is_grads_batched=True)``,
-vmap over cotangents) instead of one backward each. With signed sum/mean α, the cotangents of
-one latent at all its positions share a slot of the batch (the sum is linear), so a chunk
-covers latents rather than (latent, position) pairs. Downstream nodes of different examples
-share the same slot (examples are independent rows of the batch).
+Vectorisation: per IG step and chunk of downstream nodes, one forward pass
+(``torch.func.vjp``) and one backward for the whole chunk (``torch.func.vmap`` over the
+cotangents), instead of one backward per downstream node; weights are frozen meanwhile, so
+autograd computes input gradients only. With signed sum/mean α, the cotangents of one latent
+at all its positions share a copy of the batch (the sum is linear), so a chunk covers latents
+rather than (latent, position) pairs; downstream nodes of different examples share a copy
+(examples are independent rows of the batch).
+
+Not covered: a latent active only part-way along the path (off at both ends) has no
+in-edges, and a latent that switches on or off along the path (TopK, ReLU) makes the
+integrand kink, so completeness then converges as 1/K rather than 1/K².
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,7 +178,7 @@ class AttributionEngine:
         def swap(x: Tensor, hook: Any) -> Tensor:
             i = self._index[hook.name]
             incoming[i] = _flat(x)
-            return values[i].view(-1, *x.shape[1:])  # the batch may be replicated (see _integrate)
+            return values[i].view(x.shape)
 
         out = self.model.run_with_hooks(tokens, fwd_hooks=[(s.hook, swap) for s in self.slots],
                                         stop_at_layer=stop_at_layer)
@@ -287,10 +293,27 @@ class AttributionEngine:
 
     # -- the graph of one batch ------------------------------------------------------------
 
+    @contextmanager
+    def _parameters_frozen(self) -> Iterator[None]:
+        """Weights need no gradients here; without them autograd saves and computes less."""
+        modules = [self.model, *(s.dictionary for s in self.slots if s.dictionary is not None)]
+        live = [p for mod in modules for p in mod.parameters() if p.requires_grad]
+        for p in live:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in live:
+                p.requires_grad_(True)
+
     def attribute(self, batch: TaskBatch, *, node_attributions: bool = True,
                   heads: bool = True) -> BatchGraph:
         """Edges (α-aggregated per example, pruned at ``example_threshold``), completeness
         deltas, node attributions and head contributions for one batch of examples."""
+        with self._parameters_frozen():
+            return self._attribute(batch, node_attributions=node_attributions, heads=heads)
+
+    def _attribute(self, batch: TaskBatch, *, node_attributions: bool, heads: bool) -> BatchGraph:
         prep = self.prepare(batch)
         out = BatchGraph(n_examples=len(batch))
         with torch.no_grad():
@@ -326,6 +349,11 @@ class AttributionEngine:
         """Per-example in-edges of slot ``m``'s nodes (``m == len(slots)``: the output), by
         upstream slot, and the downstream targets. ``y0``: what flows into hook ``m`` with every
         upstream node at its baseline (needed for ``m < len(slots)``)."""
+        with self._parameters_frozen():
+            return self._edges_into(batch, prep, m, y0)
+
+    def _edges_into(self, batch: TaskBatch, prep: Prepared, m: int,
+                    y0: Tensor | None) -> tuple[dict[int, EdgeRows], _Targets | None]:
         if m == self.S:
             grads = self._integrate_metric(batch, prep)
             return {s: self._finish(prep, s, [self._rows(prep, s, g, None, 0)]) for s, g in grads.items()}, None
@@ -404,37 +432,35 @@ class AttributionEngine:
                    start: int, stop: int) -> dict[int, Tensor]:
         """Σ_k ∂λ/∂x̂_s / K for every upstream slot s: {s: [stop-start, n, T, d_in]}.
 
-        For a chunk of downstream nodes the frozen forward runs on ``stop - start`` copies of
-        the batch from the first upstream slot on (each copy with its own leaves), and one
-        ordinary backward with each copy's cotangent gives every copy's gradients: a batched
-        backward built from dense kernels (torch's vmap'd ``is_grads_batched`` falls back to
-        per-sample loops for softmax, GELU and ``where`` backward)."""
+        Per IG step, one forward pass (``torch.func.vjp``) and the backward of every downstream
+        node in the chunk at once (``torch.func.vmap`` over the cotangents): one batched
+        backward, not one per node. (``torch.autograd.grad(is_grads_batched=True)`` uses the
+        legacy vmap, which loops per sample over softmax, GELU and ``where`` backward.)"""
+        import torch.func
+
         K = self.config.steps
         ups = self._upstream(batch, prep, m)
-        first = min(ups) if ups else m
-        copies = stop - start
-        n = prep.valid.shape[0]
+        if not ups:
+            return {}
         acc: dict[int, Tensor] = {}
         layer = self.slots[m].layer + 1
         for k in range(K):
             values = self._path(prep, (k + 0.5) / K)
-            # Every slot from the first upstream one on is replicated (hooks after ``m`` in its
-            # block add into the replicated stream too); upstream copies are the leaves.
-            values = [v if s < first else v.detach().repeat(copies, *([1] * (v.ndim - 1)))
-                      for s, v in enumerate(values)]
-            leaves = {s: values[s].requires_grad_(True) for s in ups}
-            with torch.enable_grad():
-                _, incoming = self.frozen_forward(batch.tokens, values, stop_at_layer=layer)
-                y = incoming[m]
+
+            def incoming(*leaves: Tensor, values: list[Tensor] = values) -> Tensor:
+                vals = list(values)
+                for s, leaf in zip(ups, leaves, strict=True):
+                    vals[s] = leaf
+                y = self.frozen_forward(batch.tokens, vals, stop_at_layer=layer)[1][m]
                 if y is None:
                     raise AttributionError(f"the forward pass did not reach {self.slots[m].hook}")
-                C = self._cotangent(prep, m, y[:n], targets, start, stop)
-                grads = torch.autograd.grad(y, [leaves[s] for s in ups], grad_outputs=C.flatten(0, 1),
-                                            allow_unused=True)
+                return y
+
+            y, vjp = torch.func.vjp(incoming, *[values[s] for s in ups])
+            C = self._cotangent(prep, m, y.detach(), targets, start, stop)
+            grads = torch.func.vmap(vjp)(C)
             for s, g in zip(ups, grads, strict=True):
-                if g is not None:
-                    g = g.view(copies, n, *g.shape[1:]) / K
-                    acc[s] = acc[s] + g if s in acc else g
+                acc[s] = acc[s] + g / K if s in acc else g / K
         return acc
 
     def _integrate_metric(self, batch: TaskBatch, prep: Prepared) -> dict[int, Tensor]:
