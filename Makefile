@@ -6,11 +6,14 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.mechgraph-installed
 
-.PHONY: demo test bench-write system-deps install neo4j clean
+.PHONY: demo test bench-write bench-attribution system-deps install neo4j clean
 
-demo: install neo4j            ## the main job, end to end: model zoo (cached after the first run), SmolLM2, graph in Neo4j
+demo: install neo4j            ## the main job, end to end: model zoo (cached after the first run), SmolLM2, graphs in Neo4j
 	$(BIN)/mechgraph zoo build --smollm2
 	$(BIN)/mechgraph model check smollm2-135m
+	$(BIN)/mechgraph ingest --model zoo:mt-small@final --task ioi --task induction --task greater_than
+	$(BIN)/mechgraph ingest --model zoo:mt-small@final --graph module --task ioi
+	$(BIN)/mechgraph ingest --model smollm2-135m --task ioi --examples 4 --steps 1
 	$(BIN)/mechgraph demo
 
 test: install neo4j            ## the whole test suite (starts its own Neo4j)
@@ -18,6 +21,9 @@ test: install neo4j            ## the whole test suite (starts its own Neo4j)
 
 bench-write: install neo4j     ## the write benchmark (1M edges)
 	$(BIN)/python bench/write.py
+
+bench-attribution: install     ## the attribution benchmark (engine vs one backward per node; GPT-2-small shape)
+	$(BIN)/python bench/attribution.py
 
 install: system-deps $(STAMP)
 

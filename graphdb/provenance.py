@@ -87,3 +87,11 @@ def tasks_done(db: Any, run: RunRecord) -> list[str]:
 
     rows = db.read(cypher_template("run_tasks_done"), {"key": run.key})
     return list(rows[0]["done"]) if rows else []
+
+
+def task_edge_counts(db: Any, run: str, task: str) -> dict[str, int]:
+    """Edges ``run`` wrote for ``task``, per granularity."""
+    from graphdb.writer import cypher_template
+
+    return {r["granularity"]: r["edges"] for r in db.read(cypher_template("run_task_counts"),
+                                                             {"run": run, "task": task})}

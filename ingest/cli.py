@@ -208,9 +208,15 @@ def ingest_command(
 
     with connect(data=home) as db, bars.progress:
         result = ingest(db, config, state_root=home / "runs", device=device, progress=progress)
-    rows = [{"task": t.task, "status": "up to date" if t.skipped else "written", "examples": t.examples,
-             "features": t.features, "nodes": t.nodes, "edges": t.edges, "head_edges": t.head_edges,
-             "metric_clean": round(t.metric_clean, 3), "metric_baseline": round(t.metric_base, 3),
+    rows = [{"task": t.task, "status": "up to date" if t.skipped else "written",
+             "examples": None if t.skipped else t.examples, "features": None if t.skipped else t.features,
+             "nodes": None if t.skipped else t.nodes, "edges": t.edges, "head_edges": t.head_edges,
+             "metric_clean": None if t.skipped else round(t.metric_clean, 3),
+             "metric_baseline": None if t.skipped else round(t.metric_base, 3),
              "seconds": round(t.seconds, 1)} for t in result.tasks]
     render(rows, list(rows[0]), fmt, title=f"run {result.run}: {result.model} @ {result.checkpoint}, "
                                            f"{len(result.dictionaries)} dictionaries, {result.seconds:.0f} s")
+    for t in result.tasks:
+        if t.heads:
+            render(t.heads, list(t.heads[0]), fmt, title=f"{t.task}: features per argmax head (IN_HEAD), mean "
+                                                         "share and assignment entropy (0 = one head, 1 = even)")

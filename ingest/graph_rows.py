@@ -206,3 +206,19 @@ def edge_common(names: GraphNames, task: str, run: str, granularity: Granularity
 def count_edges(edges: dict[tuple[int, int], Edges]) -> int:
     return sum(len(e) for e in edges.values())
 
+
+
+def head_report(names: GraphNames, heads: dict[int, HeadAssignment], acc: GraphAccumulator) -> list[dict[str, Any]]:
+    """Per head: how many active features it is the argmax head of, their mean share of it,
+    and the mean normalised entropy of their assignment (0 = one head, 1 = spread evenly)."""
+    out = []
+    for s, assign in heads.items():
+        slot = names.slots[s]
+        live = (acc.active[s][:slot.n_latents] > 0) & assign.assigned
+        for h in range(assign.share.shape[1]):
+            mine = live & (assign.head == h)
+            n = int(mine.sum())
+            out.append({"hook": slot.hook, "layer": slot.layer, "head": h, "features": n,
+                        "mean_share": round(float(assign.share[mine, h].mean()), 3) if n else None,
+                        "mean_entropy": round(float(assign.entropy[mine].mean()), 3) if n else None})
+    return out

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from graphdb.provenance import RunRecord, tasks_done
+from graphdb.provenance import RunRecord, task_edge_counts, tasks_done
 from graphdb.schema import Granularity, Label, Rel
 from graphdb.writer import GraphWriter
 from ingest.attribution.config import AttributionConfig
@@ -82,6 +82,7 @@ class TaskGraph:
     nodes: int = 0
     edges: int = 0
     head_edges: int = 0
+    heads: list[dict[str, Any]] = field(default_factory=list)
     metric_clean: float = float("nan")
     metric_base: float = float("nan")
     seconds: float = 0.0
@@ -212,7 +213,9 @@ def ingest(db: Any, config: IngestConfig, *, state_root: Path, device: str = "cp
     results, budget = [], stop_after_batches
     for task in resolved.batches:
         if task in done:
-            results.append(TaskGraph(task=task, skipped=True))
+            counts = task_edge_counts(db, record.run_id, task)
+            results.append(TaskGraph(task=task, skipped=True, edges=counts.get(str(Granularity.FEATURE), 0),
+                                     head_edges=counts.get(str(Granularity.HEAD), 0)))
             continue
         t1 = time.perf_counter()
         acc, budget = _accumulate(resolved, config, task, state_dir, progress, budget)
@@ -282,7 +285,7 @@ def _write_task(writer: GraphWriter, resolved: Resolved, config: IngestConfig, r
                 task: str, acc: Any) -> TaskGraph:
     from graphdb.keys import node_key
     from ingest.graph_rows import (GraphNames, count_edges, edge_common, edge_rows, head_assignments, head_graph,
-                                   in_head_rows, node_rows)
+                                   head_report, in_head_rows, node_rows)
 
     a = config.attribution
     names = GraphNames(model=resolved.model_label, checkpoint=resolved.checkpoint, slots=tuple(resolved.slots),
@@ -312,4 +315,4 @@ def _write_task(writer: GraphWriter, resolved: Resolved, config: IngestConfig, r
                                common=edge_common(names, task, record.run_id, Granularity.HEAD))
     n = max(acc.n_examples, 1)
     return TaskGraph(task=task, examples=acc.n_examples, features=features, nodes=nodes, edges=count_edges(edges),
-                     head_edges=len(coarse), metric_clean=acc.metric_clean / n, metric_base=acc.metric_base / n)
+                     head_edges=len(coarse), heads=head_report(names, heads, acc), metric_clean=acc.metric_clean / n, metric_base=acc.metric_base / n)
