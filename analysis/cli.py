@@ -93,11 +93,15 @@ def demo(ctx: typer.Context) -> None:
         typer.echo(f"  {cypher}")
 
 
-#: Cypher the demo suggests to paste into Neo4j Browser (they run on the sample graph).
+#: Cypher the demo suggests to paste into Neo4j Browser: the graphs `make demo` ingests from
+#: zoo:mt-small (feature-level residual and module graphs, the head-level graph, IN_HEAD).
 _EXAMPLES = (
-    "MATCH (a)-[r:ATTRIBUTES_TO {task: 'ioi'}]->(b) WHERE r.checkpoint = 'final' AND r.abs_weight > 2 RETURN a, r, b",
-    "MATCH p = (:Feature {layer: 0})-[:ATTRIBUTES_TO*1..3]->(:Output {task: 'ioi', checkpoint: 'final'}) RETURN p LIMIT 25",
-    "MATCH (f:Feature)-[s:IN_HEAD]->(h:Head) WHERE f.checkpoint = 'final' RETURN h.layer, h.head, count(f), avg(s.share)",
+    "MATCH (a)-[r:ATTRIBUTES_TO {task: 'ioi', granularity: 'feature'}]->(o:Output) WHERE r.model = 'mt-small' "
+    "RETURN a, r, o ORDER BY r.abs_weight DESC LIMIT 25",
+    "MATCH p = (:Feature {model: 'mt-small', layer: 0})-[:ATTRIBUTES_TO*1..2]->(:Output {model: 'mt-small', task: 'ioi'}) "
+    "WHERE all(r IN relationships(p) WHERE r.granularity = 'feature' AND r.abs_weight > 0.5) RETURN p LIMIT 25",
+    "MATCH (a)-[r:ATTRIBUTES_TO {granularity: 'head', task: 'ioi'}]->(b) WHERE r.model = 'mt-small' "
+    "RETURN a, r, b ORDER BY r.abs_weight DESC LIMIT 25",
 )
 
 
