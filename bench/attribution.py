@@ -50,7 +50,8 @@ from typing import Any
 import torch
 
 from ingest.attribution.config import AttributionConfig, PositionAgg
-from ingest.attribution.engine import AttributionEngine, BatchGraph, Prepared
+from ingest.attribution.batch import BatchGraph, Prepared
+from ingest.attribution.engine import AttributionEngine
 from ingest.attribution.slots import Slot, build_slots
 from ingest.tasks.encode import TaskBatch
 

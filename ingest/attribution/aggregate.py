@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ingest.attribution.config import ExampleAgg
-from ingest.attribution.engine import BatchGraph
+from ingest.attribution.batch import BatchGraph
 
 Pair = tuple[int, int]
 

@@ -60,13 +60,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool
 from torch import Tensor
 
+from ingest.attribution.batch import BatchGraph, MeanBaseline, Prepared, _flat, logit_diff
 from ingest.attribution.config import AttributionConfig, Baseline, PositionAgg
 from ingest.attribution.nodes import head_mass, node_attribution
 from ingest.attribution.rows import (
@@ -81,57 +81,6 @@ from ingest.attribution.slots import Slot
 from ingest.dictionaries.base import Dictionary
 from ingest.errors import AttributionError
 from ingest.tasks.encode import TaskBatch
-
-#: Per-slot hook values, flattened to ``[batch pos d_in]`` (``hook_z`` is ``[batch pos (n_heads d_head)]``).
-HookValues = Float[Tensor, "batch pos d_in"]
-
-
-@dataclass
-class BatchGraph:
-    """What one batch of examples contributes to the graph. ``S = len(slots)`` is the output."""
-
-    n_examples: int
-    edges: dict[tuple[int, int], EdgeRows] = field(default_factory=dict)
-    #: dst slot -> [batch, n_nodes]: Σ_q (λ(clean) - λ(baseline)) of each downstream node
-    #: (what its in-edges sum to under completeness, with α = sum).
-    delta: dict[int, Tensor] = field(default_factory=dict)
-    #: slot -> [batch, n_nodes]: total-effect IG attribution of each node to the metric, Σ over positions.
-    node_attr: dict[int, Tensor] = field(default_factory=dict)
-    #: slot -> [n_nodes] number of (example, position)s where the node is active (clean or baseline).
-    active: dict[int, Tensor] = field(default_factory=dict)
-    #: attention slot -> [n_latents, n_heads]: Σ |per-head contribution| to each latent's activation.
-    head_mass: dict[int, Tensor] = field(default_factory=dict)
-    #: [batch] metric on the clean prompt and at the edge graph's baseline.
-    metric_clean: Tensor | None = None
-    metric_base: Tensor | None = None
-
-
-@dataclass
-class Prepared:
-    """Clean and baseline values of every slot for one batch (graph positions only differ)."""
-
-    valid: Bool[Tensor, "batch pos"]
-    clean: list[HookValues]
-    base: list[HookValues]
-    f_clean: list[Tensor | None]
-    f_base: list[Tensor | None]
-    grad_metric: list[HookValues]  # ∂metric/∂x_s at the clean input (total effect)
-
-    @property
-    def n_valid(self) -> Tensor:
-        return self.valid.sum(-1)
-
-
-def logit_diff(logits: Float[Tensor, "batch pos d_vocab"], batch: TaskBatch) -> Float[Tensor, " batch"]:
-    """The output metric: logit[answer] - logit[cf_answer] at each prompt's last token."""
-    rows = torch.arange(len(batch), device=logits.device)
-    last = logits[rows, batch.last]
-    return last[rows, batch.answer] - last[rows, batch.cf_answer]
-
-
-def _flat(x: Tensor) -> Tensor:
-    return x.flatten(-2) if x.ndim == 4 else x
-
 
 class AttributionEngine:
     """Computes :class:`BatchGraph` s for a model, its slots and an :class:`AttributionConfig`.
@@ -535,10 +484,3 @@ class AttributionEngine:
         A_lat = (gbar @ W.T) * dfc
         A_err = (gbar * de).sum(-1, keepdim=True)
         return torch.cat([A_lat, A_err], dim=-1), torch.cat([cand, vector_ids])
-
-@dataclass
-class MeanBaseline:
-    """Reference means per slot: hook value ``x`` [d_in] and latents ``f`` [d_dict] (None: embedding)."""
-
-    x: list[Tensor]
-    f: list[Tensor | None]

@@ -20,7 +20,8 @@ from ingest.attribution.rows import _latent_jacobian_rows
 from ingest.tasks.encode import TaskBatch
 
 if TYPE_CHECKING:
-    from ingest.attribution.engine import AttributionEngine, Prepared
+    from ingest.attribution.batch import Prepared
+    from ingest.attribution.engine import AttributionEngine
 
 
 def node_attribution(engine: AttributionEngine, batch: TaskBatch, prep: Prepared, s: int) -> Tensor:

@@ -27,7 +27,9 @@ from torch import Tensor
 
 from ingest.attribution.aggregate import GraphAccumulator
 from ingest.attribution.config import AttributionConfig, Baseline, ExampleAgg, PositionAgg
-from ingest.attribution.engine import AttributionEngine, BatchGraph, EdgeRows, _coalesce, _reduce_positions
+from ingest.attribution.batch import BatchGraph
+from ingest.attribution.engine import AttributionEngine
+from ingest.attribution.rows import EdgeRows, _coalesce, _reduce_positions
 from ingest.attribution.slots import EMBED_HOOK, Slot, build_slots
 from ingest.dictionaries import IdentityDictionary, SAEDictionary
 from ingest.errors import DictionaryError
