@@ -1,0 +1,235 @@
+r"""Running the graph itself: edge ablation and node ablation of an attribution graph.
+
+A graph ``G`` is a set of kept nodes and kept edges over the slots of an
+:class:`~ingest.attribution.engine.AttributionEngine` (node indices as in :mod:`ingest.attribution.slots`;
+the output is slot ``len(slots)``). Every node has a baseline value ``b`` (the engine's: mean over
+a reference set, zero, or the counterfactual prompt's value); BOS and padding stay clean.
+
+**Node ablation** (an ordinary forward pass): at each slot's hook, in forward order, the latents
+and error node computed from what flows in are kept if they are in ``G`` and replaced by their
+baseline otherwise, ``x'_s = decode(f') + e'``. The kept nodes between two others are all joined:
+node ablation silently keeps the complete graph between the remaining nodes.
+
+**Edge ablation** (the frozen graph): each downstream node ``d`` of slot ``m`` computes its value
+from its own input, in which every upstream node contributes its value *in the ablated run* if the
+edge ``u → d`` is kept and its baseline otherwise:
+
+    v_s^{(d)} = decode_s(f_s^b + M_d ∘ (f'_s − f_s^b)) + e_s^b + [e_s → d kept] (e'_s − e_s^b)
+    f'_d = encode_m(F_m(v^{(d)}))[d]          (an error node: e'_m = e_m(F_m(v^{(e)})))
+
+where ``F_m`` is the model between the slots and hook ``m``; a node outside ``G`` takes its baseline.
+Slots are computed in forward order, so ablations propagate. The output reads its own masked
+input the same way. Downstream nodes with the same in-mask share one forward pass; distinct
+masks run as copies of the batch.
+
+With every edge between kept nodes kept, edge ablation equals node ablation; with every node and
+edge kept it reproduces the clean run; with nothing kept, the fully ablated run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ingest.attribution.batch import Prepared
+from ingest.attribution.engine import AttributionEngine
+from ingest.errors import AttributionError
+from ingest.tasks.encode import TaskBatch, final_logits
+
+Pair = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class GraphMask:
+    """Kept nodes per slot (bool ``[n_nodes]``) and kept edges per (upstream slot ``s``,
+    downstream slot ``m``) as a dense bool matrix ``[n_nodes_m, n_nodes_s]`` (the output, slot
+    ``len(slots)``, has one node and is always kept). A missing pair keeps no edge."""
+
+    nodes: Mapping[int, Tensor]
+    edges: Mapping[Pair, Tensor]
+
+    @classmethod
+    def complete(cls, engine: AttributionEngine, nodes: Mapping[int, Tensor]) -> GraphMask:
+        """Every edge between kept nodes (the graph node ablation runs implicitly)."""
+        full = {**{s: nodes[s].bool() for s in range(engine.S)}, engine.S: torch.ones(1, dtype=torch.bool)}
+        edges = {(s, m): full[m][:, None] & full[s][None, :] for m in range(1, engine.S + 1) for s in range(m)}
+        return cls(nodes={s: full[s] for s in range(engine.S)}, edges=edges)
+
+    @classmethod
+    def from_edges(cls, engine: AttributionEngine, edges: Mapping[Pair, Any], *, keep_errors: bool = True) -> GraphMask:
+        """The graph of some edges (anything with ``dst`` and ``src`` index tensors, e.g. the
+        accumulator's result): their endpoints, plus every error node if ``keep_errors``."""
+        sizes = [slot.n_nodes for slot in engine.slots] + [1]
+        nodes = {s: torch.zeros(sizes[s], dtype=torch.bool) for s in range(engine.S)}
+        kept = {}
+        for (s, m), e in edges.items():
+            M = torch.zeros((sizes[m], sizes[s]), dtype=torch.bool)
+            M[e.dst.long(), e.src.long()] = True
+            kept[s, m] = M
+            nodes[s][e.src.long()] = True
+            if m < engine.S:
+                nodes[m][e.dst.long()] = True
+        if keep_errors:
+            for s, slot in enumerate(engine.slots):
+                nodes[s][slot.vector] = True
+        return cls(nodes=nodes, edges=kept)
+
+    def complement(self, engine: AttributionEngine, *, keep_errors: bool = True) -> GraphMask:
+        """Everything but this graph: for edge ablation every other edge of the complete graph,
+        for node ablation every other node (error nodes stay kept if ``keep_errors``)."""
+        everything = GraphMask.complete(engine, {s: torch.ones(slot.n_nodes, dtype=torch.bool)
+                                                 for s, slot in enumerate(engine.slots)})
+        edges = {p: M & ~self.edges[p] if p in self.edges else M for p, M in everything.edges.items()}
+        nodes = {s: ~k for s, k in self.nodes.items()}
+        if keep_errors:
+            for s, slot in enumerate(engine.slots):
+                nodes[s][slot.vector] = True
+        return GraphMask(nodes=nodes, edges=edges)
+
+    def kept(self, s: int) -> Tensor:
+        return self.nodes[s]
+
+    @property
+    def n_edges(self) -> int:
+        return int(sum(int(M.sum()) for M in self.edges.values()))
+
+    @property
+    def n_nodes(self) -> int:
+        return int(sum(int(k.sum()) for k in self.nodes.values())) + 1  # + the output
+
+
+def node_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
+                  prep: Prepared | None = None) -> Tensor:
+    """Last-position logits [batch, d_vocab] of an ordinary forward pass with the nodes outside
+    ``mask`` at their baseline."""
+    prep = prep or engine.prepare(batch)
+    index = {slot.hook: s for s, slot in enumerate(engine.slots)}
+
+    def ablate(x: Tensor, hook: Any) -> Tensor:
+        s = index[hook.name]
+        slot = engine.slots[s]
+        flat = x.flatten(-2) if x.ndim == 4 else x
+        keep = mask.kept(s).to(flat.device)
+        valid = prep.valid[..., None]
+        if slot.dictionary is None:
+            out = torch.where(valid & keep[slot.vector], flat, prep.base[s])
+        else:
+            f = slot.dictionary.encode(flat)
+            e = flat - slot.dictionary.decode(f)
+            fb = prep.f_base[s]
+            eb = prep.base[s] - slot.dictionary.decode(fb)
+            f2 = torch.where(keep[:slot.n_latents], f, fb)
+            e2 = e if bool(keep[slot.vector]) else eb
+            out = torch.where(valid, slot.dictionary.decode(f2) + e2, flat)
+        return out.view(x.shape)
+
+    with torch.no_grad():
+        logits = engine.model.run_with_hooks(batch.tokens, fwd_hooks=[(s.hook, ablate) for s in engine.slots])
+    return final_logits(logits, batch.last)
+
+
+def edge_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
+                  prep: Prepared | None = None, *, max_copies: int = 64) -> Tensor:
+    """Last-position logits [batch, d_vocab] when every node of the graph reads only its kept
+    in-edges (see the module docstring)."""
+    prep = prep or engine.prepare(batch)
+    S = engine.S
+    f_abl: list[Tensor | None] = [None] * S     # latents in the ablated run
+    e_abl: list[Tensor] = [None] * S            # type: ignore[list-item]  vector node values
+    with torch.no_grad():
+        for m, slot in enumerate(engine.slots):
+            keep = mask.kept(m)
+            if slot.dictionary is None:
+                e_abl[m] = prep.clean[m] if bool(keep[slot.vector]) else prep.base[m]
+                continue
+            fb = prep.f_base[m]
+            if fb is None:
+                raise AttributionError(f"no baseline latents for {slot.hook}")
+            f_new = fb.clone()
+            e_new = prep.base[m] - slot.dictionary.decode(fb)
+            groups, members = _mask_groups(mask, m, keep.nonzero().flatten(),
+                                           [engine.slots[s].n_nodes for s in range(m)])
+            ys = _masked_incoming(engine, batch, prep, f_abl, e_abl, m, groups, max_copies)
+            for y, d_set in zip(ys, members, strict=True):
+                f = slot.dictionary.encode(y)
+                lat = d_set[d_set < slot.n_latents]
+                f_new[..., lat] = f[..., lat]
+                if bool((d_set == slot.vector).any()):
+                    e_new = y - slot.dictionary.decode(f)
+            f_abl[m] = torch.where(prep.valid[..., None], f_new, prep.f_clean[m])  # type: ignore[arg-type]
+            e_abl[m] = torch.where(prep.valid[..., None], e_new, prep.clean[m] - slot.dictionary.decode(prep.f_clean[m]))
+        out_masks, _ = _mask_groups(mask, S, torch.zeros(1, dtype=torch.long), [s.n_nodes for s in engine.slots])
+        values = _masked_values(engine, prep, f_abl, e_abl, out_masks[0], upto=S)
+        logits, _ = engine.frozen_forward(batch.tokens, values)
+    return final_logits(logits, batch.last)
+
+
+def _mask_groups(mask: GraphMask, m: int, dsts: Tensor,
+                 widths: list[int]) -> tuple[list[list[Tensor]], list[Tensor]]:
+    """Group downstream nodes ``dsts`` of slot ``m`` by their kept in-edges: one in-mask per
+    group (a list over upstream slots of bool ``[n_nodes_s]``) and the members of each group."""
+    if len(dsts) == 0:
+        return [], []
+    rows = [mask.edges[s, m][dsts] if (s, m) in mask.edges else torch.zeros((len(dsts), w), dtype=torch.bool)
+            for s, w in enumerate(widths)]
+    uniq, inv = torch.unique(torch.cat(rows, dim=1), dim=0, return_inverse=True)
+    return [list(torch.split(u, widths)) for u in uniq], [dsts[inv == g] for g in range(len(uniq))]
+
+
+def _masked_values(engine: AttributionEngine, prep: Prepared, f_abl: list[Tensor | None], e_abl: list[Tensor],
+                   masks: list[Tensor], upto: int) -> list[Tensor]:
+    """Hook values of slots ``< upto`` for one in-mask (slots from ``upto`` on: clean)."""
+    values = []
+    for s, slot in enumerate(engine.slots):
+        if s >= upto:
+            values.append(prep.clean[s])
+            continue
+        keep = masks[s]
+        if slot.dictionary is None:
+            values.append(e_abl[s] if bool(keep[slot.vector]) else prep.base[s])
+            continue
+        fb = prep.f_base[s]
+        f = torch.where(keep[:slot.n_latents], f_abl[s], fb)  # type: ignore[arg-type]
+        eb = prep.base[s] - slot.dictionary.decode(fb)
+        e = e_abl[s] if bool(keep[slot.vector]) else eb
+        values.append(slot.dictionary.decode(f) + e)
+    return values
+
+
+def _masked_incoming(engine: AttributionEngine, batch: TaskBatch, prep: Prepared, f_abl: list[Tensor | None],
+                     e_abl: list[Tensor], m: int, group: list[list[Tensor]], max_copies: int) -> list[Tensor]:
+    """What flows into hook ``m`` under each in-mask of ``group`` (copies of the batch)."""
+    out: list[Tensor] = []
+    layer = engine.slots[m].layer + 1
+    for a in range(0, len(group), max_copies):
+        chunk = group[a:a + max_copies]
+        per = [_masked_values(engine, prep, f_abl, e_abl, masks, upto=m) for masks in chunk]
+        values = [torch.cat(vs) for vs in zip(*per, strict=True)]
+        _, incoming = engine.frozen_forward(batch.tokens.repeat(len(chunk), 1), values, stop_at_layer=layer)
+        y = incoming[m]
+        if y is None:
+            raise AttributionError(f"the forward pass did not reach {engine.slots[m].hook}")
+        out.extend(y.split(len(batch)))
+    return out
+
+
+#: The per-example metrics :func:`output_metrics` returns, by name.
+METRICS = ("logit_diff", "answer_logit", "answer_prob", "loss", "kl")
+
+
+def output_metrics(logits: Tensor, clean_logits: Tensor, batch: TaskBatch) -> dict[str, Tensor]:
+    """Per-example metrics of last-position logits [batch, d_vocab]: the logit difference
+    (answer − counterfactual answer), the answer's logit and probability, the loss (cross
+    entropy of the answer) and KL(clean ‖ ablated) of the next-token distributions."""
+    rows = torch.arange(len(batch), device=logits.device)
+    logp = logits.log_softmax(-1)
+    clean_logp = clean_logits.log_softmax(-1)
+    return {"logit_diff": logits[rows, batch.answer] - logits[rows, batch.cf_answer],
+            "answer_logit": logits[rows, batch.answer],
+            "answer_prob": logp[rows, batch.answer].exp(),
+            "loss": -logp[rows, batch.answer],
+            "kl": (clean_logp.exp() * (clean_logp - logp)).sum(-1)}
