@@ -28,7 +28,7 @@ edge kept it reproduces the clean run; with nothing kept, the fully ablated run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,17 +78,20 @@ class GraphMask:
                 nodes[s][slot.vector] = True
         return cls(nodes=nodes, edges=kept)
 
-    def complement(self, engine: AttributionEngine, *, keep_errors: bool = True) -> GraphMask:
-        """Everything but this graph: for edge ablation every other edge of the complete graph,
-        for node ablation every other node (error nodes stay kept if ``keep_errors``)."""
-        everything = GraphMask.complete(engine, {s: torch.ones(slot.n_nodes, dtype=torch.bool)
-                                                 for s, slot in enumerate(engine.slots)})
-        edges = {p: M & ~self.edges[p] if p in self.edges else M for p, M in everything.edges.items()}
+    def complement(self, engine: AttributionEngine, ablation: str, *, keep_errors: bool = True) -> GraphMask:
+        """Everything but this graph. For edge ablation: every node, and every edge of the
+        complete graph that is not in this one. For node ablation: every node not in this one
+        (error nodes stay kept if ``keep_errors``)."""
+        every = {s: torch.ones(slot.n_nodes, dtype=torch.bool) for s, slot in enumerate(engine.slots)}
+        full = GraphMask.complete(engine, every)
+        if ablation == "edge":
+            return GraphMask(nodes=every, edges={p: M & ~self.edges[p] if p in self.edges else M
+                                                 for p, M in full.edges.items()})
         nodes = {s: ~k for s, k in self.nodes.items()}
         if keep_errors:
             for s, slot in enumerate(engine.slots):
                 nodes[s][slot.vector] = True
-        return GraphMask(nodes=nodes, edges=edges)
+        return GraphMask.complete(engine, nodes)
 
     def kept(self, s: int) -> Tensor:
         return self.nodes[s]
@@ -138,6 +141,7 @@ def edge_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
     in-edges (see the module docstring)."""
     prep = prep or engine.prepare(batch)
     S = engine.S
+    starts = _residual_starts(engine, batch, prep)
     f_abl: list[Tensor | None] = [None] * S     # latents in the ablated run
     e_abl: list[Tensor] = [None] * S            # type: ignore[list-item]  vector node values
     with torch.no_grad():
@@ -153,67 +157,120 @@ def edge_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
             e_new = prep.base[m] - slot.dictionary.decode(fb)
             groups, members = _mask_groups(mask, m, keep.nonzero().flatten(),
                                            [engine.slots[s].n_nodes for s in range(m)])
-            ys = _masked_incoming(engine, batch, prep, f_abl, e_abl, m, groups, max_copies)
-            for y, d_set in zip(ys, members, strict=True):
-                f = slot.dictionary.encode(y)
-                lat = d_set[d_set < slot.n_latents]
-                f_new[..., lat] = f[..., lat]
-                if bool((d_set == slot.vector).any()):
-                    e_new = y - slot.dictionary.decode(f)
+            if members:
+                # Each kept latent reads its own group's copy; the error node reads its group's.
+                g_of = torch.cat([torch.full((len(d),), g) for g, d in enumerate(members)])
+                node = torch.cat(members)
+                lat = node < slot.n_latents
+                start = 0
+                for ys in _masked_incoming(engine, batch, prep, f_abl, e_abl, m, groups, max_copies, starts):
+                    f = slot.dictionary.encode(ys)                          # [copies n T d_dict]
+                    here = (g_of >= start) & (g_of < start + len(ys))
+                    sel = here & lat
+                    f_new[..., node[sel]] = f[g_of[sel] - start, ..., node[sel]].permute(1, 2, 0)
+                    for g in g_of[here & ~lat].tolist():
+                        e_new = ys[g - start] - slot.dictionary.decode(f[g - start])
+                    start += len(ys)
             f_abl[m] = torch.where(prep.valid[..., None], f_new, prep.f_clean[m])  # type: ignore[arg-type]
             e_abl[m] = torch.where(prep.valid[..., None], e_new, prep.clean[m] - slot.dictionary.decode(prep.f_clean[m]))
         out_masks, _ = _mask_groups(mask, S, torch.zeros(1, dtype=torch.long), [s.n_nodes for s in engine.slots])
-        values = _masked_values(engine, prep, f_abl, e_abl, out_masks[0], upto=S)
-        logits, _ = engine.frozen_forward(batch.tokens, values)
+        values = _masked_values(engine, prep, f_abl, e_abl, out_masks, upto=S)
+        n_layers = int(engine.model.cfg.n_layers)
+        if n_layers in starts:
+            logits, _ = engine.frozen_forward(starts[n_layers](values), values, start_at_layer=n_layers)
+        else:
+            logits, _ = engine.frozen_forward(batch.tokens, values)
     return final_logits(logits, batch.last)
 
 
 def _mask_groups(mask: GraphMask, m: int, dsts: Tensor,
-                 widths: list[int]) -> tuple[list[list[Tensor]], list[Tensor]]:
-    """Group downstream nodes ``dsts`` of slot ``m`` by their kept in-edges: one in-mask per
-    group (a list over upstream slots of bool ``[n_nodes_s]``) and the members of each group."""
+                 widths: list[int]) -> tuple[list[Tensor], list[Tensor]]:
+    """Group downstream nodes ``dsts`` of slot ``m`` by their kept in-edges: the distinct
+    in-masks (per upstream slot, bool ``[groups, n_nodes_s]``) and the members of each group."""
     if len(dsts) == 0:
         return [], []
     rows = [mask.edges[s, m][dsts] if (s, m) in mask.edges else torch.zeros((len(dsts), w), dtype=torch.bool)
             for s, w in enumerate(widths)]
     uniq, inv = torch.unique(torch.cat(rows, dim=1), dim=0, return_inverse=True)
-    return [list(torch.split(u, widths)) for u in uniq], [dsts[inv == g] for g in range(len(uniq))]
+    return list(torch.split(uniq, widths, dim=1)), [dsts[inv == g] for g in range(len(uniq))]
 
 
 def _masked_values(engine: AttributionEngine, prep: Prepared, f_abl: list[Tensor | None], e_abl: list[Tensor],
                    masks: list[Tensor], upto: int) -> list[Tensor]:
-    """Hook values of slots ``< upto`` for one in-mask (slots from ``upto`` on: clean)."""
+    """Hook values of slots ``< upto`` under ``G`` in-masks at once (``masks[s]``: bool ``[G,
+    n_nodes_s]``), as ``[G * batch, pos, d_in]``; slots from ``upto`` on: clean, repeated."""
+    G = masks[0].shape[0] if masks else 1
     values = []
     for s, slot in enumerate(engine.slots):
         if s >= upto:
-            values.append(prep.clean[s])
+            values.append(prep.clean[s].repeat(G, *([1] * (prep.clean[s].ndim - 1))))
             continue
-        keep = masks[s]
+        keep_vec = masks[s][:, slot.vector].view(G, 1, 1, 1)
         if slot.dictionary is None:
-            values.append(e_abl[s] if bool(keep[slot.vector]) else prep.base[s])
+            values.append(torch.where(keep_vec, e_abl[s], prep.base[s]).flatten(0, 1))
             continue
         fb = prep.f_base[s]
-        f = torch.where(keep[:slot.n_latents], f_abl[s], fb)  # type: ignore[arg-type]
+        f = torch.where(masks[s][:, None, None, :slot.n_latents], f_abl[s], fb)  # type: ignore[arg-type]  [G n T d]
         eb = prep.base[s] - slot.dictionary.decode(fb)
-        e = e_abl[s] if bool(keep[slot.vector]) else eb
-        values.append(slot.dictionary.decode(f) + e)
+        e = torch.where(keep_vec, e_abl[s], eb)
+        values.append((slot.dictionary.decode(f) + e).flatten(0, 1))
     return values
 
 
 def _masked_incoming(engine: AttributionEngine, batch: TaskBatch, prep: Prepared, f_abl: list[Tensor | None],
-                     e_abl: list[Tensor], m: int, group: list[list[Tensor]], max_copies: int) -> list[Tensor]:
-    """What flows into hook ``m`` under each in-mask of ``group`` (copies of the batch)."""
+                     e_abl: list[Tensor], m: int, group: list[Tensor], max_copies: int,
+                     starts: dict[int, Callable[[list[Tensor]], Tensor]]) -> list[Tensor]:
+    """What flows into hook ``m`` under each in-mask of ``group`` (``group[s]``: bool ``[G,
+    n_nodes_s]``), ``[G, batch, pos, d_in]`` per chunk of copies. When the residual stream
+    entering ``m``'s layer is a function of the slot values (``starts``), only that layer runs."""
     out: list[Tensor] = []
-    layer = engine.slots[m].layer + 1
-    for a in range(0, len(group), max_copies):
-        chunk = group[a:a + max_copies]
-        per = [_masked_values(engine, prep, f_abl, e_abl, masks, upto=m) for masks in chunk]
-        values = [torch.cat(vs) for vs in zip(*per, strict=True)]
-        _, incoming = engine.frozen_forward(batch.tokens.repeat(len(chunk), 1), values, stop_at_layer=layer)
+    layer = engine.slots[m].layer
+    G = group[0].shape[0]
+    for a in range(0, G, max_copies):
+        chunk = [g[a:a + max_copies] for g in group]
+        copies = chunk[0].shape[0]
+        values = _masked_values(engine, prep, f_abl, e_abl, chunk, upto=m)
+        if layer in starts:
+            _, incoming = engine.frozen_forward(starts[layer](values), values, start_at_layer=layer,
+                                                stop_at_layer=layer + 1)
+        else:
+            _, incoming = engine.frozen_forward(batch.tokens.repeat(copies, 1), values, stop_at_layer=layer + 1)
         y = incoming[m]
         if y is None:
             raise AttributionError(f"the forward pass did not reach {engine.slots[m].hook}")
-        out.extend(y.split(len(batch)))
+        out.append(y.view(copies, len(batch), *y.shape[1:]))
+    return out
+
+
+def _residual_starts(engine: AttributionEngine, batch: TaskBatch,
+                     prep: Prepared) -> dict[int, Callable[[list[Tensor]], Tensor]]:
+    """For each layer L >= 1 whose incoming residual stream is a function of the slot values (the
+    previous layer's ``resid_post``, or the embedding plus every earlier ``attn_out`` and
+    ``mlp_out``), that function, checked on the clean run. Layers missing from the result run
+    from the tokens."""
+    index = {slot.hook: s for s, slot in enumerate(engine.slots)}
+    n_layers = int(engine.model.cfg.n_layers)
+    seen: dict[int, Tensor] = {}
+
+    def keep(x: Tensor, hook: Any) -> None:
+        seen[int(hook.name.split(".")[1])] = x
+
+    with torch.no_grad():
+        engine.model.run_with_hooks(batch.tokens, fwd_hooks=[(f"blocks.{L}.hook_resid_pre", keep)
+                                                             for L in range(1, n_layers)])
+    out: dict[int, Callable[[list[Tensor]], Tensor]] = {}
+    for L in range(1, n_layers + 1):
+        post = index.get(f"blocks.{L - 1}.hook_resid_post")
+        if post is not None:
+            out[L] = lambda values, s=post: values[s]
+            continue
+        parts = [index.get("blocks.0.hook_resid_pre")] + [index.get(f"blocks.{layer}.hook_{kind}")
+                                                          for layer in range(L) for kind in ("attn_out", "mlp_out")]
+        if None in parts or L not in seen:
+            continue
+        fn = (lambda values, ps=tuple(parts): sum(values[p] for p in ps))  # type: ignore[misc]
+        if torch.allclose(fn(prep.clean), seen[L], atol=1e-4, rtol=1e-4):
+            out[L] = fn
     return out
 
 

@@ -19,7 +19,7 @@ ZooOpt = Annotated[str | None, typer.Option("--zoo", envvar="MECHGRAPH_ZOO",
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 
 
-class _Bars:
+class Bars:
     """``progress(description, total) -> advance`` on a rich progress display (stderr)."""
 
     def __init__(self) -> None:
@@ -49,7 +49,7 @@ def build(
     from ingest.zoo.store import list_models, zoo_root
 
     root = zoo_root(zoo)
-    bars = _Bars()
+    bars = Bars()
     with bars.progress:
         result = build_zoo(root, only=tuple(size or ()), device=device, progress=bars)
         if smollm2:  # says itself whether it was up to date
@@ -198,7 +198,7 @@ def ingest_command(
     home = data_dir(ctx.obj.data_dir if ctx.obj else None)
     if external_settings() is None:
         EmbeddedServer(home).start()
-    bars = _Bars()
+    bars = Bars()
     handles: dict[str, Any] = {}
 
     def progress(name: str, done: int, total: int, edges: int) -> None:

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from graphdb.keys import node_key
+from graphdb.errors import ConfigError
+from graphdb.keys import node_key, parse_key
 from graphdb.schema import Granularity, Label, Rel
 from ingest.attribution.aggregate import Edges, GraphAccumulator
 from ingest.attribution.slots import Slot
@@ -58,6 +59,25 @@ class GraphNames:
         if index == slot.vector:
             return node_key(Label.ERROR, **parts)
         return node_key(Label.FEATURE, **parts, index=index)
+
+    def locate(self, key: str) -> tuple[int, int]:
+        """Invert :meth:`node_key`: (slot, index) of a feature, error, input or output key of
+        this model checkpoint (the output is slot ``len(slots)``, index 0)."""
+        label, parts = parse_key(key)
+        if parts.get("model") != self.model or parts.get("checkpoint") != self.checkpoint:
+            raise ConfigError(f"{key} is not a node of {self.model} @ {self.checkpoint}")
+        if label is Label.OUTPUT:
+            return len(self.slots), 0
+        for s, slot in enumerate(self.slots):
+            if label is Label.INPUT and slot.dictionary is None:
+                return s, slot.vector
+            if slot.dictionary is None or parts.get("hook") != slot.hook:
+                continue
+            if label is Label.ERROR:
+                return s, slot.vector
+            if label is Label.FEATURE:
+                return s, int(parts["index"])
+        raise ConfigError(f"{key} is not a node of this graph's dictionaries (a {label} node, or another hook)")
 
     def head_key(self, layer: int, head: int) -> str:
         return node_key(Label.HEAD, model=self.model, checkpoint=self.checkpoint, layer=layer, head=head)

@@ -123,7 +123,7 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
 
     spec = parse_model_spec(config.model)
     tasks = [get_task(t) for t in config.tasks]  # unknown tasks fail before the model loads
-    model_label, checkpoint, default_dicts = _labels(spec, config.graph)
+    model_label, checkpoint, default_dicts = model_labels(spec, config.graph)
     specs = list(config.dicts) or default_dicts
     if not specs:
         raise SpecError(f"{config.model} has no zoo SAEs to pick for --graph {config.graph}; name dictionaries "
@@ -147,7 +147,7 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
                     batches=batches, reference=reference)
 
 
-def _labels(spec: Any, graph: str) -> tuple[str, str, list[str]]:
+def model_labels(spec: Any, graph: str) -> tuple[str, str, list[str]]:
     """(model label, checkpoint label, default dictionary specs) of a model spec."""
     if spec.kind == "zoo":
         from ingest.zoo.specs import _manifest, zoo_model_dir

@@ -96,9 +96,7 @@ class AttributionEngine:
         self.config = config
         self.skip_bos = skip_bos
         self.metric = metric
-        self.mean = mean
-        if config.baseline is Baseline.MEAN and mean is None:
-            raise AttributionError("the mean baseline needs reference means (AttributionEngine.mean_baseline)")
+        self.mean = mean  # required by the mean baseline; checked when first needed (_means)
         self.S = len(self.slots)
         self._index = {s.hook: i for i, s in enumerate(self.slots)}
         self._ups: dict[int, list[int]] = {}
@@ -116,12 +114,13 @@ class AttributionEngine:
             logits = self.model.run_with_hooks(tokens, fwd_hooks=[(s.hook, keep) for s in self.slots])
         return logits, [cache[s.hook] for s in self.slots]
 
-    def frozen_forward(self, tokens: Tensor, values: Sequence[Tensor], *,
-                       stop_at_layer: int | None = None) -> tuple[Tensor, list[Tensor | None]]:
+    def frozen_forward(self, tokens: Tensor, values: Sequence[Tensor], *, stop_at_layer: int | None = None,
+                       start_at_layer: int | None = None) -> tuple[Tensor, list[Tensor | None]]:
         """Forward pass of the frozen graph: every slot's hook outputs ``values[s]`` (what
         flows in is recorded as ``y_s`` and otherwise discarded). Returns the logits (or the
         residual stream, with ``stop_at_layer``) and ``y_s`` per slot (``None`` for slots not
-        reached). Gradients reach ``values`` only through paths between consecutive slots."""
+        reached). Gradients reach ``values`` only through paths between consecutive slots. With
+        ``start_at_layer``, ``tokens`` is the residual stream entering that layer instead."""
         incoming: list[Tensor | None] = [None] * self.S
 
         def swap(x: Tensor, hook: Any) -> Tensor:
@@ -130,7 +129,7 @@ class AttributionEngine:
             return values[i].view(x.shape)
 
         out = self.model.run_with_hooks(tokens, fwd_hooks=[(s.hook, swap) for s in self.slots],
-                                        stop_at_layer=stop_at_layer)
+                                        stop_at_layer=stop_at_layer, start_at_layer=start_at_layer)
         return out, incoming
 
     def graph_positions(self, batch: TaskBatch) -> Bool[Tensor, "batch pos"]:

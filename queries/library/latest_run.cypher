@@ -1,0 +1,12 @@
+// name: latest_run
+// summary: The newest ingest run that wrote a graph of one task for one model checkpoint, with its configuration.
+// param model: string  model name, e.g. mt-small
+// param checkpoint: string  checkpoint name, e.g. step-3000
+// param task: string  task name, e.g. ioi
+// returns: run, config, created_at
+MATCH (r:Run {kind: 'ingest'})-[:FOR_TASK]->(:Task {name: $task})
+WHERE $task IN coalesce(r['tasks_done'], [])
+  AND EXISTS { MATCH ()-[e:ATTRIBUTES_TO]->() WHERE e.model = $model AND e.checkpoint = $checkpoint AND e.task = $task AND e.run = r.run }
+RETURN r.run AS run, r.config AS config, r.created_at AS created_at
+ORDER BY r.created_at DESC
+LIMIT 1
