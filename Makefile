@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.mechgraph-installed
 
-.PHONY: demo test bench-write bench-attribution system-deps install neo4j clean
+.PHONY: demo test bench-write bench-attribution bench-evaluate system-deps install neo4j clean
 
 demo: install neo4j            ## the main job, end to end: model zoo (cached after the first run), SmolLM2, graphs in Neo4j
 	$(BIN)/mechgraph zoo build --smollm2
@@ -14,6 +14,7 @@ demo: install neo4j            ## the main job, end to end: model zoo (cached af
 	$(BIN)/mechgraph ingest --model zoo:mt-small@final --task ioi --task induction --task greater_than
 	$(BIN)/mechgraph ingest --model zoo:mt-small@final --graph module --task ioi
 	$(BIN)/mechgraph ingest --model smollm2-135m --task ioi --examples 4 --steps 1
+	$(BIN)/mechgraph evaluate --model zoo:mt-small@final --task ioi
 	$(BIN)/mechgraph demo
 
 test: install neo4j            ## the whole test suite (starts its own Neo4j)
@@ -24,6 +25,9 @@ bench-write: install neo4j     ## the write benchmark (1M edges)
 
 bench-attribution: install     ## the attribution benchmark (engine vs one backward per node; GPT-2-small shape)
 	$(BIN)/python bench/attribution.py
+
+bench-evaluate: install        ## edge- vs node-ablation curve time on zoo:mt-small@final
+	$(BIN)/python bench/evaluate.py
 
 install: system-deps $(STAMP)
 

@@ -112,3 +112,18 @@ def test_one_node_feeding_two_paths(setup):
     got = edge_ablation(engine, batch, mask, prep)
     assert torch.allclose(got, expected, atol=1e-5)
     assert not torch.allclose(got, clean, atol=1e-3)
+
+
+def test_output_metrics_by_hand():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    clean = torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    batch = TaskBatch(torch.zeros((2, 3), dtype=torch.long), torch.zeros((2, 3), dtype=torch.long),
+                      torch.tensor([2, 2]), torch.tensor([2, 2]), torch.tensor([0, 1]), torch.tensor([2, 0]), ("t", "t"), 0)
+    m = output_metrics(logits, clean, batch)
+    assert m["logit_diff"].tolist() == [3.0, 1.0]
+    assert m["answer_logit"].tolist() == [2.0, 1.0]
+    p0 = torch.softmax(logits[0], -1)[0]
+    assert m["answer_prob"][0] == pytest.approx(float(p0)) and m["loss"][0] == pytest.approx(-float(p0.log()))
+    q = torch.full((3,), 1 / 3)  # KL(clean || ablated) for row 0, and 0 where they agree
+    assert m["kl"][0] == pytest.approx(float((q * (q.log() - torch.log_softmax(logits[0], -1))).sum()))
+    assert m["kl"][1] == pytest.approx(0.0, abs=1e-7)
