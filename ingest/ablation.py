@@ -62,7 +62,8 @@ class GraphMask:
     @classmethod
     def from_edges(cls, engine: AttributionEngine, edges: Mapping[Pair, Any], *, keep_errors: bool = True) -> GraphMask:
         """The graph of some edges (anything with ``dst`` and ``src`` index tensors, e.g. the
-        accumulator's result): their endpoints, plus every error node if ``keep_errors``."""
+        accumulator's result): their endpoints, plus every slot's vector node (the error nodes and
+        the embedding input) if ``keep_errors``."""
         sizes = [slot.n_nodes for slot in engine.slots] + [1]
         nodes = {s: torch.zeros(sizes[s], dtype=torch.bool) for s in range(engine.S)}
         kept = {}
