@@ -222,7 +222,8 @@ def _graph_run(db: Any, config: EvaluateConfig) -> tuple[str, dict[str, Any]]:
     from ingest.zoo.specs import parse_model_spec
 
     label, checkpoint, _ = model_labels(parse_model_spec(config.model or ""), "resid")
-    rows = run_query(db, "latest_run", {"model": label, "checkpoint": checkpoint, "task": config.task})
+    rows = run_query(db, "latest_run",
+                     {"kind": "ingest", "model": label, "checkpoint": checkpoint, "task": config.task})
     if not rows:
         raise ConfigError(f"no ingested {config.task} graph of {label} @ {checkpoint}: run `mechgraph ingest` first")
     return rows[0]["run"], json.loads(rows[0]["config"])

@@ -18,6 +18,7 @@ A_FEATURE = SPEC.feature_key(CKPT, SPEC.n_layers - 1, 0)  # serves ioi, feeds th
 #: Parameters for every library query on the sample graph.
 PARAMS = {
     "model": SPEC.model, "checkpoint": CKPT, "task": TASK, "layer": 1, "key": A_FEATURE,
+    "run": SPEC.run().run_id, "kind": "sample",
 }
 
 
