@@ -60,3 +60,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if {"db", "neo4j_settings", "test_server"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.neo4j)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a factory
+    """``make(d_model, d_mlp, seed) -> Path``: a 2-layer random-weight toy model saved as a
+    checkpoint directory (``path:DIR``) with the zoo's word-level tokenizer inside it."""
+    from ingest.zoo.store import save_checkpoint
+    from ingest.zoo.tokenizer import build_tokenizer
+    from ingest.zoo.train import ToyModelConfig, build_model
+
+    def make(d_model: int, d_mlp: int, seed: int):  # noqa: ANN202 - Path
+        root = tmp_path_factory.mktemp("tiny")
+        tok = build_tokenizer(root / "ckpt" / "tokenizer")
+        cfg = ToyModelConfig(name="tiny", n_layers=2, d_model=d_model, n_heads=2, d_mlp=d_mlp, steps=100, seed=seed)
+        save_checkpoint(build_model(cfg, tok), root / "ckpt")
+        return root / "ckpt"
+
+    return make

@@ -18,16 +18,8 @@ D = 8
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ingest.zoo.store import save_checkpoint
-    from ingest.zoo.tokenizer import build_tokenizer
-    from ingest.zoo.train import ToyModelConfig, build_model
-
-    root = tmp_path_factory.mktemp("tiny-eval")
-    tok = build_tokenizer(root / "ckpt" / "tokenizer")
-    model = build_model(ToyModelConfig(name="tiny", n_layers=2, d_model=D, n_heads=2, d_mlp=16, steps=100, seed=5), tok)
-    save_checkpoint(model, root / "ckpt")
-    return root / "ckpt"
+def model_dir(tiny_checkpoint) -> Path:
+    return tiny_checkpoint(D, 16, 5)
 
 
 def test_evaluating_the_complete_stored_graph(db, model_dir, tmp_path):

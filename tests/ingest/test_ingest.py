@@ -24,16 +24,8 @@ D = 16
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ingest.zoo.store import save_checkpoint
-    from ingest.zoo.tokenizer import build_tokenizer
-    from ingest.zoo.train import ToyModelConfig, build_model
-
-    root = tmp_path_factory.mktemp("tiny")
-    tok = build_tokenizer(root / "ckpt" / "tokenizer")
-    model = build_model(ToyModelConfig(name="tiny", n_layers=2, d_model=D, n_heads=2, d_mlp=32, steps=100, seed=3), tok)
-    save_checkpoint(model, root / "ckpt")  # with its tokenizer/ inside
-    return root / "ckpt"
+def model_dir(tiny_checkpoint) -> Path:
+    return tiny_checkpoint(D, 32, 3)
 
 
 def _config(model_dir: Path, **kw: object) -> IngestConfig:
