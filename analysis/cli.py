@@ -151,6 +151,59 @@ def evaluate(
                f"({result.seconds:.0f} s)")
 
 
+@app.command()
+def communities(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name as stored (e.g. mt-small).")],
+    checkpoint: Annotated[str, typer.Option(help="Checkpoint name as stored (e.g. step-3000).")],
+    task: Annotated[list[str], typer.Option("--task", "-t", help="Task (repeatable: their graphs are summed).")],
+    run: Annotated[str, typer.Option(help="One ingest run id, or * for every run of the tasks.")] = "*",
+    granularity: Annotated[str, typer.Option(help="feature, head or roi.")] = "feature",
+    min_abs_weight: Annotated[float, typer.Option(help="Only edges with |weight| >= this.")] = 0.0,
+    method: Annotated[str, typer.Option(help="leiden, louvain, sbm or hleiden (hierarchical Leiden).")] = "leiden",
+    objective: Annotated[str, typer.Option(help="Leiden objective: modularity or cpm.")] = "modularity",
+    resolution: Annotated[float, typer.Option(help="Resolution parameter (Leiden, Louvain, hierarchical Leiden).")] = 1.0,
+    weights: Annotated[str, typer.Option(help="abs (|w|, both signs bind) or positive (only w > 0); direction is dropped.")] = "abs",
+    seed: Annotated[int, typer.Option(help="Seed of the method.")] = 0,
+) -> None:
+    """Communities of a stored graph, written back as :Community nodes and IN_COMMUNITY edges.
+
+    Pulls the subgraph through Cypher into a sparse matrix, partitions |A| + |A|^T (see
+    analysis/communities.py for direction and sign), and writes the result linked to a :Run;
+    running the same selection and parameters again replaces it.
+    """
+    from analysis.communities import CommunityConfig, partition, write_communities
+    from analysis.subgraph import Selection, pull_subgraph
+    from graphdb.connection import connect
+    from graphdb.embedded import EmbeddedServer
+    from graphdb.settings import data_dir, external_settings
+
+    try:
+        selection = Selection(model=model, checkpoint=checkpoint, tasks=tuple(task), run=run,
+                              granularity=granularity, min_abs_weight=min_abs_weight)
+        config = CommunityConfig(method=method, objective=objective, resolution=resolution,  # type: ignore[arg-type]
+                                 weights=weights, seed=seed)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    home = data_dir(ctx.obj.data_dir)
+    if external_settings() is None:
+        EmbeddedServer(home).start()
+    with connect(data=home) as db:
+        sub = pull_subgraph(db, selection)
+        part = partition(sub, config)
+        run_id = write_communities(db, sub, part, config)
+    import numpy as np
+
+    rows = []
+    for level, labels in enumerate(part.labels):
+        sizes = np.bincount(labels)
+        rows.append({"level": level, "communities": len(sizes), "largest": int(sizes.max()),
+                     "singletons": int((sizes == 1).sum()), "modularity": round(part.modularity[level], 4)})
+    render(rows, list(rows[0]), Format.TABLE,
+           title=f"{method} on {model} @ {checkpoint}, {', '.join(task)}: {sub.n} nodes, {sub.edges} edges")
+    typer.echo(f"run {run_id}; members: mechgraph query run community_members -p run={run_id} -p index=0")
+
+
 #: Cypher the demo suggests to paste into Neo4j Browser: the graphs `make demo` ingests from
 #: zoo:mt-small (feature-level residual and module graphs, the head-level graph, IN_HEAD).
 _EXAMPLES = (
