@@ -121,8 +121,8 @@ def evaluate(
     from analysis.evaluate import EvaluateConfig
     from analysis.evaluate import evaluate as run_evaluation
     from graphdb.connection import connect
-    from graphdb.embedded import EmbeddedServer
-    from graphdb.settings import data_dir, external_settings
+    from graphdb.embedded import ensure_running
+    from graphdb.settings import data_dir
     from ingest.cli import Bars
 
     kinds = ("edge", "node") if ablation == "both" else (ablation,)
@@ -133,8 +133,7 @@ def evaluate(
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     home = data_dir(ctx.obj.data_dir)
-    if external_settings() is None:
-        EmbeddedServer(home).start()
+    ensure_running(home)
     bars = Bars()
     with connect(data=home) as db, bars.progress:
         handle = bars.progress.add_task(f"{task}: ablation curves", total=None)
@@ -175,8 +174,8 @@ def communities(
     from analysis.communities import CommunityConfig, partition, write_communities
     from analysis.subgraph import Selection, pull_subgraph
     from graphdb.connection import connect
-    from graphdb.embedded import EmbeddedServer
-    from graphdb.settings import data_dir, external_settings
+    from graphdb.embedded import ensure_running
+    from graphdb.settings import data_dir
 
     try:
         selection = Selection(model=model, checkpoint=checkpoint, tasks=tuple(task), run=run,
@@ -186,8 +185,7 @@ def communities(
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     home = data_dir(ctx.obj.data_dir)
-    if external_settings() is None:
-        EmbeddedServer(home).start()
+    ensure_running(home)
     with connect(data=home) as db:
         sub = pull_subgraph(db, selection)
         part = partition(sub, config)

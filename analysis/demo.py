@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from graphdb.connection import connect
-from graphdb.embedded import EmbeddedServer, ServerState
+from graphdb.embedded import ServerState, ensure_running
 from graphdb.sample import SampleSpec, write_sample
-from graphdb.settings import external_settings
 from graphdb.writer import GraphWriter
 from queries.loader import run_query
 
@@ -29,9 +28,7 @@ class DemoResult:
 def run_demo(data_dir: Path, spec: SampleSpec | None = None) -> DemoResult:
     """Run the pipeline and return what it wrote and the query results."""
     spec = spec or SampleSpec()
-    state = None
-    if external_settings() is None:
-        state, _ = EmbeddedServer(data_dir).start()
+    state = ensure_running(data_dir)
     with connect(data=data_dir) as db:
         written = write_sample(GraphWriter(db), spec)
         ckpt, task = spec.checkpoints[-1], spec.tasks[0]

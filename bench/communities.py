@@ -55,7 +55,7 @@ def main() -> int:
     from analysis.communities import CommunityConfig, partition, write_communities
     from analysis.subgraph import Selection, pull_subgraph
     from graphdb.connection import connect
-    from graphdb.embedded import EmbeddedServer
+    from graphdb.embedded import ensure_running
     from graphdb.keys import node_key
     from graphdb.schema import Label, Rel
     from graphdb.settings import data_dir, external_settings
@@ -63,8 +63,7 @@ def main() -> int:
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; Neo4j: "
           f"{'NEO4J_URI' if external_settings() else 'embedded'}")
-    if external_settings() is None:
-        EmbeddedServer(data_dir()).start()
+    ensure_running(data_dir())
     key = [node_key(Label.FEATURE, model=MODEL, checkpoint=CKPT, hook="blocks.0.hook_resid_post",
                     dictionary="bench", index=i) for i in range(args.nodes)]
     block, src, dst, weight = planted(args.nodes, args.edges, args.blocks)

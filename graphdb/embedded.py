@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from graphdb.errors import DatabaseUnavailableError, ServerError
-from graphdb.settings import DEFAULT_BOLT_PORT, Neo4jSettings, bolt_port_setting, cache_dir
+from graphdb.settings import DEFAULT_BOLT_PORT, Neo4jSettings, bolt_port_setting, cache_dir, external_settings
 
 log = logging.getLogger(__name__)
 
@@ -294,3 +294,13 @@ class EmbeddedServer:
     def store_size(self) -> int:
         """Bytes of the store files (``<home>/data``)."""
         return _dir_size(self.home / "data")
+
+
+def ensure_running(data_dir: Path) -> ServerState | None:
+    """Start the embedded server of ``data_dir`` (if it is not up) unless ``NEO4J_URI`` names
+    another server; its state, or ``None`` for an external server. Every command that writes
+    or reads the graph calls this before connecting."""
+    if external_settings() is not None:
+        return None
+    state, _ = EmbeddedServer(data_dir).start()
+    return state

@@ -182,8 +182,8 @@ def ingest_command(
     finished run changes nothing. Starts the embedded Neo4j unless NEO4J_URI is set.
     """
     from graphdb.connection import connect
-    from graphdb.embedded import EmbeddedServer
-    from graphdb.settings import data_dir, external_settings
+    from graphdb.embedded import ensure_running
+    from graphdb.settings import data_dir
     from ingest.attribution.config import AttributionConfig
     from ingest.pipeline import IngestConfig, ingest
 
@@ -196,8 +196,7 @@ def ingest_command(
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     home = data_dir(ctx.obj.data_dir if ctx.obj else None)
-    if external_settings() is None:
-        EmbeddedServer(home).start()
+    ensure_running(home)
     bars = Bars()
     handles: dict[str, Any] = {}
 

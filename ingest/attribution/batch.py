@@ -50,6 +50,7 @@ class Prepared:
     f_clean: list[Tensor | None]
     f_base: list[Tensor | None]
     grad_metric: list[HookValues]  # ∂metric/∂x_s at the clean input (total effect)
+    metric_clean: Tensor           # [batch] the metric on the clean prompts
 
     @property
     def n_valid(self) -> Tensor:

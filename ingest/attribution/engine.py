@@ -166,7 +166,7 @@ class AttributionEngine:
     def prepare(self, batch: TaskBatch) -> Prepared:
         """Clean values, baseline values and the metric gradient of every slot for ``batch``."""
         valid = self.graph_positions(batch)
-        _, clean = self.run_cached(batch.tokens)
+        logits, clean = self.run_cached(batch.tokens)
         for s, v in zip(self.slots, clean, strict=True):
             if not torch.isfinite(v).all():
                 raise AttributionError(f"non-finite activations at {s.hook} on the clean prompts")
@@ -203,7 +203,7 @@ class AttributionEngine:
             f_clean.append(fc)
             f_base.append(fb)
         return Prepared(valid=valid, clean=clean, base=base, f_clean=f_clean, f_base=f_base,
-                        grad_metric=self._grad_metric(batch))
+                        grad_metric=self._grad_metric(batch), metric_clean=self.metric(logits, batch))
 
     def _means(self) -> MeanBaseline:
         if self.mean is None:
@@ -266,8 +266,10 @@ class AttributionEngine:
         out = BatchGraph(n_examples=len(batch))
         with torch.no_grad():
             logits0, y0 = self.frozen_forward(batch.tokens, self._path(prep, 0.0))
-            logits1, y1 = self.frozen_forward(batch.tokens, self._path(prep, 1.0))
-        out.metric_clean = self.metric(logits1, batch).detach()
+        # At t = 1 every leaf holds its clean value, so the frozen graph is the clean run:
+        # what flows into each hook is prep.clean, and the metric is the clean metric.
+        y1 = prep.clean
+        out.metric_clean = prep.metric_clean.detach()
         out.metric_base = self.metric(logits0, batch).detach()
         active = [self._active(prep, s) for s in range(self.S)]
         for m, slot in enumerate(self.slots):
