@@ -105,6 +105,13 @@ def evaluate(
     sweep: Annotated[int, typer.Option(help="Edge budgets: top-n edges by |weight|, log-spaced from 1% to 100% of the stored graph.")] = 10,
     examples: Annotated[int, typer.Option("--examples", "-n", help="Held-out prompts the graph is run on.")] = 32,
     min_abs_weight: Annotated[float, typer.Option(help="Only stored edges with |weight| >= this.")] = 0.0,
+    granularity: Annotated[str, typer.Option(help="Which stored graph of the run: feature, head (features contracted by head) or roi (a `mechgraph roi fit` run's graph; pass its run with --run). A coarse node is run as the set of its features.")] = "feature",
+    query: Annotated[str | None, typer.Option(help="Or: the edges a library query returns (columns source, target, optionally weight), e.g. run_edges.")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A --query parameter, name=value (repeatable).")] = None,
+    community: Annotated[str | None, typer.Option(help="Only edges inside this :Community (its key; edges to the output count as inside).")] = None,
+    roi: Annotated[str | None, typer.Option(help="Only edges inside this :ROI (its key).")] = None,
+    touching: Annotated[bool, typer.Option("--touching", help="With --community/--roi: every edge with at least one member endpoint.")] = False,
+    top_n: Annotated[int | None, typer.Option(help="At most the n strongest selected edges (the sweep runs inside them).")] = None,
     drop_errors: Annotated[bool, typer.Option("--drop-errors", help="Ablate error nodes too (default: they stay kept).")] = False,
     out: Annotated[str | None, typer.Option(help="Directory for the CSV and PNG. [default: <data dir>/evaluations]")] = None,
     device: Annotated[str, typer.Option(help="Torch device: cpu or cuda.")] = "cpu",
@@ -125,10 +132,20 @@ def evaluate(
     from graphdb.settings import data_dir
     from ingest.cli import Bars
 
+    from analysis.selection import EdgeSelection
+
     kinds = ("edge", "node") if ablation == "both" else (ablation,)
     try:
+        if community and roi:
+            raise ValueError("restrict to one of --community or --roi")
+        params = tuple(tuple(p.split("=", 1)) for p in param or ())
+        if any(len(p) != 2 for p in params):
+            raise ValueError("--param takes name=value")
+        selection = EdgeSelection(granularity=granularity, min_abs_weight=min_abs_weight, query=query,
+                                  params=params, group=community or roi, touching=touching,  # type: ignore[arg-type]
+                                  top_n=top_n)
         config = EvaluateConfig(task=task, run=run, model=model, examples=examples, baseline=baseline,
-                                ablations=kinds, sweep=sweep, min_abs_weight=min_abs_weight,  # type: ignore[arg-type]
+                                ablations=kinds, sweep=sweep, selection=selection,  # type: ignore[arg-type]
                                 keep_errors=not drop_errors)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None

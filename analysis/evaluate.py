@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from analysis.selection import EdgeSelection, Located, select_edges
 from graphdb.errors import ConfigError
 from graphdb.keys import node_key
 from graphdb.provenance import RunRecord
@@ -56,7 +57,7 @@ class EvaluateConfig:
     baseline: str = "mean"
     ablations: tuple[Ablation, ...] = ("edge", "node")
     sweep: int = 10
-    min_abs_weight: float = 0.0
+    selection: EdgeSelection = field(default_factory=EdgeSelection)
     keep_errors: bool = True
 
     def __post_init__(self) -> None:
@@ -123,24 +124,22 @@ def evaluate(db: Any, config: EvaluateConfig, *, out_dir: Path, device: str = "c
         engine.mean = engine.mean_baseline(resolved.reference[config.task])
     names = GraphNames(model=resolved.model_label, checkpoint=resolved.checkpoint, slots=tuple(resolved.slots),
                        n_layers=int(resolved.model.cfg.n_layers))
-    rows = run_query(db, "run_edges", {"run": graph_run, "task": config.task, "min_abs_weight": config.min_abs_weight})
-    if not rows:
-        raise ConfigError(f"run {graph_run} has no {config.task} edges with |weight| >= {config.min_abs_weight}")
-    located = [(*names.locate(r["source"]), *names.locate(r["target"])) for r in rows]
+    selected = select_edges(db, config.selection, run=graph_run, task=config.task, names=names)
 
-    budgets = sweep_budgets(len(rows), config.sweep)
+    budgets = sweep_budgets(len(selected), config.sweep)
     sweep = AblationSweep(engine, resolved.batches[config.task], config.batch_size, keep_errors=config.keep_errors)
     result = EvaluationResult(run="", graph_run=graph_run, model=names.model, checkpoint=names.checkpoint,
-                              task=config.task, total_edges=len(rows), clean_logit_diff=sweep.m_full,
+                              task=config.task, total_edges=len(selected), clean_logit_diff=sweep.m_full,
                               ablated_logit_diff=sweep.m_empty)
     total, done = len(budgets) * len(config.ablations), 0
     for budget in budgets:
         for kind in config.ablations:
-            result.points.append(sweep.point(located, budget, kind))
+            shape = selected.shape(budget) if config.selection.granularity != "feature" else None
+            result.points.append(sweep.point(selected.located, budget, kind, shape=shape))
             done += 1
             if progress:
                 progress(done, total)
-    result.summary = {kind: _areas([p for p in result.points if p.ablation == kind], len(rows))
+    result.summary = {kind: _areas([p for p in result.points if p.ablation == kind], len(selected))
                       for kind in config.ablations}
     record = RunRecord(kind="evaluate", seed=config.seed, config={**asdict(config), "graph_run": graph_run})
     result.run = record.run_id
@@ -153,8 +152,11 @@ def evaluate(db: Any, config: EvaluateConfig, *, out_dir: Path, device: str = "c
 
 
 def sweep_budgets(total: int, points: int) -> list[int]:
-    """Edge budgets: ``points`` log-spaced counts from 1% to 100% of ``total`` (distinct, sorted)."""
-    return sorted({max(1, math.ceil(total * 10 ** (-2 + 2 * i / max(points - 1, 1)))) for i in range(points)})
+    """Edge budgets: ``points`` log-spaced counts from 1% to 100% of ``total`` (distinct, sorted;
+    one point: the whole graph)."""
+    if points == 1:
+        return [total]
+    return sorted({max(1, math.ceil(total * 10 ** (-2 + 2 * i / (points - 1)))) for i in range(points)})
 
 
 class AblationSweep:
@@ -193,18 +195,23 @@ class AblationSweep:
                 per.setdefault(k, []).append(v)
         return {k: float(torch.cat(v).mean()) for k, v in per.items()}
 
-    def point(self, located: list[tuple[int, int, int, int]], budget: int, kind: str) -> CurvePoint:
-        """The graph of the ``budget`` strongest edges of ``located`` (src slot, src index, dst
-        slot, dst index; strongest first), kept and removed, under ``kind`` ablation."""
+    def point(self, located: list[list[Located]], budget: int, kind: str, *,
+              shape: tuple[int, int] | None = None) -> CurvePoint:
+        """The graph of the ``budget`` strongest edges of ``located`` (per edge, strongest first,
+        the feature-level edges (src slot, src index, dst slot, dst index) it stands for), kept
+        and removed, under ``kind`` ablation. Nodes (the output included) and density are
+        counted at feature level unless ``shape`` gives the coarse graph's (nodes, edges of the
+        complete forward-ordered graph on them)."""
         from ingest.ablation import GraphMask
 
         engine, span = self.engine, self.m_full - self.m_empty
-        mask = GraphMask.from_edges(engine, _edge_sets(located[:budget]), keep_errors=self.keep_errors)
-        possible = GraphMask.complete(engine, mask.nodes).n_edges
+        mask = GraphMask.from_edges(engine, _edge_sets([e for group in located[:budget] for e in group]),
+                                    keep_errors=self.keep_errors)
+        nodes, possible = shape or (mask.n_nodes, GraphMask.complete(engine, mask.nodes).n_edges)
         kept = self.measure(kind, mask)
         removed = self.measure(kind, mask.complement(engine, kind, keep_errors=self.keep_errors))
-        return CurvePoint(ablation=kind, budget=budget, edges=budget, nodes=mask.n_nodes,
-                          avg_degree=budget / mask.n_nodes, density=budget / max(possible, 1),
+        return CurvePoint(ablation=kind, budget=budget, edges=budget, nodes=nodes,
+                          avg_degree=budget / nodes, density=budget / max(possible, 1),
                           faithfulness=(kept["logit_diff"] - self.m_empty) / span,
                           completeness=(removed["logit_diff"] - self.m_empty) / span,
                           logit_diff=kept["logit_diff"], kl=kept["kl"], loss=kept["loss"],
@@ -229,7 +236,7 @@ def _graph_run(db: Any, config: EvaluateConfig) -> tuple[str, dict[str, Any]]:
     return rows[0]["run"], json.loads(rows[0]["config"])
 
 
-def _edge_sets(located: list[tuple[int, int, int, int]]) -> dict[tuple[int, int], Any]:
+def _edge_sets(located: list[Located]) -> dict[tuple[int, int], Any]:
     """[(src slot, src index, dst slot, dst index)] -> {(s, m): Edges-like with dst/src tensors}."""
     import torch
 

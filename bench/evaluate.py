@@ -53,7 +53,7 @@ def main() -> int:
     edges = acc.result(threshold=0.01)
     located = sorted(((s, int(u), m, int(d), float(w)) for (s, m), e in edges.items()
                       for d, u, w in zip(e.dst, e.src, e.weight, strict=True)), key=lambda r: -abs(r[4]))
-    located4 = [r[:4] for r in located]
+    located4 = [[r[:4]] for r in located]
     print(f"graph: {args.model} {args.graph}, {args.task}, {len(batch)} prompts: {len(located):,} edges "
           f"(|w| >= 0.01), computed in {time.perf_counter() - t:.1f}s")
 

@@ -41,6 +41,9 @@ from ingest.errors import AttributionError
 from ingest.tasks.encode import TaskBatch, final_logits
 
 Pair = tuple[int, int]
+#: where a pass may start: the residual stream entering a layer as a function of the slot
+#: values, and the slots such a pass reads
+Start = tuple[Callable[[list[Tensor]], Tensor], set[int]]
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,12 @@ def edge_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
                 raise AttributionError(f"no baseline latents for {slot.hook}")
             f_new = fb.clone()
             e_new = prep.base[m] - slot.dictionary.decode(fb)
+            # Only the output reads the last slot when nothing after it mixes positions: its
+            # nodes are then needed at each prompt's last position only.
+            last_only = m == S - 1 and _positionwise_readout(engine, slot.hook)
+            rows = torch.arange(len(batch), device=fb.device)
+            f_sub = f_new[rows, batch.last][:, None] if last_only else f_new      # [n T' d_dict]
+            e_sub = e_new[rows, batch.last][:, None] if last_only else e_new
             groups, members = _mask_groups(mask, m, keep.nonzero().flatten(),
                                            [engine.slots[s].n_nodes for s in range(m)])
             if members:
@@ -165,23 +174,39 @@ def edge_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
                 lat = node < slot.n_latents
                 start = 0
                 for ys in _masked_incoming(engine, batch, prep, f_abl, e_abl, m, groups, max_copies, starts):
-                    f = slot.dictionary.encode(ys)                          # [copies n T d_dict]
+                    if last_only:
+                        ys = ys[:, rows, batch.last][:, :, None]
+                    f = slot.dictionary.encode(ys)                          # [copies n T' d_dict]
                     here = (g_of >= start) & (g_of < start + len(ys))
                     sel = here & lat
-                    f_new[..., node[sel]] = f[g_of[sel] - start, ..., node[sel]].permute(1, 2, 0)
+                    f_sub[..., node[sel]] = f[g_of[sel] - start, ..., node[sel]].permute(1, 2, 0)
                     for g in g_of[here & ~lat].tolist():
-                        e_new = ys[g - start] - slot.dictionary.decode(f[g - start])
+                        e_sub = ys[g - start] - slot.dictionary.decode(f[g - start])
                     start += len(ys)
+            if last_only:
+                f_new[rows, batch.last] = f_sub[:, 0]
+                e_new[rows, batch.last] = e_sub[:, 0]
+            else:
+                f_new, e_new = f_sub, e_sub
             f_abl[m] = torch.where(prep.valid[..., None], f_new, prep.f_clean[m])  # type: ignore[arg-type]
             e_abl[m] = torch.where(prep.valid[..., None], e_new, prep.clean[m] - slot.dictionary.decode(prep.f_clean[m]))
         out_masks, _ = _mask_groups(mask, S, torch.zeros(1, dtype=torch.long), [s.n_nodes for s in engine.slots])
-        values = _masked_values(engine, prep, f_abl, e_abl, out_masks, upto=S)
         n_layers = int(engine.model.cfg.n_layers)
         if n_layers in starts:
-            logits, _ = engine.frozen_forward(starts[n_layers](values), values, start_at_layer=n_layers)
+            fn, needed = starts[n_layers]
+            values = _masked_values(engine, prep, f_abl, e_abl, out_masks, upto=S, needed=needed)
+            logits, _ = engine.frozen_forward(fn(values), values, start_at_layer=n_layers)
         else:
+            values = _masked_values(engine, prep, f_abl, e_abl, out_masks, upto=S)
             logits, _ = engine.frozen_forward(batch.tokens, values)
     return final_logits(logits, batch.last)
+
+
+def _positionwise_readout(engine: AttributionEngine, hook: str) -> bool:
+    """Whether the logits depend on ``hook`` position by position (nothing after it mixes
+    positions): the last layer's ``resid_post`` or ``mlp_out``."""
+    last = int(engine.model.cfg.n_layers) - 1
+    return hook in (f"blocks.{last}.hook_resid_post", f"blocks.{last}.hook_mlp_out")
 
 
 def _mask_groups(mask: GraphMask, m: int, dsts: Tensor,
@@ -197,12 +222,20 @@ def _mask_groups(mask: GraphMask, m: int, dsts: Tensor,
 
 
 def _masked_values(engine: AttributionEngine, prep: Prepared, f_abl: list[Tensor | None], e_abl: list[Tensor],
-                   masks: list[Tensor], upto: int) -> list[Tensor]:
+                   masks: list[Tensor], upto: int, needed: set[int] | None = None) -> list[Tensor]:
     """Hook values of slots ``< upto`` under ``G`` in-masks at once (``masks[s]``: bool ``[G,
-    n_nodes_s]``), as ``[G * batch, pos, d_in]``; slots from ``upto`` on: clean, repeated."""
+    n_nodes_s]``), as ``[G * batch, pos, d_in]``; slots from ``upto`` on: clean, repeated. Slots
+    outside ``needed`` (when given) are not read by the caller and get an empty placeholder.
+
+    ``decode`` is affine, so a masked value is the baseline value plus the kept nodes' changes:
+    ``b_s + (M ∘ (f' − f^b)) W_dec + [e kept](e' − e^b)``, summed only over the latents some
+    copy keeps."""
     G = masks[0].shape[0] if masks else 1
     values = []
     for s, slot in enumerate(engine.slots):
+        if needed is not None and s not in needed:
+            values.append(prep.clean[s].new_empty(0))
+            continue
         if s >= upto:
             values.append(prep.clean[s].repeat(G, *([1] * (prep.clean[s].ndim - 1))))
             continue
@@ -211,16 +244,20 @@ def _masked_values(engine: AttributionEngine, prep: Prepared, f_abl: list[Tensor
             values.append(torch.where(keep_vec, e_abl[s], prep.base[s]).flatten(0, 1))
             continue
         fb = prep.f_base[s]
-        f = torch.where(masks[s][:, None, None, :slot.n_latents], f_abl[s], fb)  # type: ignore[arg-type]  [G n T d]
         eb = prep.base[s] - slot.dictionary.decode(fb)
-        e = torch.where(keep_vec, e_abl[s], eb)
-        values.append((slot.dictionary.decode(f) + e).flatten(0, 1))
+        value = prep.base[s] + torch.where(keep_vec, e_abl[s] - eb, torch.zeros((), dtype=eb.dtype))
+        cols = masks[s][:, :slot.n_latents].any(0).nonzero().flatten()
+        if len(cols):
+            delta = (f_abl[s] - fb)[..., cols]  # type: ignore[operator]  [n T k]
+            kept = masks[s][:, cols].to(delta.dtype)[:, None, None, :]
+            value = value + (kept * delta) @ slot.dictionary.W_dec[cols].to(delta.dtype)
+        values.append(value.flatten(0, 1))
     return values
 
 
 def _masked_incoming(engine: AttributionEngine, batch: TaskBatch, prep: Prepared, f_abl: list[Tensor | None],
                      e_abl: list[Tensor], m: int, group: list[Tensor], max_copies: int,
-                     starts: dict[int, Callable[[list[Tensor]], Tensor]]) -> list[Tensor]:
+                     starts: dict[int, Start]) -> list[Tensor]:
     """What flows into hook ``m`` under each in-mask of ``group`` (``group[s]``: bool ``[G,
     n_nodes_s]``), ``[G, batch, pos, d_in]`` per chunk of copies. When the residual stream
     entering ``m``'s layer is a function of the slot values (``starts``), only that layer runs."""
@@ -230,11 +267,13 @@ def _masked_incoming(engine: AttributionEngine, batch: TaskBatch, prep: Prepared
     for a in range(0, G, max_copies):
         chunk = [g[a:a + max_copies] for g in group]
         copies = chunk[0].shape[0]
-        values = _masked_values(engine, prep, f_abl, e_abl, chunk, upto=m)
         if layer in starts:
-            _, incoming = engine.frozen_forward(starts[layer](values), values, start_at_layer=layer,
+            fn, needed = starts[layer]
+            values = _masked_values(engine, prep, f_abl, e_abl, chunk, upto=m, needed=needed)
+            _, incoming = engine.frozen_forward(fn(values), values, start_at_layer=layer,
                                                 stop_at_layer=layer + 1)
         else:
+            values = _masked_values(engine, prep, f_abl, e_abl, chunk, upto=m)
             _, incoming = engine.frozen_forward(batch.tokens.repeat(copies, 1), values, stop_at_layer=layer + 1)
         y = incoming[m]
         if y is None:
@@ -243,12 +282,12 @@ def _masked_incoming(engine: AttributionEngine, batch: TaskBatch, prep: Prepared
     return out
 
 
-def _residual_starts(engine: AttributionEngine, batch: TaskBatch,
-                     prep: Prepared) -> dict[int, Callable[[list[Tensor]], Tensor]]:
+def _residual_starts(engine: AttributionEngine, batch: TaskBatch, prep: Prepared) -> dict[int, Start]:
     """For each layer L >= 1 whose incoming residual stream is a function of the slot values (the
     previous layer's ``resid_post``, or the embedding plus every earlier ``attn_out`` and
-    ``mlp_out``), that function, checked on the clean run. Layers missing from the result run
-    from the tokens."""
+    ``mlp_out``), that function, checked on the clean run, and the slots a pass started there
+    reads (the function's arguments and the slots inside layers >= L). Layers missing from the
+    result run from the tokens."""
     index = {slot.hook: s for s, slot in enumerate(engine.slots)}
     n_layers = int(engine.model.cfg.n_layers)
     seen: dict[int, Tensor] = {}
@@ -259,11 +298,12 @@ def _residual_starts(engine: AttributionEngine, batch: TaskBatch,
     with torch.no_grad():
         engine.model.run_with_hooks(batch.tokens, fwd_hooks=[(f"blocks.{L}.hook_resid_pre", keep)
                                                              for L in range(1, n_layers)])
-    out: dict[int, Callable[[list[Tensor]], Tensor]] = {}
+    out: dict[int, Start] = {}
     for L in range(1, n_layers + 1):
+        later = {s for s, slot in enumerate(engine.slots) if slot.layer >= L}
         post = index.get(f"blocks.{L - 1}.hook_resid_post")
         if post is not None:
-            out[L] = lambda values, s=post: values[s]
+            out[L] = (lambda values, s=post: values[s]), later | {post}
             continue
         parts = [index.get("blocks.0.hook_resid_pre")] + [index.get(f"blocks.{layer}.hook_{kind}")
                                                           for layer in range(L) for kind in ("attn_out", "mlp_out")]
@@ -271,7 +311,7 @@ def _residual_starts(engine: AttributionEngine, batch: TaskBatch,
             continue
         fn = (lambda values, ps=tuple(parts): sum(values[p] for p in ps))  # type: ignore[misc]
         if torch.allclose(fn(prep.clean), seen[L], atol=1e-4, rtol=1e-4):
-            out[L] = fn
+            out[L] = fn, later | set(parts)  # type: ignore[arg-type]
     return out
 
 

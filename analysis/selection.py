@@ -1,0 +1,143 @@
+"""Masks from the graph store: which stored edges the evaluator runs.
+
+A selection names edges in Neo4j; it never guesses a graph. The edges come from
+
+* one run's edges of one task at one granularity (``run_edges``: ``feature``, ``head`` or
+  ``roi``), strongest first, at or above ``min_abs_weight``; or
+* a named library query (``query`` with ``params``) returning ``source`` and ``target`` keys
+  (and optionally ``weight``: then the rows are sorted by |weight|, strongest first);
+
+then, optionally, restricted to one community or ROI (``group``, a :Community or :ROI key):
+``within`` keeps the edges whose endpoints are both members (an edge into the output counts as
+internal, so the group's links to the metric stay), ``touching`` the edges with at least one
+member endpoint; and capped to the ``top_n`` strongest.
+
+Coarse graphs (heads, ROIs) are run at feature level: a coarse node is the set of its features
+(``coarse_members``), so a kept coarse edge A → B keeps every feature edge a → b with a in A
+and b in B, and a coarse node outside the graph puts all its features at baseline. Nodes that
+are not coarse (error nodes, the embedding, the output, features outside every head or ROI)
+stand for themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from graphdb.errors import ConfigError
+from graphdb.keys import parse_key
+from graphdb.schema import Label
+from queries.loader import run_query
+
+GRANULARITIES = ("feature", "head", "roi")
+#: (src slot, src index, dst slot, dst index)
+Located = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class EdgeSelection:
+    """Which stored edges to run (module docstring)."""
+
+    granularity: str = "feature"
+    min_abs_weight: float = 0.0
+    query: str | None = None
+    params: tuple[tuple[str, str], ...] = ()
+    group: str | None = None
+    touching: bool = False
+    top_n: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}")
+        if self.min_abs_weight < 0:
+            raise ValueError(f"min_abs_weight must be >= 0, got {self.min_abs_weight}")
+        if self.top_n is not None and self.top_n < 1:
+            raise ValueError(f"top_n must be at least 1, got {self.top_n}")
+        if self.touching and self.group is None:
+            raise ValueError("touching restricts to a community or ROI: name one")
+
+
+@dataclass
+class SelectedEdges:
+    """The selected edges, strongest first: their stored keys and weights, and per edge the
+    feature-level edges it stands for (one for a feature graph)."""
+
+    sources: list[str]
+    targets: list[str]
+    weights: list[float]
+    located: list[list[Located]]
+    slot_of: dict[str, int]
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def shape(self, budget: int) -> tuple[int, int]:
+        """Nodes of the first ``budget`` edges (at the selection's granularity) and the number
+        of edges the complete forward-ordered graph on them has (pairs in earlier → later slots)."""
+        from collections import Counter
+
+        keys = set(self.sources[:budget]) | set(self.targets[:budget])
+        per_slot = sorted(Counter(self.slot_of[k] for k in keys).items())
+        before, possible = 0, 0
+        for _, n in per_slot:
+            possible += before * n
+            before += n
+        return len(keys), possible
+
+
+def select_edges(db: Any, selection: EdgeSelection, *, run: str, task: str, names: Any) -> SelectedEdges:
+    """The edges ``selection`` names, located on the slots of ``names`` (a
+    :class:`ingest.graph_rows.GraphNames` of the evaluated model checkpoint)."""
+    if selection.query is not None:
+        rows = run_query(db, selection.query, dict(selection.params))
+        if rows and not {"source", "target"} <= set(rows[0]):
+            raise ConfigError(f"query {selection.query} must return source and target keys, "
+                              f"it returns {', '.join(rows[0])}")
+        if rows and "weight" in rows[0]:
+            rows.sort(key=lambda r: -abs(float(r["weight"] or 0.0)))
+    else:
+        rows = run_query(db, "run_edges", {"run": run, "task": task, "granularity": selection.granularity,
+                                           "min_abs_weight": selection.min_abs_weight})
+    described = f"{selection.granularity} edges of run {run}, {task}" if selection.query is None \
+        else f"rows of query {selection.query}"
+    if selection.group is not None:
+        members = {r["member"] for r in run_query(db, "group_members", {"key": selection.group})}
+        if not members:
+            raise ConfigError(f"{selection.group} has no members: not a community or ROI key of this database")
+        if selection.touching:
+            rows = [r for r in rows if r["source"] in members or r["target"] in members]
+        else:
+            rows = [r for r in rows if r["source"] in members
+                    and (r["target"] in members or parse_key(r["target"])[0] is Label.OUTPUT)]
+        described += f" {'touching' if selection.touching else 'within'} {selection.group}"
+    if selection.top_n is not None:
+        rows = rows[:selection.top_n]
+    if not rows:
+        raise ConfigError(f"no {described} (|weight| >= {selection.min_abs_weight})")
+    coarse = _coarse_members(db, run, selection.granularity, rows)
+    located, slot_of = [], {}
+    for r in rows:
+        srcs = [names.locate(k) for k in coarse.get(r["source"], [r["source"]])]
+        dsts = [names.locate(k) for k in coarse.get(r["target"], [r["target"]])]
+        slot_of[r["source"]], slot_of[r["target"]] = srcs[0][0], dsts[0][0]
+        located.append([(s, u, m, d) for s, u in srcs for m, d in dsts if s < m])
+    return SelectedEdges(sources=[r["source"] for r in rows], targets=[r["target"] for r in rows],
+                         weights=[float(r.get("weight") or 0.0) for r in rows], located=located,
+                         slot_of=slot_of)
+
+
+def _coarse_members(db: Any, run: str, granularity: str, rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Feature keys of every coarse (head or ROI) endpoint of ``rows``."""
+    coarse = {k for r in rows for k in (r["source"], r["target"]) if parse_key(k)[0] in (Label.HEAD, Label.ROI)}
+    if not coarse:
+        return {}
+    kinds = {parse_key(k)[0] for k in coarse}
+    out: dict[str, list[str]] = {}
+    for kind in kinds:
+        wanted = "head" if kind is Label.HEAD else "roi"
+        for r in run_query(db, "coarse_members", {"run": run, "granularity": wanted}):
+            out.setdefault(r["coarse"], []).append(r["member"])
+    missing = sorted(coarse - set(out))
+    if missing:
+        raise ConfigError(f"{len(missing)} coarse nodes have no member features in run {run}, e.g. {missing[0]}")
+    return out
