@@ -45,6 +45,7 @@ app = typer.Typer(
     cls=_OneLineErrors,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 app.add_typer(db_app, name="db")
 app.add_typer(query_app, name="query")
@@ -165,6 +166,50 @@ def evaluate(
         typer.echo(f"{kind} ablation: CPR {area['cpr']:.3f}, CMD {area['cmd']:.3f}")
     typer.echo(f"curve: {result.csv}\nplot:  {result.png}\n:Evaluation nodes of run {result.run} "
                f"({result.seconds:.0f} s)")
+
+
+@app.command()
+def shortcut(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", "-m", help="A model trained on bias_in_bios (zoo models are).")] = "zoo:mt-small@final",
+    examples: Annotated[int, typer.Option("--examples", "-n", help="Held-out bios per condition.")] = 128,
+    min_selectivity: Annotated[float, typer.Option(help="Gender feature: d' at the profession position at least this ...")] = 3.0,
+    min_pronoun_selectivity: Annotated[float, typer.Option(help="... or d' at the pronoun position at least this.")] = 0.7,
+    out: Annotated[str | None, typer.Option(help="CSV path. [default: <data dir>/evaluations/shortcut-<model>.csv]")] = None,
+    device: Annotated[str, typer.Option(help="Torch device: cpu or cuda.")] = "cpu",
+) -> None:
+    """The gender shortcut: node ablation vs edge ablation of the gender features.
+
+    On bias_in_bios the model answers the profession from gender. Gender features G (latents
+    of the slot the logits read, selective for gender) are node-ablated (at baseline for every
+    reader) or edge-ablated (only the profession output's in-edges from G cut; the pronoun
+    output, she/he after the '.', keeps them). Prints the shortcut gap (profession logit
+    difference, female minus male bios), accuracy on anti-stereotypical bios, the pronoun's
+    accuracy and logit difference, and how much of G's gender difference is still there.
+    """
+    from analysis.shortcut import ShortcutConfig, run_shortcut
+    from graphdb.settings import data_dir
+
+    try:
+        config = ShortcutConfig(model=model, examples=examples, min_selectivity=min_selectivity,
+                                min_pronoun_selectivity=min_pronoun_selectivity)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    with console_status(f"{model}: gender features, node and edge ablation"):
+        result = run_shortcut(config, device=device)
+    rows = result.table()
+    render(rows, list(rows[0]), Format.TABLE,
+           title=f"{model}: {len(result.gender_features)} gender features of {result.hook}")
+    name = model.replace(":", "-").replace("@", "-").replace("/", "-")
+    path = result.write_csv(Path(out) if out else data_dir(ctx.obj.data_dir) / "evaluations" / f"shortcut-{name}.csv")
+    typer.echo(f"table: {path}")
+
+
+def console_status(text: str) -> Any:
+    """A spinner on stderr while ``text`` runs."""
+    from rich.console import Console
+
+    return Console(stderr=True).status(text)
 
 
 @app.command()

@@ -110,9 +110,9 @@ class GraphMask:
 
 
 def node_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
-                  prep: Prepared | None = None) -> Tensor:
+                  prep: Prepared | None = None, *, latents: dict[int, Tensor] | None = None) -> Tensor:
     """Last-position logits [batch, d_vocab] of an ordinary forward pass with the nodes outside
-    ``mask`` at their baseline."""
+    ``mask`` at their baseline; ``latents``, if given, receives each slot's latents in that run."""
     prep = prep or engine.prepare(batch)
     index = {slot.hook: s for s, slot in enumerate(engine.slots)}
 
@@ -130,6 +130,8 @@ def node_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
             fb = prep.f_base[s]
             eb = prep.base[s] - slot.dictionary.decode(fb)
             f2 = torch.where(keep[:slot.n_latents], f, fb)
+            if latents is not None:
+                latents[s] = torch.where(valid, f2, f)
             e2 = e if bool(keep[slot.vector]) else eb
             out = torch.where(valid, slot.dictionary.decode(f2) + e2, flat)
         return out.view(x.shape)
@@ -140,9 +142,12 @@ def node_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
 
 
 def edge_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
-                  prep: Prepared | None = None, *, max_copies: int = 64) -> Tensor:
+                  prep: Prepared | None = None, *, max_copies: int = 64,
+                  latents: dict[int, Tensor] | None = None) -> Tensor:
     """Last-position logits [batch, d_vocab] when every node of the graph reads only its kept
-    in-edges (see the module docstring)."""
+    in-edges (see the module docstring); ``latents``, if given, receives each slot's latents in
+    the ablated run (the last slot's at each prompt's last position only, when only the
+    output reads it)."""
     prep = prep or engine.prepare(batch)
     S = engine.S
     starts = _residual_starts(engine, batch, prep)
@@ -161,7 +166,7 @@ def edge_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
             e_new = prep.base[m] - slot.dictionary.decode(fb)
             # Only the output reads the last slot when nothing after it mixes positions: its
             # nodes are then needed at each prompt's last position only.
-            last_only = m == S - 1 and _positionwise_readout(engine, slot.hook)
+            last_only = m == S - 1 and positionwise_readout(engine.model, slot.hook)
             rows = torch.arange(len(batch), device=fb.device)
             f_sub = f_new[rows, batch.last][:, None] if last_only else f_new      # [n T' d_dict]
             e_sub = e_new[rows, batch.last][:, None] if last_only else e_new
@@ -189,6 +194,8 @@ def edge_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
             else:
                 f_new, e_new = f_sub, e_sub
             f_abl[m] = torch.where(prep.valid[..., None], f_new, prep.f_clean[m])  # type: ignore[arg-type]
+            if latents is not None:
+                latents[m] = f_abl[m]  # type: ignore[assignment]
             e_abl[m] = torch.where(prep.valid[..., None], e_new, prep.clean[m] - slot.dictionary.decode(prep.f_clean[m]))
         out_masks, _ = _mask_groups(mask, S, torch.zeros(1, dtype=torch.long), [s.n_nodes for s in engine.slots])
         n_layers = int(engine.model.cfg.n_layers)
@@ -202,10 +209,10 @@ def edge_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
     return final_logits(logits, batch.last)
 
 
-def _positionwise_readout(engine: AttributionEngine, hook: str) -> bool:
+def positionwise_readout(model: Any, hook: str) -> bool:
     """Whether the logits depend on ``hook`` position by position (nothing after it mixes
     positions): the last layer's ``resid_post`` or ``mlp_out``."""
-    last = int(engine.model.cfg.n_layers) - 1
+    last = int(model.cfg.n_layers) - 1
     return hook in (f"blocks.{last}.hook_resid_post", f"blocks.{last}.hook_mlp_out")
 
 
