@@ -104,7 +104,7 @@ def _count(db, query: str, **params) -> int:
     return db.read(query, params)[0]["c"]
 
 
-def test_rois_of_an_ingest_run(db, model_dir, tmp_path):
+def test_rois_of_an_ingest_run(db, neo4j_settings, model_dir, tmp_path):
     from analysis.roi import fit_run_rois
     from ingest.attribution.config import AttributionConfig
     from ingest.pipeline import IngestConfig, ingest
@@ -153,6 +153,23 @@ def test_rois_of_an_ingest_run(db, model_dir, tmp_path):
     again = fit_run_rois(db, replace(config, run=None, model=f"path:{model_dir}"), out_root=tmp_path / "rois")
     assert again.run == result.run and again.ingest_run == graph.run
     assert (_count(db, "MATCH (n) RETURN count(n) AS c"), _count(db, "MATCH ()-[e]->() RETURN count(e) AS c")) == counts
+
+    # The CLI: the same fit (same run, nothing added) and the list of its ROIs.
+    from typer.testing import CliRunner
+
+    from analysis.cli import app
+
+    env = {"NEO4J_URI": neo4j_settings.uri, "NEO4J_USER": neo4j_settings.user,
+           "NEO4J_PASSWORD": neo4j_settings.password, "NEO4J_DATABASE": None}
+    res = CliRunner().invoke(app, ["roi", "fit", "--run", graph.run, "--task", "ioi", "--blocks", "3", "-n", "8",
+                                   "--partitions", "20", "--out", str(tmp_path / "cli")], env=env)
+    assert res.exit_code == 0, res.output
+    assert f"run {result.run}" in res.stdout and "blocks.0.hook_attn_out" in res.stdout
+    assert (_count(db, "MATCH (n) RETURN count(n) AS c"), _count(db, "MATCH ()-[e]->() RETURN count(e) AS c")) == counts
+    res = CliRunner().invoke(app, ["roi", "show", result.run, "--format", "csv"], env=env)
+    assert res.exit_code == 0 and len(res.stdout.strip().splitlines()) == 1 + 2 * 3
+    res = CliRunner().invoke(app, ["roi", "fit", "--task", "ioi"], env=env)
+    assert res.exit_code == 2 and "exactly one" in res.output  # a usage error, before any work
 
 
 def test_unknown_run_or_hook(db):
