@@ -15,7 +15,9 @@ the column is the concatenation of the standardised activation and attribution c
 
     S_ij = ½ (ρ(f_i, f_j) + ρ(a_i, a_j))
 
-(exactly, for correlation; NaN, from a constant column, is 0). A weighted stochastic block
+(exactly, for correlation; NaN, from a constant column, is 0; with covariance the standardised
+columns make S the same up to a factor n/(n−1), so covariance only differs from correlation
+for a single signal). A latent constant in every signal is left out too. A weighted stochastic block
 model is fitted to S the way graspologic's ``SBMEstimator`` does (adjacency spectral
 embedding, then a Gaussian mixture; the number of blocks given, or chosen by BIC up to
 ``max_blocks``): the ROIs are its blocks.
