@@ -15,6 +15,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from analysis.roi_cli import roi_app
 from graphdb.cli import app as db_app
 from graphdb.errors import MechgraphError
 from graphdb.tables import Format, render
@@ -51,6 +52,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(query_app, name="query")
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(model_app, name="model")
+app.add_typer(roi_app, name="roi", help="Regions of Interest: fit blocks of functionally similar latents (SBM), list them.")
 app.command("ingest")(ingest_command)
 
 

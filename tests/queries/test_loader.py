@@ -18,7 +18,7 @@ A_FEATURE = SPEC.feature_key(CKPT, SPEC.n_layers - 1, 0)  # serves ioi, feeds th
 #: Parameters for every library query on the sample graph.
 PARAMS = {
     "model": SPEC.model, "checkpoint": CKPT, "task": TASK, "layer": 1, "key": A_FEATURE,
-    "run": SPEC.run().run_id, "kind": "sample",
+    "run": SPEC.run().run_id, "kind": "sample", "hook": SPEC.hook(1),
 }
 
 
@@ -41,12 +41,40 @@ def _communities_run(db) -> str:
     return write_communities(db, sub, partition(sub, CommunityConfig()), CommunityConfig())
 
 
+def _roi_run(db) -> str:
+    """ROIs of the sample graph's layer-1 dictionary (latent i in ROI i % 3), written back with
+    the ROI-level graph of the sample run's ioi edges (for the queries that read them)."""
+    import numpy as np
+
+    from analysis.roi import DictionaryRois, RoiConfig, block_stats
+    from analysis.roi_graph import write_rois
+    from graphdb.keys import node_key
+    from graphdb.provenance import RunRecord
+    from graphdb.schema import Label
+    from ingest.graph_rows import GraphNames
+
+    n, labels = SPEC.features_per_layer, np.arange(SPEC.features_per_layer) % 3
+    hook = SPEC.hook(1)
+    rois = DictionaryRois(hook=hook, layer=1, dictionary=SPEC.dictionary, n_latents=n, indices=np.arange(n),
+                          dictionary_key=node_key(Label.DICTIONARY, model=SPEC.model, checkpoint=CKPT, hook=hook,
+                                                  dictionary=SPEC.dictionary),
+                          features=[SPEC.feature_key(CKPT, 1, i) for i in range(n)], labels=labels,
+                          cosine=block_stats(np.eye(n), labels, 5), correlation=block_stats(np.eye(n), labels, 5))
+    record = RunRecord(kind="roi", seed=0, config={"sample": SPEC.run().run_id})
+    names = GraphNames(model=SPEC.model, checkpoint=CKPT, slots=(), n_layers=SPEC.n_layers)
+    edges = write_rois(db, record, names, [rois], SPEC.run().run_id, RoiConfig(tasks=(TASK,), run=SPEC.run().run_id))
+    assert edges[TASK] > 0
+    return record.run_id
+
+
 @pytest.mark.parametrize("name", sorted(library()))
 def test_every_library_query_runs_and_returns_its_declared_columns(sample_db, name):
     q = library()[name]
     values = {p.name: PARAMS[p.name] for p in q.params if p.required}
     if name.startswith("community_"):
         values["run"] = _communities_run(sample_db)
+    if name.startswith("roi"):
+        values["run"] = _roi_run(sample_db)
     rows = run_query(sample_db, name, values)
     assert rows, f"{name} returned nothing on the sample graph"
     assert list(rows[0]) == list(q.returns)
