@@ -222,9 +222,16 @@ def _graph_run(db: Any, config: EvaluateConfig) -> tuple[str, dict[str, Any]]:
     """The ingest run to evaluate and its configuration."""
     if config.run is not None:
         rows = run_query(db, "run_config", {"run": config.run})
+        if rows and rows[0]["kind"] == "roi":  # an ROI-level graph: the model is the ingest run's
+            if config.selection.granularity != "roi":
+                raise ConfigError(f"{config.run} is a roi run: its graph is read with --granularity roi")
+            inner = run_query(db, "run_config", {"run": json.loads(rows[0]["config"])["ingest_run"]})
+            return config.run, json.loads(inner[0]["config"])
         if not rows or rows[0]["kind"] != "ingest":
             raise ConfigError(f"no ingest run {config.run!r} in this database (`mechgraph query run runs`)")
         return config.run, json.loads(rows[0]["config"])
+    if config.selection.granularity == "roi":
+        raise ConfigError("an ROI-level graph is named by its roi run: --run ROI_RUN (`mechgraph roi fit` prints it)")
     from ingest.pipeline import model_labels
     from ingest.zoo.specs import parse_model_spec
 

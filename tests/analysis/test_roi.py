@@ -171,6 +171,18 @@ def test_rois_of_an_ingest_run(db, neo4j_settings, model_dir, tmp_path):
     res = CliRunner().invoke(app, ["roi", "fit", "--task", "ioi"], env=env)
     assert res.exit_code == 2 and "exactly one" in res.output  # a usage error, before any work
 
+    # The ROI-level graph is evaluated as the sets of its features.
+    from analysis.evaluate import EvaluateConfig, evaluate
+    from analysis.selection import EdgeSelection
+
+    judged = evaluate(db, EvaluateConfig(task="ioi", run=result.run, examples=4, sweep=1, ablations=("edge",),
+                                         selection=EdgeSelection(granularity="roi")), out_dir=tmp_path / "eval")
+    assert judged.total_edges == result.roi_edges["ioi"] and judged.graph_run == result.run
+    roi_nodes = {k for pair in got for k in pair}
+    assert judged.points[0].nodes == len(roi_nodes)
+    with pytest.raises(Exception, match="granularity roi"):
+        evaluate(db, EvaluateConfig(task="ioi", run=result.run, examples=4), out_dir=tmp_path / "eval")
+
 
 def test_unknown_run_or_hook(db):
     from analysis.roi import fit_run_rois
