@@ -75,26 +75,60 @@ def root(
 
 
 @app.command()
-def demo(ctx: typer.Context) -> None:
-    """The main job, end to end on the embedded Neo4j.
+def demo(
+    ctx: typer.Context,
+    examples: Annotated[int, typer.Option("--examples", "-n", help="Prompts per task for every graph and evaluation.")] = 32,
+    step: Annotated[list[int] | None, typer.Option("--step", help="Training steps of the small model to ingest besides the final one (repeatable; nearest stored checkpoints). [default: 171, 717]")] = None,
+    device: Annotated[str, typer.Option(help="Torch device: cpu or cuda.")] = "cpu",
+) -> None:
+    """The main job, end to end on the embedded Neo4j: zoo, graphs, analyses, report.
 
-    Starts the server, creates the schema, writes the sample graph, runs two library queries
-    and prints their tables.
+    Builds the model zoo (cached after the first build), ingests the residual graphs of three
+    tasks at three checkpoints of mt-small and at the final mt-large, finds communities and
+    ROIs, evaluates faithfulness by edge and node ablation, runs the gender-shortcut showcase,
+    the task-disentanglement kill table and the matching across checkpoints and sizes, and
+    writes one HTML report. Prints where everything is and Cypher to paste into Neo4j Browser.
     """
-    from analysis.demo import run_demo
+    from analysis.demo import DemoConfig, run_demo
     from graphdb.settings import data_dir
-    from queries.loader import get_query
+    from ingest.cli import Bars
 
-    result = run_demo(data_dir(ctx.obj.data_dir))
-    typer.echo(f"Neo4j at {result.uri}; wrote " + ", ".join(f"{n} {k}" for k, n in result.written.items()))
-    for name, rows in result.tables.items():
-        render(rows, get_query(name).returns, Format.TABLE, title=f"{name} ({len(rows)} rows)")
-    where = (f"user neo4j, password in {data_dir(ctx.obj.data_dir) / 'password'}" if result.server
-             else "the NEO4J_USER / NEO4J_PASSWORD you set")
-    typer.echo(f"\nExplore it in Neo4j Browser or Bloom at {result.uri} ({where}), or with"
+    try:
+        config = DemoConfig(examples=examples, steps=tuple(step) if step else DemoConfig.steps, device=device)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    home = data_dir(ctx.obj.data_dir)
+    bars = Bars()
+    with bars.progress:
+        state = run_demo(home, config, bars=bars)
+    typer.echo("\n".join(state.lines))
+    typer.echo("stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in state.seconds.items())
+               + f"; total {sum(state.seconds.values()) / 60:.1f} min")
+    typer.echo(f"\nreport: {state.report}")
+    where = f"user neo4j, password in {home / 'password'}"
+    typer.echo(f"\nExplore it in Neo4j Browser or Bloom at {state.uri} ({where}), or with"
                " `mechgraph query list`. For example:")
-    for cypher in _EXAMPLES:
+    for cypher in demo_queries(state):
         typer.echo(f"  {cypher}")
+
+
+def demo_queries(state: Any) -> list[str]:
+    """Three Cypher queries on what the demo wrote: the strongest edges into the final small
+    model's output, a community with its internal edges, and an ROI with its members."""
+    from analysis.demo import final_small
+
+    (model, ckpt), _ = final_small(state)
+    task = state.config.eval_task
+    comm = state.communities.get((model, ckpt), "")
+    rois = state.results.get("rois")
+    return [
+        f"MATCH (a)-[r:ATTRIBUTES_TO {{task: '{task}', granularity: 'feature'}}]->(o:Output) "
+        f"WHERE r.model = '{model}' AND r.checkpoint = '{ckpt}' RETURN a, r, o ORDER BY r.abs_weight DESC LIMIT 25",
+        f"MATCH (n)-[:IN_COMMUNITY]->(c:Community {{run: '{comm}', index: 0}}) WITH c, collect(n) AS members "
+        "MATCH (a)-[r:ATTRIBUTES_TO]->(b) WHERE a IN members AND b IN members RETURN a, r, b LIMIT 100",
+        f"MATCH (f:Feature)-[:IN_ROI]->(g:ROI {{run: '{rois.run if rois else ''}'}}) WHERE g.size >= 3 "
+        "RETURN g, f LIMIT 200",
+    ]
 
 
 @app.command()
@@ -168,6 +202,31 @@ def evaluate(
         typer.echo(f"{kind} ablation: CPR {area['cpr']:.3f}, CMD {area['cmd']:.3f}")
     typer.echo(f"curve: {result.csv}\nplot:  {result.png}\n:Evaluation nodes of run {result.run} "
                f"({result.seconds:.0f} s)")
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    out: Annotated[str | None, typer.Option(help="HTML file to write. [default: <data dir>/report/index.html]")] = None,
+    title: Annotated[str, typer.Option(help="The page's title.")] = "mechgraph report",
+) -> None:
+    """One self-contained HTML report of everything in the graph store.
+
+    Read back from Neo4j: models, checkpoints, tasks and graph sizes; the evaluations'
+    faithfulness curves (edge vs node ablation) and the gender-shortcut table; communities and
+    ROIs; task disentanglement and its kill table; matching and the emergence timeline. Plots
+    are embedded, so the one file is the whole report.
+    """
+    from analysis.report import write_report
+    from graphdb.connection import connect
+    from graphdb.embedded import ensure_running
+    from graphdb.settings import data_dir
+
+    home = data_dir(ctx.obj.data_dir)
+    ensure_running(home)
+    with connect(data=home) as db:
+        path = write_report(db, home, Path(out) if out else home / "report" / "index.html", title=title)
+    typer.echo(f"report: {path}")
 
 
 @app.command()
@@ -268,14 +327,6 @@ def communities(
 
 #: Cypher the demo suggests to paste into Neo4j Browser: the graphs `make demo` ingests from
 #: zoo:mt-small (feature-level residual and module graphs, the head-level graph, IN_HEAD).
-_EXAMPLES = (
-    "MATCH (a)-[r:ATTRIBUTES_TO {task: 'ioi', granularity: 'feature'}]->(o:Output) WHERE r.model = 'mt-small' "
-    "RETURN a, r, o ORDER BY r.abs_weight DESC LIMIT 25",
-    "MATCH p = (:Feature {model: 'mt-small', layer: 0})-[:ATTRIBUTES_TO*1..2]->(:Output {model: 'mt-small', task: 'ioi'}) "
-    "WHERE all(r IN relationships(p) WHERE r.granularity = 'feature' AND r.abs_weight > 0.5) RETURN p LIMIT 25",
-    "MATCH (a)-[r:ATTRIBUTES_TO {granularity: 'head', task: 'ioi'}]->(b) WHERE r.model = 'mt-small' "
-    "RETURN a, r, b ORDER BY r.abs_weight DESC LIMIT 25",
-)
 
 
 def main() -> None:

@@ -1,41 +1,201 @@
-"""The main job, end to end on the embedded Neo4j (the README's first command).
+"""``mechgraph demo``: the whole pipeline, end to end, on the embedded Neo4j (the README's main job).
 
-For now: start the server, write the sample graph (the writer creates the schema first), and run two library
-queries. Later stages (zoo, ingest, analysis, evaluation, report) extend this pipeline.
+Stages (each a library call, timed; the summary prints where everything went):
+
+1. **zoo**: build the toy models (cached after the first build: two sizes, log-spaced training
+   checkpoints, an SAE per hook and checkpoint);
+2. **ingest**: the residual-stream graph of the small model for every task at every chosen
+   checkpoint, and of the large model at its final checkpoint;
+3. **communities**: Leiden on each ingested multi-task graph, written back;
+4. **ROIs**: covariance + SBM Regions of Interest of the small model's final dictionaries;
+5. **evaluate**: faithfulness and completeness curves (edge vs node ablation) of one task;
+6. **shortcut**: the gender-shortcut showcase (node vs edge ablation);
+7. analyses registered in :data:`EXTRA_STAGES` (task disentanglement with the kill table,
+   matching across checkpoints and sizes);
+8. **report**: one HTML page read back from the database.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from graphdb.connection import connect
-from graphdb.embedded import ServerState, ensure_running
-from graphdb.sample import SampleSpec, write_sample
-from graphdb.writer import GraphWriter
-from queries.loader import run_query
+from graphdb.embedded import ensure_running
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    small: str = "mt-small"
+    large: str = "mt-large"
+    tasks: tuple[str, ...] = ("ioi", "induction", "greater_than")
+    #: training steps of the small model to ingest besides the final one (the nearest stored
+    #: checkpoints are used)
+    steps: tuple[int, ...] = (171, 717)
+    examples: int = 32
+    eval_task: str = "ioi"
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if len(self.tasks) < 2:
+            raise ValueError("the demo compares tasks: name at least two")
+        if self.examples < 4:
+            raise ValueError("examples must be at least 4")
+        if self.eval_task not in self.tasks:
+            raise ValueError(f"eval_task {self.eval_task!r} is not one of the tasks")
 
 
 @dataclass
-class DemoResult:
-    uri: str
-    server: ServerState | None
-    written: dict[str, int]
-    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+class DemoState:
+    """What the stages produced, for later stages and the summary."""
+
+    config: DemoConfig
+    data: Path
+    db: Any
+    uri: str = ""
+    #: (model, checkpoint label) -> ingest run id, in ingest order
+    ingests: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: (model, checkpoint label) -> communities run id
+    communities: dict[tuple[str, str], str] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    report: Path | None = None
+    results: dict[str, Any] = field(default_factory=dict)
 
 
-def run_demo(data_dir: Path, spec: SampleSpec | None = None) -> DemoResult:
-    """Run the pipeline and return what it wrote and the query results."""
-    spec = spec or SampleSpec()
-    state = ensure_running(data_dir)
+Stage = Callable[[DemoState, Any], None]
+#: (name, stage) run after the built-in analyses and before the report
+EXTRA_STAGES: list[tuple[str, Stage]] = []
+
+
+def _stage_zoo(state: DemoState, bars: Any) -> None:
+    from ingest.zoo.build import build_zoo
+    from ingest.zoo.store import zoo_root
+
+    result = build_zoo(zoo_root(None), only=(state.config.small, state.config.large), device=state.config.device,
+                       progress=bars.progress.console.log)
+    state.lines.append(f"zoo: built {', '.join(result.built) or 'nothing'}; cached {', '.join(result.cached) or 'nothing'}")
+
+
+def _checkpoint_steps(model: str, wanted: tuple[int, ...]) -> list[int]:
+    """The stored checkpoints nearest to ``wanted``, plus the final one (sorted, distinct)."""
+    from ingest.zoo.specs import _manifest, zoo_model_dir
+
+    steps = [int(c["step"]) for c in _manifest(zoo_model_dir(model), model)["checkpoints"]]
+    chosen = {min(steps, key=lambda s, w=w: abs(s - w)) for w in wanted} | {steps[-1]}
+    return sorted(chosen)
+
+
+def _stage_ingest(state: DemoState, bars: Any) -> None:
+    from ingest.attribution.config import AttributionConfig
+    from ingest.pipeline import IngestConfig, ingest
+
+    cfg = state.config
+    specs = [f"zoo:{cfg.small}@{s}" for s in _checkpoint_steps(cfg.small, cfg.steps)] + [f"zoo:{cfg.large}@final"]
+    for spec in specs:
+        result = ingest(state.db, IngestConfig(model=spec, tasks=cfg.tasks, examples=cfg.examples, seed=cfg.seed,
+                                               attribution=AttributionConfig()),
+                        state_root=state.data / "runs", device=cfg.device, progress=bars)
+        state.ingests[result.model, result.checkpoint] = result.run
+        sizes = ", ".join(f"{t.task} {t.nodes}/{t.edges}" for t in result.tasks)
+        state.lines.append(f"ingest {result.model} @ {result.checkpoint}: run {result.run} (nodes/edges {sizes}, "
+                           f"{result.seconds:.0f} s)")
+
+
+def _stage_communities(state: DemoState, bars: Any) -> None:
+    from analysis.communities import CommunityConfig, partition, write_communities
+    from analysis.subgraph import Selection, pull_subgraph
+
+    for (model, ckpt), run in state.ingests.items():
+        sub = pull_subgraph(state.db, Selection(model, ckpt, state.config.tasks, run=run))
+        config = CommunityConfig(method="leiden", seed=state.config.seed)
+        part = partition(sub, config)
+        comm_run = write_communities(state.db, sub, part, config)
+        state.communities[model, ckpt] = comm_run
+        sizes = sorted((int(n) for n in _sizes(part.labels[0])), reverse=True)
+        state.lines.append(f"communities {model} @ {ckpt}: {len(sizes)} (sizes {sizes[:6]}), modularity "
+                           f"{part.modularity[0]:.3f}, run {comm_run}")
+
+
+def _sizes(labels: Any) -> Any:
+    import numpy as np
+
+    return np.bincount(np.asarray(labels))
+
+
+def final_small(state: DemoState) -> tuple[tuple[str, str], str]:
+    small = [(k, r) for k, r in state.ingests.items() if k[0] == state.config.small]
+    return small[-1]
+
+
+def _stage_rois(state: DemoState, bars: Any) -> None:
+    from analysis.roi import RoiConfig, fit_run_rois
+
+    (model, ckpt), run = final_small(state)
+    result = fit_run_rois(state.db, RoiConfig(tasks=state.config.tasks, run=run, seed=state.config.seed),
+                          out_root=state.data / "rois", device=state.config.device)
+    for d in result.rois:
+        state.lines.append(f"ROIs {model} @ {ckpt} {d.hook}: {len(set(d.labels.tolist()))} ROIs over "
+                           f"{len(d.indices)} latents; decoder cosine {d.cosine.overall:.3f} vs random "
+                           f"{d.cosine.overall_baseline:.3f} (z {d.cosine.overall_z:.1f}), correlation "
+                           f"{d.correlation.overall:.3f} vs {d.correlation.overall_baseline:.3f}")
+    state.results["rois"] = result
+
+
+def _stage_evaluate(state: DemoState, bars: Any) -> None:
+    from analysis.evaluate import EvaluateConfig, evaluate
+
+    (model, ckpt), run = final_small(state)
+    result = evaluate(state.db, EvaluateConfig(task=state.config.eval_task, run=run, examples=state.config.examples),
+                      out_dir=state.data / "evaluations", device=state.config.device)
+    areas = "; ".join(f"{k} CPR {a['cpr']:.3f} CMD {a['cmd']:.3f}" for k, a in result.summary.items())
+    state.lines.append(f"evaluate {model} @ {ckpt} {state.config.eval_task}: {areas}; plot {result.png}")
+
+
+def _stage_shortcut(state: DemoState, bars: Any) -> None:
+    from analysis.shortcut import ShortcutConfig, run_shortcut
+
+    (model, ckpt), _ = final_small(state)
+    spec = f"zoo:{model}@final"
+    result = run_shortcut(ShortcutConfig(model=spec, seed=state.config.seed), device=state.config.device)
+    name = spec.replace(":", "-").replace("@", "-")
+    path = result.write_csv(state.data / "evaluations" / f"shortcut-{name}.csv")
+    clean, node, edge = result.rows
+    state.lines.append(f"shortcut {spec}: gap {clean.shortcut_gap:.1f} -> node {node.shortcut_gap:.1f} / edge "
+                       f"{edge.shortcut_gap:.1f}; pronoun logit diff {clean.pronoun_logit_diff:.2f} -> node "
+                       f"{node.pronoun_logit_diff:.2f} / edge {edge.pronoun_logit_diff:.2f} ({path})")
+
+
+def _stage_report(state: DemoState, bars: Any) -> None:
+    from analysis.report import write_report
+
+    state.report = write_report(state.db, state.data, state.data / "report" / "index.html",
+                                title="mechgraph demo: the model zoo")
+
+
+STAGES: list[tuple[str, Stage]] = [("zoo", _stage_zoo), ("ingest", _stage_ingest), ("communities", _stage_communities),
+                                   ("ROIs", _stage_rois), ("evaluate", _stage_evaluate), ("shortcut", _stage_shortcut)]
+
+
+def run_demo(data_dir: Path, config: DemoConfig | None = None, *, bars: Any = None) -> DemoState:
+    """Run every stage (module docstring) and return what they produced."""
+    config = config or DemoConfig()
+    ensure_running(data_dir)
+    stages = STAGES + EXTRA_STAGES + [("report", _stage_report)]
     with connect(data=data_dir) as db:
-        written = write_sample(GraphWriter(db), spec)
-        ckpt, task = spec.checkpoints[-1], spec.tasks[0]
-        result = DemoResult(uri=db.settings.uri, server=state, written=written)
-        result.tables["graph_summary"] = run_query(db, "graph_summary")
-        result.tables["task_subgraph"] = run_query(
-            db, "task_subgraph",
-            {"model": spec.model, "checkpoint": ckpt, "task": task, "min_abs_weight": 1.0, "limit": 15},
-        )
-    return result
+        state = DemoState(config=config, data=data_dir, db=db, uri=db.settings.uri)
+        overall = bars.progress.add_task("mechgraph demo", total=len(stages)) if bars else None
+        for name, stage in stages:
+            if bars:
+                bars.progress.update(overall, description=f"mechgraph demo: {name}")
+            t = time.perf_counter()
+            stage(state, bars)
+            state.seconds[name] = time.perf_counter() - t
+            if bars:
+                bars.progress.advance(overall)
+                bars.progress.console.log(f"{name}: done in {state.seconds[name]:.0f} s")
+    return state

@@ -1,0 +1,163 @@
+"""``mechgraph report``: one self-contained HTML page about everything in the graph store.
+
+The report is read back from Neo4j through library queries (``report_*``), never from a
+pipeline's memory, so it describes whatever the database holds: the models, checkpoints and
+tasks that were ingested, the size of every stored graph, the evaluations' faithfulness curves,
+communities, ROIs, task disentanglement, matching across checkpoints and sizes. Figures the
+analyses saved (their paths are stored on the nodes, or in the files named below) are embedded
+as base64 PNG, so the single HTML file can be mailed or archived.
+
+Sections whose analyses have not run say so instead of disappearing.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from queries.loader import run_query
+
+
+@dataclass
+class Section:
+    title: str
+    text: str = ""
+    tables: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
+    images: list[Path] = field(default_factory=list)
+
+
+#: An extra section builder: (db, data dir) -> Section or None. Analyses register theirs here.
+SectionBuilder = Callable[[Any, Path], Section | None]
+EXTRA_SECTIONS: list[SectionBuilder] = []
+
+
+def _round(rows: Sequence[dict[str, Any]], digits: int = 3) -> list[dict[str, Any]]:
+    out = []
+    for r in rows:
+        out.append({k: round(v, digits) if isinstance(v, float) else v for k, v in r.items()})
+    return out
+
+
+def graphs_section(db: Any, data: Path) -> Section:
+    rows = run_query(db, "report_graphs")
+    models = sorted({(r["model"], r["checkpoint"]) for r in rows})
+    tasks = sorted({r["task"] for r in rows})
+    text = (f"{len(rows)} stored graphs: {len(models)} model checkpoints "
+            f"({', '.join(f'{m} @ {c}' for m, c in models) or 'none'}), tasks {', '.join(tasks) or 'none'}.")
+    return Section("Graphs in the store", text, [("nodes and edges per run, task and granularity", _round(rows))])
+
+
+def evaluations_section(db: Any, data: Path) -> Section:
+    rows = run_query(db, "report_evaluations")
+    section = Section("Faithfulness: edge vs node ablation",
+                      "Faithfulness F = (m(G) − m(∅)) / (m(M) − m(∅)) against the number of edges kept, for "
+                      "edge ablation (each node reads only its kept in-edges) and node ablation of the same "
+                      "graphs; CPR = area under F, CMD = area under |1 − F| (MIB)."
+                      if rows else "No evaluation yet: `mechgraph evaluate`.")
+    if rows:
+        section.tables.append(("curve summaries", _round([{k: v for k, v in r.items() if k not in ("csv", "png")}
+                                                          for r in rows])))
+        section.images = _unique_paths(r["png"] for r in rows)
+    shortcut = sorted((data / "evaluations").glob("shortcut-*.csv")) if (data / "evaluations").is_dir() else []
+    for path in shortcut:
+        with open(path) as fh:
+            section.tables.append((f"the gender shortcut ({path.stem.removeprefix('shortcut-')}): node ablation of "
+                                   "the gender features vs edge ablation of their edges into the profession output",
+                                   _round([{k: _number(v) for k, v in r.items()} for r in csv.DictReader(fh)])))
+    return section
+
+
+def communities_section(db: Any, data: Path) -> Section:
+    rows = run_query(db, "report_communities")
+    out = []
+    for r in rows:
+        cfg = json.loads(r["config"] or "{}")
+        sel = cfg.get("selection", {})
+        out.append({"run": r["run"], "model": sel.get("model"), "checkpoint": sel.get("checkpoint"),
+                    "tasks": ", ".join(sel.get("tasks", [])), "method": r["method"], "level": r["level"],
+                    "communities": r["communities"], "largest sizes": ", ".join(map(str, r["sizes"][:8])),
+                    "modularity": r["modularity"]})
+    return Section("Communities", "" if out else "No communities yet: `mechgraph communities`.",
+                   [("communities runs", _round(out))] if out else [])
+
+
+def rois_section(db: Any, data: Path) -> Section:
+    rows = run_query(db, "report_rois")
+    section = Section("Regions of Interest",
+                      "Within-ROI mean decoder cosine and latent correlation (size-weighted) against random "
+                      "partitions of the same sizes. A within-ROI cosine near 1 would make an ROI a smaller "
+                      "dictionary; near the baseline, an ROI groups different directions that act together."
+                      if rows else "No ROIs yet: `mechgraph roi fit`.",
+                      [("ROIs per dictionary", _round(rows))] if rows else [])
+    for run in sorted({r["run"] for r in rows}):
+        section.images += sorted((data / "rois" / run).glob("*.png")) if (data / "rois" / run).is_dir() else []
+    return section
+
+
+def _number(v: Any) -> Any:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def _unique_paths(paths: Any) -> list[Path]:
+    seen: list[Path] = []
+    for p in paths:
+        if p and Path(p).is_file() and Path(p) not in seen:
+            seen.append(Path(p))
+    return seen
+
+
+def build_sections(db: Any, data: Path) -> list[Section]:
+    sections = [graphs_section(db, data), evaluations_section(db, data), communities_section(db, data),
+                rois_section(db, data)]
+    for builder in EXTRA_SECTIONS:
+        extra = builder(db, data)
+        if extra is not None:
+            sections.append(extra)
+    return sections
+
+
+def write_report(db: Any, data: Path, out: Path, *, title: str = "mechgraph report") -> Path:
+    """Render every section into one HTML file at ``out``."""
+    sections = build_sections(db, data)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    body = [f"<h1>{html.escape(title)}</h1>",
+            f"<p class=meta>generated {time.strftime('%Y-%m-%d %H:%M:%S')} from {html.escape(db.settings.uri)}</p>",
+            "<ul>" + "".join(f"<li><a href='#s{i}'>{html.escape(s.title)}</a></li>" for i, s in enumerate(sections))
+            + "</ul>"]
+    for i, s in enumerate(sections):
+        body.append(f"<h2 id='s{i}'>{html.escape(s.title)}</h2>")
+        if s.text:
+            body.append(f"<p>{html.escape(s.text)}</p>")
+        for caption, rows in s.tables:
+            body.append(_table(caption, rows))
+        for img in s.images:
+            data64 = base64.b64encode(img.read_bytes()).decode()
+            body.append(f"<figure><img src='data:image/png;base64,{data64}'>"
+                        f"<figcaption>{html.escape(img.name)}</figcaption></figure>")
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title><style>"
+            "body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+            "table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 6px}"
+            "th{background:#f3f3f3}caption{text-align:left;font-weight:bold;padding:4px 0}"
+            "img{max-width:100%}.meta{color:#777}</style></head><body>" + "\n".join(body) + "</body></html>")
+    out.write_text(page)
+    return out
+
+
+def _table(caption: str, rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return f"<p><i>{html.escape(caption)}: none</i></p>"
+    cols = list(rows[0])
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in cols) + "</tr>"
+                   for r in rows)
+    return f"<table><caption>{html.escape(caption)}</caption><tr>{head}</tr>{body}</table>"
