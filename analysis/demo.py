@@ -99,7 +99,8 @@ def _stage_ingest(state: DemoState, bars: Any) -> None:
     for spec in specs:
         result = ingest(state.db, IngestConfig(model=spec, tasks=cfg.tasks, examples=cfg.examples, seed=cfg.seed,
                                                attribution=AttributionConfig()),
-                        state_root=state.data / "runs", device=cfg.device, progress=bars)
+                        state_root=state.data / "runs", device=cfg.device,
+                        progress=bars.ingest(f"{spec} ") if bars else None)
         state.ingests[result.model, result.checkpoint] = result.run
         sizes = ", ".join(f"{t.task} {t.nodes}/{t.edges}" for t in result.tasks)
         state.lines.append(f"ingest {result.model} @ {result.checkpoint}: run {result.run} (nodes/edges {sizes}, "

@@ -32,6 +32,17 @@ class Bars:
         task = self.progress.add_task(description, total=total)
         return lambda n: self.progress.advance(task, n)
 
+    def ingest(self, prefix: str = "") -> Any:
+        """An ingest progress callback: one bar per task, with the edges accumulated so far."""
+        handles: dict[str, Any] = {}
+
+        def progress(name: str, done: int, total: int, edges: int) -> None:
+            if name not in handles:
+                handles[name] = self.progress.add_task(prefix + name, total=total)
+            self.progress.update(handles[name], completed=done, description=f"{prefix}{name}: {edges:,} accumulated edges")
+
+        return progress
+
 
 @zoo_app.command("build")
 def build(
@@ -198,15 +209,8 @@ def ingest_command(
     home = data_dir(ctx.obj.data_dir if ctx.obj else None)
     ensure_running(home)
     bars = Bars()
-    handles: dict[str, Any] = {}
-
-    def progress(name: str, done: int, total: int, edges: int) -> None:
-        if name not in handles:
-            handles[name] = bars.progress.add_task(name, total=total)
-        bars.progress.update(handles[name], completed=done, description=f"{name}: {edges:,} accumulated edges")
-
     with connect(data=home) as db, bars.progress:
-        result = ingest(db, config, state_root=home / "runs", device=device, progress=progress)
+        result = ingest(db, config, state_root=home / "runs", device=device, progress=bars.ingest())
     rows = [{"task": t.task, "status": "up to date" if t.skipped else "written",
              "examples": None if t.skipped else t.examples, "features": None if t.skipped else t.features,
              "nodes": None if t.skipped else t.nodes, "edges": t.edges, "head_edges": t.head_edges,
