@@ -87,7 +87,7 @@ def cosine_similarity(W_a: Any, W_b: Any) -> Any:
     return _unit_rows(W_a) @ _unit_rows(W_b).T
 
 
-def _standardise(F: Any) -> Any:
+def standardise(F: Any) -> Any:
     F = np.asarray(F, dtype=float)
     F = F - F.mean(axis=0, keepdims=True)
     sd = np.sqrt((F ** 2).mean(axis=0, keepdims=True))
@@ -103,7 +103,7 @@ def correlation_similarity(F_a: Any, F_b: Any) -> Any:
                           f"{F_a.shape} and {F_b.shape} (rows are tokens)")
     if F_a.shape[0] < 2:
         raise ConfigError("activation correlation needs at least two tokens")
-    return _standardise(F_a).T @ _standardise(F_b) / F_a.shape[0]
+    return standardise(F_a).T @ standardise(F_b) / F_a.shape[0]
 
 
 # -- assignment and refinement ---------------------------------------------------------------
@@ -188,7 +188,7 @@ def _start_matrix(start: FeatureMatch, seeds: Any, n: int) -> Any:
 
 def coactivation_graph(F: Any) -> Any:
     """[n n] correlation of a dictionary's latents with each other over tokens (0 on the diagonal)."""
-    Z = _standardise(F)
+    Z = standardise(F)
     G = Z.T @ Z / max(Z.shape[0], 1)
     np.fill_diagonal(G, 0.0)
     return G
