@@ -176,7 +176,7 @@ def match_features(config: FeatureMatchConfig, *, device: str = "cpu",
     for n, (hook, a, b) in enumerate(zip(hooks, d_src, d_dst, strict=True)):
         if progress:
             progress("matching", n, len(hooks))
-        out.append(_match_hook(config, hook, a, b, acts))
+        out.append(match_hook(config, hook, a, b, acts))
     if progress:
         progress("matching", len(hooks), len(hooks))
     return FeatureMatchResult(source=source, target=target, hooks=out, config=config,
@@ -217,8 +217,10 @@ def default_tasks(model: str) -> tuple[str, ...]:
     return tasks
 
 
-def _match_hook(config: FeatureMatchConfig, hook: str, a: Any, b: Any,
-                acts: tuple[dict[str, Any], dict[str, Any]] | None) -> HookMatch:
+def match_hook(config: FeatureMatchConfig, hook: str, a: Any, b: Any,
+               acts: tuple[dict[str, Any], dict[str, Any]] | None) -> HookMatch:
+    """Match dictionary ``a`` to ``b`` on ``hook`` by each of the config's methods (``acts``: both
+    sides' latents per hook on the same tokens, needed for activation)."""
     out = HookMatch(hook=hook, n_from=a.d_dict, n_to=b.d_dict, kinds=(a.kind, b.kind))
     for method in config.methods:
         if method == "cosine":

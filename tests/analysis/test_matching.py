@@ -11,6 +11,8 @@ from analysis.matching import (CommunityMatch, assign, coactivation_graph, corre
                                decoder_graph, dominant_task, emergence_chains, graph_refine, incident_weight,
                                jaccard_matrix, match_communities)
 from graphdb.errors import ConfigError
+from graphdb.keys import node_key
+from graphdb.schema import Label, Rel
 
 N, D, T = 256, 64, 2000
 #: Noise levels per method: none, small, large, larger. Activations carry 2000 tokens of
@@ -175,3 +177,144 @@ def test_task_dominance_from_incident_edges():
     assert incident_weight(A, index, ["absent"]) == 0.0
     assert dominant_task({"ioi": 6.0, "sva": 2.0}) == ("ioi", pytest.approx(0.75))
     assert dominant_task({"ioi": 0.0}) == (None, 0.0)
+
+
+# -- write-back and the timeline, on a real Neo4j ----------------------------------------------
+
+HOOK = "blocks.0.hook_resid_post"
+WIDTH = 24
+
+
+def _permuted_basis(perm):
+    """A dictionary whose latent j is coordinate perm[j] of the residual stream."""
+    import torch
+
+    from ingest.dictionaries.base import Dictionary
+
+    class PermutedBasis(Dictionary):
+        kind = "permuted"
+
+        def __init__(self) -> None:
+            super().__init__(len(perm), len(perm), hook_name=HOOK)
+            self.perm = torch.as_tensor(perm)
+
+        def _encode(self, x):
+            return x[..., self.perm]
+
+        def _decode(self, f):
+            out = torch.zeros_like(f)
+            out[..., self.perm] = f
+            return out
+
+        @property
+        def W_dec(self):
+            return torch.eye(self.d_in)[self.perm]
+
+    return PermutedBasis()
+
+
+@pytest.fixture()
+def tiny_matches(db, tiny_checkpoint):
+    """The residual basis of a tiny model at "step-1" matched to a permuted copy at "step-2"."""
+    from analysis.match_features import FeatureMatchConfig, FeatureMatchResult, Side, match_hook
+    from ingest.dictionaries import IdentityDictionary
+    from ingest.latents import collect_latents, shared_prompts
+    from ingest.zoo.specs import load_model
+
+    model = load_model(f"path:{tiny_checkpoint(WIDTH, 48, 1)}")
+    perm = np.random.default_rng(0).permutation(WIDTH)
+    a, b = IdentityDictionary(WIDTH, HOOK), _permuted_basis(perm)
+    batch = shared_prompts(model.tokenizer, ("ioi", "sva"), 8)
+    acts = (collect_latents(model, [a], batch, batch_size=4), collect_latents(model, [b], batch))
+    assert acts[0][HOOK].shape == (int(batch.last.sum()), WIDTH)   # every position but BOS, up to the last
+    config = FeatureMatchConfig(model="tiny", from_checkpoint="1", to_checkpoint="2", method="both", min_score=0.5)
+    hm = match_hook(config, HOOK, a, b, acts)
+    result = FeatureMatchResult(source=Side("tiny", "step-1", "path:a", {}), target=Side("tiny", "step-2", "path:b", {}),
+                                hooks=[hm], config=config)
+    return db, result, np.argsort(perm)
+
+
+def test_matches_are_written_once_and_recover_the_permutation(tiny_matches):
+    from analysis.match_features import write_feature_matches
+    from analysis.match_timeline import translation
+
+    db, result, truth = tiny_matches
+    assert result.hooks[0].matches["cosine"].accuracy(truth) == 1.0
+    assert result.hooks[0].matches["activation"].accuracy(truth) == 1.0
+    assert result.summary()[-1]["agreement"] == 1.0
+
+    def counts():
+        return db.read("MATCH (a:Feature)-[m:MATCHES]->(b:Feature) RETURN m.method AS method, count(*) AS n, "
+                       "min(m.score) AS low, collect(DISTINCT a.checkpoint + '>' + b.checkpoint) AS dirs "
+                       "ORDER BY method")
+
+    run = write_feature_matches(db, result)
+    first = counts()
+    assert [(r["method"], r["n"], r["dirs"]) for r in first] == [("activation", WIDTH, ["step-1>step-2"]),
+                                                                  ("cosine", WIDTH, ["step-1>step-2"])]
+    assert all(r["low"] >= 0.5 for r in first)
+    assert write_feature_matches(db, result) == run
+    assert counts() == first
+    assert db.read("MATCH (f:Feature) RETURN count(f) AS n")[0]["n"] == 2 * WIDTH
+    assert db.read("MATCH (r:Run {run: $run}) RETURN r.kind AS kind", {"run": run})[0]["kind"] == "match"
+    want = {node_key(Label.FEATURE, model="tiny", checkpoint="step-1", hook=HOOK, dictionary="identity", index=i):
+            node_key(Label.FEATURE, model="tiny", checkpoint="step-2", hook=HOOK, dictionary="permuted", index=int(j))
+            for i, j in enumerate(truth)}
+    assert translation(db, "tiny", "step-1", "step-2") == want
+
+
+def test_timeline_on_stored_communities(tiny_matches):
+    """Communities i % 3 at step-1 and the same sets (relabelled c -> (c + 1) % 3) at step-2: every
+    final community emerged at step 1 with Jaccard 1. Alignment by hand from step-2 edges:
+    community 1 has ioi |w| 2 + 1 and sva 1 inside it (ioi, 0.75), community 2 sva only."""
+    from analysis.communities import CommunityConfig, Partition, write_communities
+    from analysis.match_features import write_feature_matches
+    from analysis.match_timeline import TimelineConfig, build_timeline
+    from analysis.subgraph import Selection, Subgraph
+    from graphdb.writer import GraphWriter
+
+    db, result, truth = tiny_matches
+    write_feature_matches(db, result)
+    perm = np.argsort(truth)
+    keys = {ck: [node_key(Label.FEATURE, model="tiny", checkpoint=ck, hook=HOOK, dictionary=d, index=i)
+                 for i in range(WIDTH)] for ck, d in (("step-1", "identity"), ("step-2", "permuted"))}
+    labels = {"step-1": np.arange(WIDTH) % 3, "step-2": (perm % 3 + 1) % 3}
+    runs = {}
+    for ck in keys:
+        sub = Subgraph(selection=Selection("tiny", ck, ("ioi", "sva")), keys=np.array(keys[ck]), matrix=None, edges=0)
+        runs[ck] = write_communities(db, sub, Partition(labels=[labels[ck]], modularity=[0.0]), CommunityConfig())
+    members = {c: [k for k, lab in zip(keys["step-2"], labels["step-2"]) if lab == c] for c in range(3)}
+    edges = [("ioi", members[1][0], members[1][1], 2.0), ("ioi", members[1][1], members[1][2], -1.0),
+             ("sva", members[1][2], members[1][0], 1.0), ("sva", members[2][0], members[2][1], 2.0)]
+    writer = GraphWriter(db)
+    for task in ("ioi", "sva"):
+        writer.write_relationships(Rel.ATTRIBUTES_TO, [{"src": s, "dst": d, "weight": w} for t, s, d, w in edges
+                                                       if t == task],
+                                   common={"model": "tiny", "checkpoint": "step-2", "task": task, "run": "ingest-x"})
+    t = build_timeline(db, TimelineConfig(model="tiny", min_jaccard=0.5))
+    assert [r.step for r in t.runs] == [1, 2]
+    comm = {ck: [node_key(Label.COMMUNITY, run=runs[ck], level=0, index=c) for c in range(3)] for ck in runs}
+    assert {m.earlier: m.later for m in t.links[0]} == {comm["step-1"][c]: comm["step-2"][(c + 1) % 3] for c in range(3)}
+    assert all(m.jaccard == 1.0 for m in t.links[0])
+    assert {k: c.emergence for k, c in t.chains.items()} == {k: 1 for k in comm["step-2"]}
+    assert t.alignment[comm["step-2"][1]] == ("ioi", pytest.approx(0.75))
+    assert t.alignment[comm["step-2"][2]] == ("sva", pytest.approx(1.0))
+    assert t.alignment[comm["step-2"][0]] == (None, 0.0) and t.alignment[comm["step-1"][0]] == (None, 0.0)
+    assert len(t.rows) == 6
+
+
+def test_timeline_files(tmp_path):
+    from analysis.match_timeline import CommunityRun, Timeline, save_timeline, timeline_rows
+    from analysis.matching import Chain
+
+    finals = [node_key(Label.COMMUNITY, run="r2", level=0, index=c) for c in range(2)]
+    chains = {finals[0]: Chain(finals[0], [10, 100], ["x", finals[0]], [0.8]),
+              finals[1]: Chain(finals[1], [100], [finals[1]], [])}
+    runs = [CommunityRun("r1", "step-10", 10, ("ioi",), {}, {"x": ["a"]}),
+            CommunityRun("r2", "step-100", 100, ("ioi",), {}, {finals[0]: ["a", "b"], finals[1]: ["c"]})]
+    t = Timeline(model="toy", runs=runs, links=[], chains=chains, alignment={"x": ("ioi", 0.4), finals[0]: ("ioi", 0.9)})
+    t.rows = timeline_rows(t)
+    save_timeline(t, tmp_path)
+    assert t.png.stat().st_size > 1000
+    lines = t.csv.read_text().splitlines()
+    assert lines[0].startswith("final,emergence_step,step") and len(lines) == 4
