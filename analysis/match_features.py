@@ -139,16 +139,18 @@ class FeatureMatchResult:
     seconds: float = 0.0
 
     def summary(self) -> list[dict[str, Any]]:
-        """Per hook and method: matched, mean score, fraction above 0.5/0.7/0.9; with two methods,
-        ``agreement``: the fraction of the first method's pairs the second also made."""
+        """Per hook and method: matched, mean score, fraction above 0.5/0.7/0.9; with both methods,
+        on the activation row, ``agreement``: of the latents both kept (score >= min_score), the
+        fraction whose partner is the same by cosine and by activation."""
         rows = []
         for h in self.hooks:
-            for name, m in h.matches.items():
-                rows.append({"hook": h.hook, **m.summary(h.n_from, h.n_to)})
-            if "cosine" in h.matches and "activation" in h.matches:
-                a, b = h.matches["cosine"].mapping(), h.matches["activation"].mapping()
-                agree = sum(b.get(i) == j for i, j in a.items()) / max(len(a), 1)
-                rows[-1]["agreement"] = agree
+            for m in h.matches.values():
+                row = {"hook": h.hook, **m.summary(h.n_from, h.n_to)}
+                if m.method == "activation" and "cosine" in h.matches:
+                    a, b = h.matches["cosine"].mapping(), m.mapping()
+                    shared = [i for i in b if i in a]
+                    row["agreement"] = sum(a[i] == b[i] for i in shared) / len(shared) if shared else float("nan")
+                rows.append(row)
         return rows
 
 

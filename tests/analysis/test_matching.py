@@ -318,3 +318,26 @@ def test_timeline_files(tmp_path):
     assert t.png.stat().st_size > 1000
     lines = t.csv.read_text().splitlines()
     assert lines[0].startswith("final,emergence_step,step") and len(lines) == 4
+
+
+def test_community_similarity_across_sizes_by_hand():
+    """Large-model community d0 holds exactly the latents of small c1: similarity 1. d1 holds c0's
+    first latent and an unrelated one, c0 a second unrelated one: the best matches average to ~½."""
+    from analysis.match_sizes import community_similarity
+    from analysis.matching import standardise
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(4000, 6))
+    Z_small = {HOOK: standardise(X[:, :4])}
+    Z_large = {HOOK: standardise(np.column_stack([X[:, 2], X[:, 3], X[:, 0], X[:, 5]]))}
+
+    def keys(ck, idx):
+        return [node_key(Label.FEATURE, model="m", checkpoint=ck, hook=HOOK, dictionary="sae", index=i) for i in idx]
+
+    small = {"c0": keys("s", [0, 1]) + ["errornode|m|s|h|sae"], "c1": keys("s", [2, 3])}
+    large = {"d0": keys("l", [0, 1]), "d1": keys("l", [2, 3])}
+    sim = community_similarity(Z_small, Z_large, small, large)
+    assert sim[1, 0] == pytest.approx(1.0)
+    assert sim[0, 1] == pytest.approx(0.5, abs=0.05)
+    assert abs(sim[0, 0]) < 0.1 and abs(sim[1, 1]) < 0.1
+    assert community_similarity(Z_small, Z_large, {"e": ["errornode|m|s|h|sae"]}, large).tolist() == [[0.0, 0.0]]
