@@ -15,6 +15,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from analysis.match_cli import match_app
 from analysis.roi_cli import roi_app
 from graphdb.cli import app as db_app
 from graphdb.errors import MechgraphError
@@ -53,6 +54,7 @@ app.add_typer(query_app, name="query")
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(model_app, name="model")
 app.add_typer(roi_app, name="roi", help="Regions of Interest: fit blocks of functionally similar latents (SBM), list them.")
+app.add_typer(match_app, name="match", help="Match features and communities across checkpoints and model sizes: MATCHES, the emergence timeline, recurring communities.")
 app.command("ingest")(ingest_command)
 
 
