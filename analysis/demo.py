@@ -171,6 +171,43 @@ def _stage_shortcut(state: DemoState, bars: Any) -> None:
                        f"{node.pronoun_logit_diff:.2f} / edge {edge.pronoun_logit_diff:.2f} ({path})")
 
 
+def _stage_matching(state: DemoState, bars: Any) -> None:
+    from analysis.match_features import FeatureMatchConfig, match_features, write_feature_matches
+    from analysis.match_sizes import SizesConfig, compare_sizes, save_sizes
+    from analysis.match_timeline import TimelineConfig, build_timeline, save_timeline
+    from ingest.zoo.specs import _manifest, zoo_model_dir
+
+    cfg = state.config
+    small = [ck for (m, ck) in state.ingests if m == cfg.small]
+    n_layers = int(_manifest(zoo_model_dir(cfg.small), cfg.small)["config"]["n_layers"])
+    hooks = tuple(f"blocks.{L}.hook_resid_post" for L in range(n_layers))
+    for a, b in zip(small, small[1:], strict=False):
+        result = match_features(FeatureMatchConfig(model=f"zoo:{cfg.small}", from_checkpoint=a, to_checkpoint=b,
+                                                   hooks=hooks, method="cosine", seed=cfg.seed), device=cfg.device)
+        run = write_feature_matches(state.db, result)
+        pairs = [m for h in result.hooks for m in h.matches.values()]
+        mean = sum(float(m.score.sum()) for m in pairs) / max(sum(len(m) for m in pairs), 1)
+        state.lines.append(f"match {cfg.small} {a} -> {b}: {sum(len(m) for m in pairs)} latent pairs by decoder "
+                           f"cosine (mean {mean:.3f}), run {run}")
+    timeline = build_timeline(state.db, TimelineConfig(
+        model=cfg.small, communities=tuple(state.communities[cfg.small, ck] for ck in small), tasks=cfg.tasks))
+    save_timeline(timeline, state.data / "matching")
+    state.results["timeline"] = timeline
+    emerged = {f.rsplit("|", 1)[-1]: c.emergence for f, c in timeline.chains.items()}
+    state.lines.append(f"timeline {cfg.small}: emergence step per final community {emerged}; plot {timeline.png}")
+    large = [ck for (m, ck) in state.ingests if m == cfg.large]
+    if large:
+        sizes = compare_sizes(state.db, SizesConfig(
+            small=cfg.small, large=cfg.large, small_run=state.communities[cfg.small, small[-1]],
+            large_run=state.communities[cfg.large, large[-1]], tasks=cfg.tasks, examples=cfg.examples,
+            seed=cfg.seed), device=cfg.device)
+        save_sizes(sizes, state.data / "matching")
+        state.results["sizes"] = sizes
+        recur = sum(bool(r["recurs"]) for r in sizes.rows)
+        state.lines.append(f"sizes {cfg.small} vs {cfg.large}: {recur} of {len(sizes.rows)} paired communities recur "
+                           f"(activation similarity >= 0.5 and the same dominant task); table {sizes.csv}")
+
+
 def _stage_report(state: DemoState, bars: Any) -> None:
     from analysis.report import write_report
 
@@ -179,7 +216,8 @@ def _stage_report(state: DemoState, bars: Any) -> None:
 
 
 STAGES: list[tuple[str, Stage]] = [("zoo", _stage_zoo), ("ingest", _stage_ingest), ("communities", _stage_communities),
-                                   ("ROIs", _stage_rois), ("evaluate", _stage_evaluate), ("shortcut", _stage_shortcut)]
+                                   ("ROIs", _stage_rois), ("evaluate", _stage_evaluate), ("shortcut", _stage_shortcut),
+                                   ("matching", _stage_matching)]
 
 
 def run_demo(data_dir: Path, config: DemoConfig | None = None, *, bars: Any = None) -> DemoState:

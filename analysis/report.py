@@ -67,10 +67,9 @@ def evaluations_section(db: Any, data: Path) -> Section:
         section.images = _unique_paths(r["png"] for r in rows)
     shortcut = sorted((data / "evaluations").glob("shortcut-*.csv")) if (data / "evaluations").is_dir() else []
     for path in shortcut:
-        with open(path) as fh:
-            section.tables.append((f"the gender shortcut ({path.stem.removeprefix('shortcut-')}): node ablation of "
-                                   "the gender features vs edge ablation of their edges into the profession output",
-                                   _round([{k: _number(v) for k, v in r.items()} for r in csv.DictReader(fh)])))
+        section.tables.append((f"the gender shortcut ({path.stem.removeprefix('shortcut-')}): node ablation of the "
+                               "gender features vs edge ablation of their edges into the profession output",
+                               _csv_rows(path)))
     return section
 
 
@@ -161,3 +160,30 @@ def _table(caption: str, rows: list[dict[str, Any]]) -> str:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in cols) + "</tr>"
                    for r in rows)
     return f"<table><caption>{html.escape(caption)}</caption><tr>{head}</tr>{body}</table>"
+
+
+def matching_section(db: Any, data: Path) -> Section:
+    """The emergence timelines and the comparison across sizes (``mechgraph match``)."""
+    folder = data / "matching"
+    timelines = sorted(folder.glob("timeline-*.png")) if folder.is_dir() else []
+    sizes = sorted(folder.glob("sizes-*.csv"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    section = Section("Emergence across checkpoints, recurrence across sizes",
+                      "Communities of consecutive checkpoints matched by the overlap of their members after "
+                      "mapping features through MATCHES (decoder cosine, optimal assignment); a final community "
+                      "emerges at the first checkpoint from which its chain of matches is unbroken. Across sizes, "
+                      "communities are paired by the activation similarity of their members on the same prompts "
+                      "and by their dominant task." if timelines or sizes else
+                      "No matching yet: `mechgraph match features / timeline / sizes`.", images=timelines)
+    for path in sorted(folder.glob("timeline-*.csv")) if folder.is_dir() else []:
+        section.tables.append((f"timeline {path.stem.removeprefix('timeline-')}", _csv_rows(path)))
+    if sizes:
+        section.tables.append(("communities across sizes (newest comparison)", _csv_rows(sizes[-1])))
+    return section
+
+
+def _csv_rows(path: Path) -> list[dict[str, Any]]:
+    with open(path) as fh:
+        return _round([{k: _number(v) for k, v in r.items()} for r in csv.DictReader(fh)])
+
+
+EXTRA_SECTIONS.append(matching_section)
