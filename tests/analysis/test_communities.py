@@ -54,6 +54,18 @@ def test_pull_subgraph_is_the_stored_graph(planted):
         pull_subgraph(db, Selection(MODEL, CKPT, ("other",)))
 
 
+def test_pull_refuses_nodes_without_nid_and_shared_nids(planted):
+    from graphdb.errors import ConfigError
+
+    db, _, _ = planted
+    db.write("MATCH (n:Feature {key: $k}) SET n.nid = null", {"k": _key(3)})
+    with pytest.raises(ConfigError, match="without an nid"):
+        pull_subgraph(db, Selection(MODEL, CKPT, (TASK,)))
+    db.write("MATCH (a:Feature {key: $a}), (b:Feature {key: $b}) SET a.nid = b.nid", {"a": _key(3), "b": _key(4)})
+    with pytest.raises(ConfigError, match="share nid"):
+        pull_subgraph(db, Selection(MODEL, CKPT, (TASK,)))
+
+
 @pytest.mark.parametrize("method", ["leiden", "louvain", "sbm", "hleiden"])
 def test_methods_recover_planted_blocks(planted, method):
     db, truth, _ = planted
@@ -90,3 +102,4 @@ def test_write_back_replaces_rather_than_duplicates(planted):
     assert counts() == first
     sizes = db.read("MATCH (c:Community {run: $run}) RETURN c.size AS s ORDER BY s DESC", {"run": run})
     assert [r["s"] for r in sizes] == sorted(np.bincount(part.labels[0]).tolist(), reverse=True)
+
