@@ -13,8 +13,9 @@ number of blocks, between ``min_blocks`` and ``max_blocks``, BIC chooses),
 refinement). Every method takes a seed. The modularity reported is Newman's, of the final
 partition on ``W``, for every method.
 
-Write-back: ``:Community`` nodes (method, parameters, level, size, modularity) keyed by
-(run, level, index), ``(:Node)-[:IN_COMMUNITY {run}]->(:Community)`` and
+Write-back: ``:Community`` nodes (method, parameters, level, size, modularity, and the
+selection: model, checkpoint, tasks, ``graph_run``, granularity, min_abs_weight, which the
+``community_*`` library queries filter edges by) keyed by (run, level, index), ``(:Node)-[:IN_COMMUNITY {run}]->(:Community)`` and
 ``(:Community)-[:PRODUCED_BY]->(:Run)``. The run id is the hash of the selection and the
 parameters, so re-running replaces (the run's communities are deleted first) instead of
 duplicating.
@@ -190,7 +191,9 @@ def write_communities(db: Any, sub: Subgraph, part: Partition, config: Community
             comms.append({"key": key, "run": record.run_id, "level": level, "index": c, "size": size,
                           "method": config.method, "modularity": part.modularity[level],
                           "model": sub.selection.model, "checkpoint": sub.selection.checkpoint,
-                          "tasks": list(sub.selection.tasks), **params})
+                          "tasks": list(sub.selection.tasks), "graph_run": sub.selection.run,
+                          "granularity": sub.selection.granularity,
+                          "min_abs_weight": sub.selection.min_abs_weight, **params})
         keys = sub.keys.tolist()
         members += [{"src": keys[i], "dst": node_key(Label.COMMUNITY, run=record.run_id, level=level, index=int(c)),
                      "run": record.run_id} for i, c in enumerate(labels.tolist())]
