@@ -26,6 +26,24 @@ from graphdb.writer import cypher_template
 from queries.loader import run_query
 
 
+def newest_ingest_run(db: Any, model: str, checkpoint: str, tasks: tuple[str, ...]) -> str:
+    """The newest finished ingest run that wrote the graph of every one of ``tasks`` for ``model``
+    @ ``checkpoint`` (the ``latest_run`` library query, per task). ``ConfigError`` when a task has
+    none, or when the tasks' newest runs differ (then a run must be named, or ``*`` chosen)."""
+    newest: dict[str, str] = {}
+    for task in tasks:
+        rows = run_query(db, "latest_run", {"kind": "ingest", "model": model, "checkpoint": checkpoint, "task": task})
+        if not rows:
+            raise ConfigError(f"no finished ingest run wrote a {task} graph of {model} @ {checkpoint}: "
+                              "run `mechgraph ingest` first, or name a run")
+        newest[task] = rows[0]["run"]
+    if len(set(newest.values())) > 1:
+        raise ConfigError("the newest ingest runs differ between the tasks ("
+                          + ", ".join(f"{t}: {r}" for t, r in newest.items())
+                          + "): name one run, or * to sum every run of each task")
+    return newest[tasks[0]]
+
+
 @dataclass(frozen=True)
 class Selection:
     """Which edges to pull. ``run = "*"``: every run of each task."""
