@@ -120,7 +120,7 @@ def _keys_of(db: Any, nids: Any) -> Any:
     found, counts = np.unique(got, return_counts=True)
     if (counts > 1).any():
         shared = int(found[counts > 1][0])
-        raise ConfigError(f"two stored nodes share nid {shared} (a 64-bit BLAKE2b collision of their keys: "
+        raise ConfigError(f"two stored nodes share nid {shared} (a collision of the 63-bit BLAKE2b ids of their keys: "
                           f"{sorted(keys[got == shared].tolist())}); rename one of them")
     if len(found) != len(nids) or not (found == nids).all():
         raise ConfigError(f"{len(nids)} node ids pulled but {len(found)} of them found (were nodes deleted "
