@@ -15,10 +15,10 @@ partition on ``W``, for every method.
 
 Write-back: ``:Community`` nodes (method, parameters, level, size, modularity, and the
 selection: model, checkpoint, tasks, ``graph_run``, granularity, min_abs_weight, which the
-``community_*`` library queries filter edges by) keyed by (run, level, index), ``(:Node)-[:IN_COMMUNITY {run}]->(:Community)`` and
-``(:Community)-[:PRODUCED_BY]->(:Run)``. The run id is the hash of the selection and the
-parameters, so re-running replaces (the run's communities are deleted first) instead of
-duplicating.
+``community_*`` library queries filter edges by) keyed by (run, level, index),
+``(:Node)-[:IN_COMMUNITY {run}]->(:Community)`` and ``(:Community)-[:PRODUCED_BY]->(:Run)``.
+The run id is the hash of the selection and the parameters, so re-running replaces (the
+run's communities are deleted first) instead of duplicating.
 """
 
 from __future__ import annotations

@@ -143,7 +143,8 @@ def test_communities_defaults_to_the_newest_ingest_run(db, neo4j_settings):
         writer.write_nodes(Label.RUN, [{**record.row(), "tasks_done": [task]}])
         writer.write_relationships(Rel.FOR_TASK, [{"src": record.key, "dst": node_key(Label.TASK, task=task)}],
                                    src=Label.RUN, dst=Label.TASK)
-        writer.write_relationships(Rel.ATTRIBUTES_TO, [{"src": keys[a], "dst": keys[b], "weight": 1.0} for a, b in pairs],
+        writer.write_relationships(Rel.ATTRIBUTES_TO,
+                                   [{"src": keys[a], "dst": keys[b], "weight": 1.0} for a, b in pairs],
                                    common={"model": model, "checkpoint": ckpt, "task": task, "run": record.run_id})
     args = ["communities", "--model", model, "--checkpoint", ckpt, "--task", task]
     res = runner.invoke(app, args, env=env_for(neo4j_settings))

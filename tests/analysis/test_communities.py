@@ -114,7 +114,8 @@ def test_community_library_queries_on_a_hand_built_partition(db):
     f = [_key(i) for i in range(6)]
     out = node_key(Label.OUTPUT, model=MODEL, checkpoint=CKPT, task=TASK, metric="logit_diff")
     writer = GraphWriter(db)
-    writer.write_nodes(Label.FEATURE, [{"key": k, "model": MODEL, "checkpoint": CKPT, "index": i} for i, k in enumerate(f)])
+    writer.write_nodes(Label.FEATURE, [{"key": k, "model": MODEL, "checkpoint": CKPT, "index": i}
+                                       for i, k in enumerate(f)])
     writer.write_nodes(Label.OUTPUT, [{"key": out, "model": MODEL, "checkpoint": CKPT, "task": TASK,
                                        "metric": "logit_diff"}])
     edges = [(0, 1, 3.0), (1, 2, -2.0), (0, 2, 0.5), (3, 4, 1.0), (4, 5, 1.5), (2, 3, 0.1)]
