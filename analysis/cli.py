@@ -281,7 +281,9 @@ def communities(
     model: Annotated[str, typer.Option("--model", "-m", help="Model name as stored (e.g. mt-small).")],
     checkpoint: Annotated[str, typer.Option(help="Checkpoint name as stored (e.g. step-3000).")],
     task: Annotated[list[str], typer.Option("--task", "-t", help="Task (repeatable: their graphs are summed).")],
-    run: Annotated[str, typer.Option(help="One ingest run id, or * for every run of the tasks.")] = "*",
+    run: Annotated[str | None, typer.Option(
+        help="One ingest run id, or '*' to sum every run of the tasks (e.g. a model's residual and module "
+             "graphs together).", show_default="the newest finished ingest run of the model, checkpoint and tasks")] = None,
     granularity: Annotated[str, typer.Option(help="feature, head or roi.")] = "feature",
     min_abs_weight: Annotated[float, typer.Option(help="Only edges with |weight| >= this.")] = 0.0,
     method: Annotated[str, typer.Option(help="leiden, louvain, sbm or hleiden (hierarchical Leiden).")] = "leiden",
@@ -295,23 +297,33 @@ def communities(
     Pulls the subgraph through Cypher into a sparse matrix, partitions |A| + |A|^T (see
     analysis/communities.py for direction and sign), and writes the result linked to a :Run;
     running the same selection and parameters again replaces it.
+
+    Without --run, the graph is the newest finished ingest run of the model, checkpoint and
+    tasks (one run: if the tasks' newest runs differ, name one). --run '*' sums every run of
+    each task instead, which mixes e.g. a model's residual and module graphs.
     """
     from analysis.communities import CommunityConfig, partition, write_communities
-    from analysis.subgraph import Selection, pull_subgraph
+    from analysis.subgraph import Selection, newest_ingest_run, pull_subgraph
     from graphdb.connection import connect
     from graphdb.embedded import ensure_running
+    from graphdb.keys import node_key
+    from graphdb.schema import Label
     from graphdb.settings import data_dir
 
     try:
-        selection = Selection(model=model, checkpoint=checkpoint, tasks=tuple(task), run=run,
-                              granularity=granularity, min_abs_weight=min_abs_weight)
         config = CommunityConfig(method=method, objective=objective, resolution=resolution,  # type: ignore[arg-type]
                                  weights=weights, seed=seed)  # type: ignore[arg-type]
+        # Checked before connecting; the default run is filled in once the graph can be read.
+        Selection(model=model, checkpoint=checkpoint, tasks=tuple(task), granularity=granularity,
+                  min_abs_weight=min_abs_weight)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     home = data_dir(ctx.obj.data_dir)
     ensure_running(home)
     with connect(data=home) as db:
+        graph_run = run if run is not None else newest_ingest_run(db, model, checkpoint, tuple(task))
+        selection = Selection(model=model, checkpoint=checkpoint, tasks=tuple(task), run=graph_run,
+                              granularity=granularity, min_abs_weight=min_abs_weight)
         sub = pull_subgraph(db, selection)
         part = partition(sub, config)
         run_id = write_communities(db, sub, part, config)
@@ -323,8 +335,11 @@ def communities(
         rows.append({"level": level, "communities": len(sizes), "largest": int(sizes.max()),
                      "singletons": int((sizes == 1).sum()), "modularity": round(part.modularity[level], 4)})
     render(rows, list(rows[0]), Format.TABLE,
-           title=f"{method} on {model} @ {checkpoint}, {', '.join(task)}: {sub.n} nodes, {sub.edges} edges")
-    typer.echo(f"run {run_id}; members: mechgraph query run community_members -p run={run_id} -p index=0")
+           title=f"{method} on {model} @ {checkpoint}, {', '.join(task)} (graph run {graph_run}): "
+                 f"{sub.n} nodes, {sub.edges} edges")
+    largest = node_key(Label.COMMUNITY, run=run_id, level=0, index=0)
+    typer.echo(f"run {run_id}; the largest community: mechgraph query run community_members -p run={run_id} "
+               f"-p index=0, or community_top_edges / community_output_links -p community='{largest}'")
 
 
 #: Cypher the demo suggests to paste into Neo4j Browser: the graphs `make demo` ingests from

@@ -1,11 +1,19 @@
 """Subgraphs out of Neo4j as scipy sparse matrices, with a stable, documented node index.
 
 ``pull_subgraph`` reads a selection (model, checkpoint, one or more tasks, run, granularity,
-minimum |weight|) through the ``subgraph_columns`` library query: each task's edges arrive as
-three parallel columns in a single record, so there is no per-edge Python work between the
-server and numpy. The node index is the lexicographic order of the node keys, so the same
-selection always gives the same matrix; ``A[i, j]`` is the weight of the edge from node ``i``
-to node ``j``, summed over the selected tasks (and runs) when they share an edge.
+minimum |weight|) in two queries. The ``subgraph_columns`` library query returns each task's
+edges as three parallel columns in a single record, endpoints as ``nid`` integers
+(``graphdb.keys.key_id``, set on every node by the writer) rather than key strings, so there is
+no per-edge Python work and no million-string transfer between the server and numpy. Then the
+``node_keys`` query fetches the keys of just the distinct nodes. The node index is the
+lexicographic order of the node keys, so the same selection always gives the same matrix;
+``A[i, j]`` is the weight of the edge from node ``i`` to node ``j``, summed over the selected
+tasks (and runs) when they share an edge.
+
+Nodes written before nids existed have none: the pull raises ``ConfigError`` asking for the
+graph to be written again (ingest is idempotent; the MERGE adds the nid) rather than keeping a
+second, slower key-string path. Two stored keys with the same nid (probability ~1e-9 at 200k
+nodes) are detected by the key fetch and raise ``ConfigError`` too.
 """
 
 from __future__ import annotations
@@ -14,7 +22,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphdb.errors import ConfigError
+from graphdb.writer import cypher_template
 from queries.loader import run_query
+
+
+def newest_ingest_run(db: Any, model: str, checkpoint: str, tasks: tuple[str, ...]) -> str:
+    """The newest finished ingest run that wrote the graph of every one of ``tasks`` for ``model``
+    @ ``checkpoint`` (the ``latest_run`` library query, per task). ``ConfigError`` when a task has
+    none, or when the tasks' newest runs differ (then a run must be named, or ``*`` chosen)."""
+    newest: dict[str, str] = {}
+    for task in tasks:
+        rows = run_query(db, "latest_run", {"kind": "ingest", "model": model, "checkpoint": checkpoint, "task": task})
+        if not rows:
+            raise ConfigError(f"no finished ingest run wrote a {task} graph of {model} @ {checkpoint}: "
+                              "run `mechgraph ingest` first, or name a run")
+        newest[task] = rows[0]["run"]
+    if len(set(newest.values())) > 1:
+        raise ConfigError("the newest ingest runs differ between the tasks ("
+                          + ", ".join(f"{t}: {r}" for t, r in newest.items())
+                          + "): name one run, or * to sum every run of each task")
+    return newest[tasks[0]]
 
 
 @dataclass(frozen=True)
@@ -63,14 +90,39 @@ def pull_subgraph(db: Any, selection: Selection) -> Subgraph:
         rows = run_query(db, "subgraph_columns", {
             "model": selection.model, "checkpoint": selection.checkpoint, "task": task, "run": selection.run,
             "granularity": selection.granularity, "min_abs_weight": selection.min_abs_weight})
-        srcs.append(np.asarray(rows[0]["sources"], dtype=object))
-        dsts.append(np.asarray(rows[0]["targets"], dtype=object))
+        srcs.append(np.asarray(rows[0]["source_nids"], dtype=np.int64))
+        dsts.append(np.asarray(rows[0]["target_nids"], dtype=np.int64))
         weights.append(np.asarray(rows[0]["weights"], dtype=np.float64))
     src, dst, w = np.concatenate(srcs), np.concatenate(dsts), np.concatenate(weights)
+    what = (f"{selection.granularity} edges of {selection.model} @ {selection.checkpoint} for "
+            f"{', '.join(selection.tasks)} (run {selection.run}, |weight| >= {selection.min_abs_weight})")
     if len(w) == 0:
-        raise ConfigError(f"no {selection.granularity} edges of {selection.model} @ {selection.checkpoint} for "
-                          f"{', '.join(selection.tasks)} (run {selection.run}, |weight| >= {selection.min_abs_weight})")
-    keys, inverse = np.unique(np.concatenate([src, dst]).astype(str), return_inverse=True)
-    n, m = len(keys), len(w)
-    matrix = sparse.coo_matrix((w, (inverse[:m], inverse[m:])), shape=(n, n)).tocsr()  # duplicates summed
-    return Subgraph(selection=selection, keys=keys, matrix=matrix, edges=m)
+        raise ConfigError(f"no {what}")
+    if (src < 0).any() or (dst < 0).any():
+        raise ConfigError(f"the {what} join nodes without an nid (written before nids existed): write "
+                          "the graph again (`mechgraph ingest` is idempotent and adds them)")
+    nids, inverse = np.unique(np.concatenate([src, dst]), return_inverse=True)
+    keys = _keys_of(db, nids)
+    order = np.argsort(keys, kind="stable")  # node index = lexicographic order of the keys
+    rank = np.empty(len(nids), dtype=np.int64)
+    rank[order] = np.arange(len(nids))
+    n, m = len(nids), len(w)
+    matrix = sparse.coo_matrix((w, (rank[inverse[:m]], rank[inverse[m:]])), shape=(n, n)).tocsr()  # duplicates summed
+    return Subgraph(selection=selection, keys=keys[order], matrix=matrix, edges=m)
+
+
+def _keys_of(db: Any, nids: Any) -> Any:
+    """The key of each of the sorted unique ``nids`` (a str array aligned with them)."""
+    import numpy as np
+
+    row = db.read(cypher_template("node_keys"), {"nids": nids.tolist()})[0]
+    got, keys = np.asarray(row["nids"], dtype=np.int64), np.asarray(row["keys"], dtype=str)
+    found, counts = np.unique(got, return_counts=True)
+    if (counts > 1).any():
+        shared = int(found[counts > 1][0])
+        raise ConfigError(f"two stored nodes share nid {shared} (a collision of the 63-bit BLAKE2b ids of their keys: "
+                          f"{sorted(keys[got == shared].tolist())}); rename one of them")
+    if len(found) != len(nids) or not (found == nids).all():
+        raise ConfigError(f"{len(nids)} node ids pulled but {len(found)} of them found (were nodes deleted "
+                          "while pulling?)")
+    return keys[np.argsort(got)]

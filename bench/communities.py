@@ -70,16 +70,21 @@ def main() -> int:
     with connect(data=data_dir()) as db:
         have = db.read("MATCH ()-[r:ATTRIBUTES_TO]->() WHERE r.model = $m AND r.checkpoint = $c AND r.task = $t "
                        "RETURN count(r) AS n", {"m": MODEL, "c": CKPT, "t": TASK})[0]["n"]
-        if have != len(weight):
+        # A graph stored before nodes had an nid gets its nodes written again (the MERGE adds it).
+        with_nid = db.read("MATCH (n:Feature) WHERE n.model = $m AND n.nid IS NOT NULL RETURN count(n) AS n",
+                           {"m": MODEL})[0]["n"]
+        if have != len(weight) or with_nid != args.nodes:
             t = time.perf_counter()
             writer = GraphWriter(db, batch_size=50_000)
             writer.write_nodes(Label.FEATURE, ({"key": k, "model": MODEL, "checkpoint": CKPT, "index": i}
                                                for i, k in enumerate(key)))
-            writer.write_relationships(Rel.ATTRIBUTES_TO, ({"src": key[s], "dst": key[d], "weight": float(w)}
-                                                           for s, d, w in zip(src, dst, weight)),
-                                       common={"model": MODEL, "checkpoint": CKPT, "task": TASK, "run": RUN})
-            print(f"setup (not timed below): wrote {args.nodes:,} nodes and {len(weight):,} edges in "
-                  f"{time.perf_counter() - t:.1f}s")
+            if have != len(weight):
+                writer.write_relationships(Rel.ATTRIBUTES_TO, ({"src": key[s], "dst": key[d], "weight": float(w)}
+                                                               for s, d, w in zip(src, dst, weight)),
+                                           common={"model": MODEL, "checkpoint": CKPT, "task": TASK, "run": RUN})
+            print(f"setup (not timed below): wrote {args.nodes:,} nodes"
+                  + (f" and {len(weight):,} edges" if have != len(weight) else "")
+                  + f" in {time.perf_counter() - t:.1f}s")
         else:
             print(f"setup: the {len(weight):,}-edge graph is already stored")
         t0 = time.perf_counter()

@@ -10,9 +10,15 @@ Examples::
     node_key(Label.FEATURE, model="mt-small", checkpoint="final",
              hook="blocks.0.hook_resid_post", dictionary="sae", index=17)
     == "feature|mt-small|final|blocks.0.hook_resid_post|sae|17"
+
+Every node also carries ``nid = key_id(key)``, a stable integer derived from the key alone
+(set by ``GraphWriter.write_nodes``): bulk reads move 8-byte integers instead of key strings,
+without Neo4j's deprecated internal ``id()``.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from graphdb.errors import ConfigError
 from graphdb.schema import Label
@@ -76,3 +82,18 @@ def parse_key(key: str) -> tuple[Label, dict[str, str]]:
     if label is None or len(values) != len(KEY_PARTS[label]):
         raise ConfigError(f"{key!r} is not a mechgraph node key")
     return label, dict(zip(KEY_PARTS[label], values, strict=True))
+
+
+#: nid is a non-negative signed 64-bit integer (Neo4j stores it as a long; -1 is free as a sentinel).
+_NID_MASK = (1 << 63) - 1
+
+
+def key_id(key: str) -> int:
+    """The node's ``nid``: the first 8 bytes of BLAKE2b(key) as a 63-bit non-negative integer.
+
+    Deterministic across processes and machines (unlike ``hash``). Two keys share an nid with
+    probability ~ n^2 / 2^64 for n nodes (about 1e-9 for 200k nodes); readers that rely on nid
+    check for it (``analysis.subgraph``).
+    """
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & _NID_MASK

@@ -102,8 +102,8 @@ KEYED_LABELS: tuple[Label, ...] = (
 
 #: (index name, Cypher target, properties). Chosen for the queries analysts run most:
 #: a task's subgraph at one checkpoint above a weight (the composite relationship index,
-#: equality on the prefix and a range seek on abs_weight), and the nodes of one checkpoint
-#: or layer.
+#: equality on the prefix and a range seek on abs_weight), the nodes of one checkpoint
+#: or layer, and nodes by nid.
 #:
 #: Deliberately NO relationship index led by an identity property (``run`` or ``task``
 #: alone): the writer's ``MERGE (a)-[r:ATTRIBUTES_TO {run, task}]->(b)`` must expand between
@@ -116,6 +116,10 @@ INDEXES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("node_checkpoint_layer", f"(n:{Label.NODE})", ("model", "checkpoint", "layer")),
     ("feature_dictionary_index", f"(n:{Label.FEATURE})", ("dictionary", "index")),
     ("community_run", f"(n:{Label.COMMUNITY})", ("run",)),
+    # The integer id (keys.key_id) a bulk subgraph pull looks its nodes' keys up by. A plain
+    # range index, not a uniqueness constraint: a 64-bit collision should not fail an ingest;
+    # the pull detects it instead.
+    ("node_nid", f"(n:{Label.NODE})", ("nid",)),
 )
 
 

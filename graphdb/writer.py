@@ -5,7 +5,8 @@ writer cuts them into batches of ``batch_size`` and writes each batch in one man
 transaction (retried by the driver on transient errors). Nodes MERGE on their key,
 relationships on their endpoints plus the identity properties of their type
 (``schema.REL_IDENTITY``), so writing the same run twice leaves identical node and
-relationship counts. Constraints and indexes are created before the first write.
+relationship counts. Constraints and indexes are created before the first write. Every node written gets
+``nid = keys.key_id(key)`` here, whatever the caller passed: the integer id bulk reads use.
 
 Two interchangeable paths carry a batch, with the same semantics (the tests run both):
 
@@ -30,6 +31,7 @@ from typing import Any, Literal
 
 from graphdb.connection import Database
 from graphdb.errors import ConfigError, MechgraphError, QueryError
+from graphdb.keys import key_id
 from graphdb.schema import GRAPH_NODE_LABELS, KEYED_LABELS, REL_IDENTITY, Granularity, Label, Rel, init_schema
 
 log = logging.getLogger(__name__)
@@ -149,16 +151,20 @@ class GraphWriter:
     # -- nodes -------------------------------------------------------------------------
     def write_nodes(self, label: Label, rows: Iterable[Mapping[str, Any]],
                     common: Mapping[str, Any] | None = None) -> int:
-        """MERGE nodes; each row is ``{"key": ..., **properties}``. Returns rows written."""
+        """MERGE nodes; each row is ``{"key": ..., **properties}``. Returns rows written.
+
+        ``nid`` is derived from the key (``keys.key_id``) and set on every node."""
         key_label, extra = _node_labels(label)
         self.ensure_schema()
-        common = dict(common or {})
+        common = {k: v for k, v in (common or {}).items() if k != "nid"}
         total = 0
         for batch in batched(rows, self.batch_size):
             rows_ = [dict(r) for r in batch]
             keys = [r.pop("key", None) for r in rows_]
             if not all(keys):
                 raise ConfigError(f"a {label} row has no key: {batch[keys.index(None)]!r}")
+            for r, k in zip(rows_, keys):
+                r["nid"] = key_id(k)
             if self.path == "procedure":
                 params = {"key_label": str(key_label), "extra_labels": [str(x) for x in extra],
                           "common": common, "keys": keys, "columns": _columns(rows_, ())}

@@ -122,3 +122,39 @@ def test_db_start_is_idempotent_and_stop_stops(tmp_path):
         stopped = runner.invoke(app, [*base, "db", "stop"], env=env)
     assert stopped.exit_code == 0 and "Neo4j stopped." in stopped.stdout
     assert runner.invoke(app, [*base, "db", "status"], env=env).exit_code == 3
+
+
+def test_communities_defaults_to_the_newest_ingest_run(db, neo4j_settings):
+    """Two finished ingest runs of one task: no --run partitions the newest one's edges only;
+    --run '*' sums both (the old default)."""
+    from graphdb.keys import node_key
+    from graphdb.provenance import RunRecord
+    from graphdb.schema import Label, Rel
+
+    model, ckpt, task = "cli-model", "final", "ioi"
+    keys = [node_key(Label.FEATURE, model=model, checkpoint=ckpt, hook="blocks.0.hook_resid_post", dictionary="sae",
+                     index=i) for i in range(6)]
+    writer = GraphWriter(db)
+    writer.write_nodes(Label.FEATURE, [{"key": k, "model": model, "checkpoint": ckpt} for k in keys])
+    writer.write_nodes(Label.TASK, [{"key": node_key(Label.TASK, task=task), "name": task}])
+    old = RunRecord(kind="ingest", config={"graph": "resid"}, seed=0, created_at=1.0)
+    new = RunRecord(kind="ingest", config={"graph": "module"}, seed=0, created_at=2.0)
+    for record, pairs in ((old, [(0, 1), (1, 2), (2, 0)]), (new, [(3, 4), (4, 5)])):
+        writer.write_nodes(Label.RUN, [{**record.row(), "tasks_done": [task]}])
+        writer.write_relationships(Rel.FOR_TASK, [{"src": record.key, "dst": node_key(Label.TASK, task=task)}],
+                                   src=Label.RUN, dst=Label.TASK)
+        writer.write_relationships(Rel.ATTRIBUTES_TO,
+                                   [{"src": keys[a], "dst": keys[b], "weight": 1.0} for a, b in pairs],
+                                   common={"model": model, "checkpoint": ckpt, "task": task, "run": record.run_id})
+    args = ["communities", "--model", model, "--checkpoint", ckpt, "--task", task]
+    res = runner.invoke(app, args, env=env_for(neo4j_settings))
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.stdout.split())  # the table title wraps
+    assert f"graph run {new.run_id}): 3 nodes, 2 edges" in text
+    res = runner.invoke(app, [*args, "--run", "*"], env=env_for(neo4j_settings))
+    assert res.exit_code == 0, res.output
+    assert "6 nodes, 5 edges" in " ".join(res.stdout.split())
+    res = runner.invoke(app, ["communities", "--model", model, "--checkpoint", ckpt, "--task", "induction"],
+                        env=env_for(neo4j_settings))
+    assert res.exit_code == 1 and "no finished ingest run" in res.output
+    assert "newest finished ingest run" in " ".join(runner.invoke(app, ["communities", "--help"]).stdout.split())

@@ -54,6 +54,18 @@ def test_pull_subgraph_is_the_stored_graph(planted):
         pull_subgraph(db, Selection(MODEL, CKPT, ("other",)))
 
 
+def test_pull_refuses_nodes_without_nid_and_shared_nids(planted):
+    from graphdb.errors import ConfigError
+
+    db, _, _ = planted
+    db.write("MATCH (n:Feature {key: $k}) SET n.nid = null", {"k": _key(3)})
+    with pytest.raises(ConfigError, match="without an nid"):
+        pull_subgraph(db, Selection(MODEL, CKPT, (TASK,)))
+    db.write("MATCH (a:Feature {key: $a}), (b:Feature {key: $b}) SET a.nid = b.nid", {"a": _key(3), "b": _key(4)})
+    with pytest.raises(ConfigError, match="share nid"):
+        pull_subgraph(db, Selection(MODEL, CKPT, (TASK,)))
+
+
 @pytest.mark.parametrize("method", ["leiden", "louvain", "sbm", "hleiden"])
 def test_methods_recover_planted_blocks(planted, method):
     db, truth, _ = planted
@@ -90,3 +102,49 @@ def test_write_back_replaces_rather_than_duplicates(planted):
     assert counts() == first
     sizes = db.read("MATCH (c:Community {run: $run}) RETURN c.size AS s ORDER BY s DESC", {"run": run})
     assert [r["s"] for r in sizes] == sorted(np.bincount(part.labels[0]).tolist(), reverse=True)
+
+
+def test_community_library_queries_on_a_hand_built_partition(db):
+    """Two hand-made communities A = {f0, f1, f2}, B = {f3, f4, f5} and the output in a third:
+    the top edges of A are exactly its internal edges of the selected task by |weight|, and its
+    output links are its members' direct edges into the output with their total."""
+    from analysis.communities import Partition
+    from queries.loader import run_query
+
+    f = [_key(i) for i in range(6)]
+    out = node_key(Label.OUTPUT, model=MODEL, checkpoint=CKPT, task=TASK, metric="logit_diff")
+    writer = GraphWriter(db)
+    writer.write_nodes(Label.FEATURE, [{"key": k, "model": MODEL, "checkpoint": CKPT, "index": i}
+                                       for i, k in enumerate(f)])
+    writer.write_nodes(Label.OUTPUT, [{"key": out, "model": MODEL, "checkpoint": CKPT, "task": TASK,
+                                       "metric": "logit_diff"}])
+    edges = [(0, 1, 3.0), (1, 2, -2.0), (0, 2, 0.5), (3, 4, 1.0), (4, 5, 1.5), (2, 3, 0.1)]
+    to_out = [(1, 0.7), (2, -0.2), (5, 0.4)]
+    common = {"model": MODEL, "checkpoint": CKPT, "task": TASK, "run": "hand-run"}
+    writer.write_relationships(Rel.ATTRIBUTES_TO, [{"src": f[a], "dst": f[b], "weight": w} for a, b, w in edges]
+                               + [{"src": f[a], "dst": out, "weight": w} for a, w in to_out], common=common)
+    # Another task's edge inside A, stronger than any selected one: not part of the partitioned graph.
+    writer.write_relationships(Rel.ATTRIBUTES_TO, [{"src": f[0], "dst": f[1], "weight": 9.0}],
+                               common={**common, "task": "other"})
+
+    sub = pull_subgraph(db, Selection(MODEL, CKPT, (TASK,), run="hand-run"))
+    block = {**{k: 0 for k in f[:3]}, **{k: 1 for k in f[3:]}, out: 2}
+    labels = np.array([block[k] for k in sub.keys.tolist()])
+    config = CommunityConfig(seed=0)
+    run = write_communities(db, sub, Partition(labels=[labels], modularity=[modularity(undirected(sub), labels)]),
+                            config)
+    a, b = (node_key(Label.COMMUNITY, run=run, level=0, index=i) for i in (0, 1))
+
+    top = run_query(db, "community_top_edges", {"community": a, "limit": 2})
+    assert [(r["source"], r["target"], r["weight"]) for r in top] == [(f[0], f[1], 3.0), (f[1], f[2], -2.0)]
+    everything = run_query(db, "community_top_edges", {"community": a})
+    assert [(r["source"], r["target"], r["task"]) for r in everything] == [
+        (f[0], f[1], TASK), (f[1], f[2], TASK), (f[0], f[2], TASK)]
+    assert [r["weight"] for r in run_query(db, "community_top_edges", {"community": b})] == [1.5, 1.0]
+
+    links = run_query(db, "community_output_links", {"community": a})
+    assert [(r["output"], r["member"], r["weight"]) for r in links] == [(out, f[1], 0.7), (out, f[2], -0.2)]
+    assert all(r["output_total_weight"] == pytest.approx(0.5) and r["output_edges"] == 2
+               and r["metric"] == "logit_diff" for r in links)
+    links_b = run_query(db, "community_output_links", {"community": b})
+    assert [(r["member"], r["weight"], r["output_total_weight"]) for r in links_b] == [(f[5], 0.4, 0.4)]

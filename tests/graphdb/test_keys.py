@@ -46,3 +46,14 @@ def test_unkeyed_label_and_foreign_key_raise():
 
 def test_every_keyed_label_except_node_has_key_parts():
     assert set(KEYED_LABELS) - {Label.NODE} <= set(KEY_PARTS)
+
+
+def test_key_id_is_a_stable_non_negative_int64():
+    from graphdb.keys import key_id
+
+    key = node_key(Label.FEATURE, model="mt-small", checkpoint="final", hook="blocks.0.hook_resid_post",
+                   dictionary="sae", index=17)
+    # pinned: a stored graph's nids must not change between versions, processes or machines
+    assert key_id(key) == 6090243229036083507
+    ids = {key_id(f"feature|m|c|h|d|{i}") for i in range(10_000)}
+    assert len(ids) == 10_000 and all(0 <= i < 2**63 for i in ids)

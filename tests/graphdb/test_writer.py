@@ -127,3 +127,15 @@ def test_both_paths_write_the_same_graph(db):
             (r["a"], r["t"], r["b"], sorted(r["p"].items())) for r in db.read(
                 "MATCH (a)-[r]->(b) RETURN a.key AS a, type(r) AS t, b.key AS b, properties(r) AS p")))
     assert snapshot[0] == snapshot[1]
+
+
+def test_every_written_node_carries_its_key_id(db, path):
+    from graphdb.keys import key_id
+
+    write_sample(GraphWriter(db, path=path), SampleSpec())
+    rows = db.read("MATCH (n) RETURN n.key AS key, n.nid AS nid")
+    assert rows and all(r["nid"] == key_id(r["key"]) for r in rows)
+    # a caller's own nid is overridden: it is derived from the key in one place only
+    key = node_key(Label.TASK, task="t")
+    GraphWriter(db, path=path).write_nodes(Label.TASK, [{"key": key, "nid": 7}], common={"nid": 8})
+    assert db.read("MATCH (n:Task {key: $k}) RETURN n.nid AS nid", {"k": key})[0]["nid"] == key_id(key)

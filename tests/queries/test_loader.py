@@ -32,13 +32,17 @@ def test_library_has_the_analyst_queries():
     assert {"task_subgraph", "neighbourhood", "paths_to_output", "graph_summary", "runs"} <= set(library())
 
 
-def _communities_run(db) -> str:
-    """Communities of the sample graph's ioi edges (for the queries that read them)."""
+def _communities_run(db) -> dict[str, str]:
+    """Communities of the sample graph's ioi edges (for the queries that read them): the run id
+    and the key of A_FEATURE's community (A_FEATURE feeds the output, so it has output links)."""
     from analysis.communities import CommunityConfig, partition, write_communities
     from analysis.subgraph import Selection, pull_subgraph
 
     sub = pull_subgraph(db, Selection(SPEC.model, CKPT, (TASK,)))
-    return write_communities(db, sub, partition(sub, CommunityConfig()), CommunityConfig())
+    run = write_communities(db, sub, partition(sub, CommunityConfig()), CommunityConfig())
+    community = db.read("MATCH (:Node {key: $key})-[:IN_COMMUNITY {run: $run}]->(c) RETURN c.key AS c",
+                        {"key": A_FEATURE, "run": run})[0]["c"]
+    return {"run": run, "community": community}
 
 
 def _roi_run(db) -> str:
@@ -70,9 +74,11 @@ def _roi_run(db) -> str:
 @pytest.mark.parametrize("name", sorted(library()))
 def test_every_library_query_runs_and_returns_its_declared_columns(sample_db, name):
     q = library()[name]
-    values = {p.name: PARAMS[p.name] for p in q.params if p.required}
     if name.startswith("community_"):
-        values["run"] = _communities_run(sample_db)
+        given = _communities_run(sample_db)
+        values = {p.name: given[p.name] for p in q.params if p.required}
+    else:
+        values = {p.name: PARAMS[p.name] for p in q.params if p.required}
     if name.startswith("roi"):
         values["run"] = _roi_run(sample_db)
     rows = run_query(sample_db, name, values)
