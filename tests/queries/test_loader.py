@@ -79,9 +79,16 @@ def test_every_library_query_runs_and_returns_its_declared_columns(sample_db, na
         values = {p.name: given[p.name] for p in q.params if p.required}
     else:
         values = {p.name: PARAMS[p.name] for p in q.params if p.required}
-    if name.startswith("roi"):
+    if name.startswith("roi") or name == "report_rois":
         values["run"] = _roi_run(sample_db)
-    rows = run_query(sample_db, name, values)
+    if name == "report_communities":
+        _communities_run(sample_db)
+    if name == "group_members":
+        values["key"] = _communities_run(sample_db)["community"]
+    if name == "report_evaluations":
+        sample_db.write("CREATE (:Evaluation {name: 'edge-summary', run: 'evaluate-0', task: $task, ablation: 'edge', "
+                        "cpr: 0.5, cmd: 0.5})", {"task": TASK})
+    rows = run_query(sample_db, name, {k: v for k, v in values.items() if k in {p.name for p in q.params}})
     assert rows, f"{name} returned nothing on the sample graph"
     assert list(rows[0]) == list(q.returns)
 
