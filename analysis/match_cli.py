@@ -27,14 +27,7 @@ def _bars() -> tuple[Any, Any]:
     from ingest.cli import Bars
 
     bars = Bars()
-    handles: dict[str, Any] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in handles:
-            handles[stage] = bars.progress.add_task(stage, total=total)
-        bars.progress.update(handles[stage], completed=done, total=total)
-
-    return bars, progress
+    return bars, bars.stages()
 
 
 @match_app.command("features")

@@ -61,12 +61,7 @@ def fit(
     home = data_dir(ctx.obj.data_dir)
     ensure_running(home)
     bars = Bars()
-    handles: dict[str, Any] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in handles:
-            handles[stage] = bars.progress.add_task(stage, total=total)
-        bars.progress.update(handles[stage], completed=done, total=total)
+    progress = bars.stages()
 
     with connect(data=home) as db, bars.progress:
         result = fit_run_rois(db, config, out_root=Path(out) if out else home / "rois", device=device,

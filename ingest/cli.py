@@ -32,6 +32,17 @@ class Bars:
         task = self.progress.add_task(description, total=total)
         return lambda n: self.progress.advance(task, n)
 
+    def stages(self) -> Any:
+        """A ``progress(stage, done, total)`` callback: one bar per stage name."""
+        handles: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in handles:
+                handles[stage] = self.progress.add_task(stage, total=total)
+            self.progress.update(handles[stage], completed=done, total=total)
+
+        return progress
+
     def ingest(self, prefix: str = "") -> Any:
         """An ingest progress callback: one bar per task, with the edges accumulated so far."""
         handles: dict[str, Any] = {}
