@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from analysis.communities import CommunityConfig, partition, write_communities
+from analysis.communities import CommunityConfig, Partition, partition, write_communities
 from analysis.subgraph import Selection, Subgraph, pull_subgraph
 from graphdb.errors import ConfigError
 from graphdb.keys import node_key, parse_key
@@ -385,8 +385,6 @@ def disentangle_graphs(db: Any, graphs: Mapping[str, Subgraph], config: Disentan
     analysis = analyse(graphs, config.community, null=config.null, draws=config.n_draws, seed=config.seed,
                        selection=selection)
     sub = kept_subgraph(analysis.alignment, selection)
-    from analysis.communities import Partition
-
     communities_run = write_communities(db, sub, Partition(labels=[analysis.labels], modularity=[analysis.modularity]),
                                         config.community)
     record = RunRecord(kind="disentangle", seed=config.seed,
