@@ -315,7 +315,7 @@ def disentangle(
     ensure_running(home)
     bars = Bars()
     with connect(data=home) as db, bars.progress:
-        handle = bars.progress.add_task("communities × tasks: kill table", total=None)
+        handle = bars.progress.add_task("communities × tasks: kill table", total=None, visible=kill)
         result = run_disentangle(db, config, out_root=Path(out) if out else home / "disentangle", device=device,
                                  progress=lambda done, total: bars.progress.update(handle, completed=done, total=total))
     a = result.analysis

@@ -185,7 +185,8 @@ def plot_kill(table: KillTable, kind: str, path: Path, *, title: str = "") -> Pa
     for ax, values, name in zip(axes[0], panels, ("kill C", "keep only C"), strict=True):
         im = ax.imshow(values, vmin=lo, vmax=hi, cmap="viridis", aspect="auto")
         ax.set_xticks(np.arange(T), table.tasks, fontsize=8)
-        ax.set_yticks(np.arange(k), rows if ax is axes[0][0] else [], fontsize=8)
+        ax.set_yticks(np.arange(k), rows, fontsize=8)
+        ax.tick_params(labelleft=ax is axes[0][0])  # shared rows: labelled once
         ax.set_title(f"{name} ({kind} ablation)", fontsize=9)
         for i in range(k):
             for j in range(T):
@@ -194,7 +195,7 @@ def plot_kill(table: KillTable, kind: str, path: Path, *, title: str = "") -> Pa
                         color="black" if (v - lo) / (hi - lo) > 0.6 else "white")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
     if title:
-        fig.suptitle(f"{title}\nF = (m − m(∅)) / (m(M) − m(∅)) on each task's prompts", fontsize=9)
+        fig.suptitle(f"{title}\nF = (m − m(∅)) / (m(M) − m(∅)) on each task's prompts", fontsize=9, y=1.04)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
