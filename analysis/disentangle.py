@@ -387,6 +387,8 @@ def disentangle_graphs(db: Any, graphs: Mapping[str, Subgraph], config: Disentan
     sub = kept_subgraph(analysis.alignment, selection)
     communities_run = write_communities(db, sub, Partition(labels=[analysis.labels], modularity=[analysis.modularity]),
                                         config.community)
+    # Rewriting the communities dropped the links of earlier disentangle runs sharing them.
+    db.write(cypher_template("relink_disentanglement"), {"run": communities_run})
     record = RunRecord(kind="disentangle", seed=config.seed,
                        config={**asdict(config), "graph_runs": dict(runs), "communities_run": communities_run})
     result = DisentangleResult(run=record.run_id, communities_run=communities_run, graph_runs=dict(runs),

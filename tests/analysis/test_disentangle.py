@@ -216,7 +216,9 @@ def test_disentangle_a_tiny_two_task_graph(db, model_dir, tmp_path):
     first = counts()
     assert first["d"] == 1 + len(an.purity) and first["r"] == 2 * first["d"]
     again = disentangle(db, replace(config, kill=False), out_root=tmp_path / "out")
-    assert again.run != result.run  # another configuration, another run
+    assert again.run != result.run and again.communities_run == result.communities_run
+    assert counts() == first  # the shared communities were rewritten; the first run's links are back
+    assert len(run_query(db, "disentanglement", {"run": result.run})) == len(an.purity)
     assert disentangle(db, config, out_root=tmp_path / "out").run == result.run
     assert counts() == first
     assert db.read("MATCH (r:Run {kind: 'disentangle'}) RETURN count(r) AS c")[0]["c"] == 2
