@@ -43,6 +43,7 @@ KEY_PARTS: dict[Label, tuple[str, ...]] = {
     Label.INPUT: ("model", "checkpoint", "name"),
     Label.COMMUNITY: ("run", "level", "index"),
     Label.EVALUATION: ("run", "name"),
+    Label.DISENTANGLEMENT: ("run", "name"),
 }
 
 _KIND_OF: dict[str, Label] = {label.lower(): label for label in KEY_PARTS}

@@ -14,6 +14,7 @@ Model (one Neo4j database holds many models, checkpoints, tasks and runs side by
     (:Node)-[:IN_COMMUNITY]->(:Community)-[:PRODUCED_BY]->(:Run)
     (:Feature)-[:MATCHES {score, method}]->(:Feature)        (across checkpoints / sizes)
     (:Evaluation)-[:PRODUCED_BY]->(:Run)        (:Run)-[:FOR_TASK]->(:Task)
+    (:Disentanglement)-[:PRODUCED_BY]->(:Run)   (:Disentanglement)-[:DESCRIBES]->(:Community) / (:Run)
 
 Every node that can be an endpoint of ``ATTRIBUTES_TO`` also carries the ``:Node`` label, so
 one uniqueness constraint (``Node.key``) serves every edge-endpoint lookup in the writer.
@@ -42,6 +43,7 @@ class Label(StrEnum):
     RUN = "Run"
     COMMUNITY = "Community"
     EVALUATION = "Evaluation"
+    DISENTANGLEMENT = "Disentanglement"
     NODE = "Node"
 
 
@@ -65,6 +67,7 @@ class Rel(StrEnum):
     PRODUCED_BY = "PRODUCED_BY"
     FOR_TASK = "FOR_TASK"
     EVALUATES = "EVALUATES"
+    DESCRIBES = "DESCRIBES"
 
 
 class Granularity(StrEnum):
@@ -97,6 +100,7 @@ KEYED_LABELS: tuple[Label, ...] = (
     Label.RUN,
     Label.COMMUNITY,
     Label.EVALUATION,
+    Label.DISENTANGLEMENT,
     Label.NODE,
 )
 

@@ -15,7 +15,8 @@ CKPT, TASK = SPEC.checkpoints[-1], SPEC.tasks[0]
 EDGES = [row for _, what, row, _ in sample_rows(SPEC) if what == Rel.ATTRIBUTES_TO]
 A_FEATURE = SPEC.feature_key(CKPT, SPEC.n_layers - 1, 0)  # serves ioi, feeds the output
 
-#: Parameters for every library query on the sample graph.
+#: Parameters for every library query on the sample graph. Queries of analysis runs get
+#: their ``run`` from the helper that writes one (``community_*``, ``roi*``, ``disentanglement``).
 PARAMS = {
     "model": SPEC.model, "checkpoint": CKPT, "task": TASK, "layer": 1, "key": A_FEATURE,
     "run": SPEC.run().run_id, "kind": "sample", "hook": SPEC.hook(1),
@@ -45,6 +46,17 @@ def _communities_run(db) -> dict[str, str]:
     return {"run": run, "community": community}
 
 
+def _disentangle_run(db, tmp_path) -> str:
+    """A task disentanglement of the sample graph's tasks (no kill table: no model behind it)."""
+    from analysis.disentangle import DisentangleConfig, disentangle_graphs, pull_task_graphs
+
+    runs = {t: SPEC.run().run_id for t in SPEC.tasks}
+    graphs = pull_task_graphs(db, SPEC.model, CKPT, runs)
+    config = DisentangleConfig(model=SPEC.model, tasks=tuple(SPEC.tasks), kill=False, draws=10)
+    return disentangle_graphs(db, graphs, config, model=SPEC.model, checkpoint=CKPT, runs=runs, run_config=None,
+                              out_root=tmp_path).run
+
+
 def _roi_run(db) -> str:
     """ROIs of the sample graph's layer-1 dictionary (latent i in ROI i % 3), written back with
     the ROI-level graph of the sample run's ioi edges (for the queries that read them)."""
@@ -72,7 +84,7 @@ def _roi_run(db) -> str:
 
 
 @pytest.mark.parametrize("name", sorted(library()))
-def test_every_library_query_runs_and_returns_its_declared_columns(sample_db, name):
+def test_every_library_query_runs_and_returns_its_declared_columns(sample_db, name, tmp_path):
     q = library()[name]
     if name.startswith("community_"):
         given = _communities_run(sample_db)
@@ -88,6 +100,8 @@ def test_every_library_query_runs_and_returns_its_declared_columns(sample_db, na
     if name == "report_evaluations":
         sample_db.write("CREATE (:Evaluation {name: 'edge-summary', run: 'evaluate-0', task: $task, ablation: 'edge', "
                         "cpr: 0.5, cmd: 0.5})", {"task": TASK})
+    if name == "disentanglement":
+        values["run"] = _disentangle_run(sample_db, tmp_path)
     rows = run_query(sample_db, name, {k: v for k, v in values.items() if k in {p.name for p in q.params}})
     assert rows, f"{name} returned nothing on the sample graph"
     assert list(rows[0]) == list(q.returns)
