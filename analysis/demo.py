@@ -171,6 +171,20 @@ def _stage_shortcut(state: DemoState, bars: Any) -> None:
                        f"{node.pronoun_logit_diff:.2f} / edge {edge.pronoun_logit_diff:.2f} ({path})")
 
 
+def _stage_disentangle(state: DemoState, bars: Any) -> None:
+    from analysis.disentangle import DisentangleConfig, disentangle
+
+    (model, ckpt), run = final_small(state)
+    result = disentangle(state.db, DisentangleConfig(model=f"zoo:{model}@final", tasks=state.config.tasks, run=run,
+                                                     examples=state.config.examples, seed=state.config.seed),
+                         out_root=state.data / "disentangle", device=state.config.device)
+    a = result.analysis
+    state.results["disentangle"] = result
+    state.lines.append(f"disentangle {model} @ {ckpt}: {len(a.purity)} communities, NMI {a.nmi:.3f}, ARI {a.ari:.3f}, "
+                       f"{a.null} null NMI {a.null_mean:.3f} ± {a.null_std:.3f}, z = {a.z:.1f}; kill table "
+                       f"{result.csv}")
+
+
 def _stage_matching(state: DemoState, bars: Any) -> None:
     from analysis.match_features import FeatureMatchConfig, match_features, write_feature_matches
     from analysis.match_sizes import SizesConfig, compare_sizes, save_sizes
@@ -217,7 +231,7 @@ def _stage_report(state: DemoState, bars: Any) -> None:
 
 STAGES: list[tuple[str, Stage]] = [("zoo", _stage_zoo), ("ingest", _stage_ingest), ("communities", _stage_communities),
                                    ("ROIs", _stage_rois), ("evaluate", _stage_evaluate), ("shortcut", _stage_shortcut),
-                                   ("matching", _stage_matching)]
+                                   ("disentangle", _stage_disentangle), ("matching", _stage_matching)]
 
 
 def run_demo(data_dir: Path, config: DemoConfig | None = None, *, bars: Any = None) -> DemoState:

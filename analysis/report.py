@@ -187,3 +187,28 @@ def _csv_rows(path: Path) -> list[dict[str, Any]]:
 
 
 EXTRA_SECTIONS.append(matching_section)
+
+
+def disentangle_section(db: Any, data: Path) -> Section | None:
+    """The newest task disentanglement: NMI, ARI and z against its null, purity, the kill table."""
+    runs = db.read("MATCH (r:Run {kind: 'disentangle'}) RETURN r.run AS run ORDER BY r.created_at DESC LIMIT 1")
+    if not runs:
+        return Section("Task disentanglement", "No disentanglement yet: `mechgraph disentangle`.")
+    run = runs[0]["run"]
+    rows = run_query(db, "disentanglement", {"run": run})
+    section = Section("Task disentanglement")
+    if rows:
+        r = rows[0]
+        section.text = (f"Run {run}: do the union graph's communities follow the tasks? NMI {r['nmi']:.3f} and ARI "
+                        f"{r['ari']:.3f} between communities and each node's dominant task; z = {r['z']:.1f} against "
+                        "the null model. The kill table gives F on each task's prompts when a community is "
+                        "ablated (kill C) and when everything but it is (keep only C), by edge ablation.")
+    folder = data / "disentangle" / run
+    for name, caption in (("purity.csv", "task purity per community"), ("kill.csv", "kill table")):
+        if (folder / name).is_file():
+            section.tables.append((caption, _csv_rows(folder / name)))
+    section.images = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    return section
+
+
+EXTRA_SECTIONS.insert(0, disentangle_section)

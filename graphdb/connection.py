@@ -103,7 +103,12 @@ def connect(settings: Neo4jSettings | None = None, *, data: str | Path | None = 
 
     settings = settings or resolve_settings(data)
     # Bolt over loopback to the embedded server needs no TLS; external URIs choose their own.
-    driver = GraphDatabase.driver(settings.uri, auth=(settings.user, settings.password))
+    # Server notifications (e.g. "property does not exist yet" on a fresh store) go no further
+    # than WARNING: the library's queries are ours and tested, and on an empty or partly filled
+    # database the informational ones are noise.
+    driver = GraphDatabase.driver(settings.uri, auth=(settings.user, settings.password),
+                                  notifications_min_severity="WARNING",
+                                  notifications_disabled_classifications=["UNRECOGNIZED"])
     try:
         with driver_errors(settings):
             driver.verify_connectivity()
