@@ -8,14 +8,14 @@ STAMP   = $(VENV)/.mechgraph-installed
 
 .PHONY: demo test bench-write bench-attribution bench-evaluate system-deps install neo4j clean
 
-demo: install neo4j            ## the main job, end to end: model zoo (cached after the first run), SmolLM2, graphs in Neo4j
+demo: install neo4j            ## the main job, end to end: zoo, graphs, analyses and report (mechgraph demo), then SmolLM2
+	$(BIN)/mechgraph demo
+	$(BIN)/mechgraph ingest --model zoo:mt-small@final --graph module --task ioi
+	$(BIN)/mechgraph evaluate --model zoo:mt-small@final --task ioi --granularity head
 	$(BIN)/mechgraph zoo build --smollm2
 	$(BIN)/mechgraph model check smollm2-135m
-	$(BIN)/mechgraph ingest --model zoo:mt-small@final --task ioi --task induction --task greater_than
-	$(BIN)/mechgraph ingest --model zoo:mt-small@final --graph module --task ioi
 	$(BIN)/mechgraph ingest --model smollm2-135m --task ioi --examples 4 --steps 1
-	$(BIN)/mechgraph evaluate --model zoo:mt-small@final --task ioi
-	$(BIN)/mechgraph demo
+	$(BIN)/mechgraph report
 
 test: install neo4j            ## the whole test suite (starts its own Neo4j)
 	$(BIN)/python -m pytest
