@@ -98,7 +98,7 @@ def _stage_ingest(state: DemoState, bars: Any) -> None:
     specs = [f"zoo:{cfg.small}@{s}" for s in _checkpoint_steps(cfg.small, cfg.steps)] + [f"zoo:{cfg.large}@final"]
     for spec in specs:
         result = ingest(state.db, IngestConfig(model=spec, tasks=cfg.tasks, examples=cfg.examples, seed=cfg.seed,
-                                               attribution=AttributionConfig()),
+                                               attribution=AttributionConfig(threshold=0.01)),
                         state_root=state.data / "runs", device=cfg.device,
                         progress=bars.ingest(f"{spec} ") if bars else None)
         state.ingests[result.model, result.checkpoint] = result.run

@@ -250,6 +250,7 @@ def plot_timeline(t: Timeline, path: Path) -> Path:
         ax.scatter([], [], color=colour, label=task)
     ax.set_xscale("log")
     ax.set_xticks(steps, [str(s) for s in steps])
+    ax.set_xticks([], minor=True)  # no log-scale minor labels over the checkpoint labels
     ax.set_yticks(range(len(finals)), [f"#{parse_key(f)[1]['index']}" for f in finals])
     ax.invert_yaxis()
     ax.set_xlabel("checkpoint step (log)")
