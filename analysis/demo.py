@@ -77,8 +77,12 @@ def _stage_zoo(state: DemoState, bars: Any) -> None:
     from ingest.zoo.store import zoo_root
 
     result = build_zoo(zoo_root(None), only=(state.config.small, state.config.large), device=state.config.device,
-                       progress=bars.progress.console.log)
+                       progress=bars if bars else _no_bars)
     state.lines.append(f"zoo: built {', '.join(result.built) or 'nothing'}; cached {', '.join(result.cached) or 'nothing'}")
+
+
+def _no_bars(description: str, total: int) -> Any:
+    return lambda n: None
 
 
 def _checkpoint_steps(model: str, wanted: tuple[int, ...]) -> list[int]:
