@@ -136,7 +136,8 @@ def run_shortcut(config: ShortcutConfig, *, device: str = "cpu") -> ShortcutResu
     female = torch.tensor([ex.meta["gender"] == "f" for ex in balanced_ex], device=device)
     rows = torch.arange(len(balanced), device=device)
     _, values = engine.run_cached(balanced.tokens)
-    f = readout.dictionary.encode(values[-1])
+    with torch.no_grad():
+        f = readout.dictionary.encode(values[-1])
     d_prof = selectivity(f[rows, balanced.last], female)
     d_pron = selectivity(f[rows, pronoun.last], female)
     gender = ((d_prof >= config.min_selectivity) | (d_pron >= config.min_pronoun_selectivity)).nonzero().flatten()
