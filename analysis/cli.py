@@ -291,6 +291,8 @@ def communities(
     resolution: Annotated[float, typer.Option(help="Resolution parameter (Leiden, Louvain, hierarchical Leiden).")] = 1.0,
     weights: Annotated[str, typer.Option(help="abs (|w|, both signs bind) or positive (only w > 0); direction is dropped.")] = "abs",
     seed: Annotated[int, typer.Option(help="Seed of the method.")] = 0,
+    kind: Annotated[list[str] | None, typer.Option("--kind", help="Only nodes with this label (repeatable): Feature, ErrorNode, Input, Output, Head, ROI; edges between two such nodes.")] = None,
+    layer: Annotated[list[int] | None, typer.Option("--layer", help="Only nodes in this layer (repeatable; the embedding input is -1, the output n_layers).")] = None,
 ) -> None:
     """Communities of a stored graph, written back as :Community nodes and IN_COMMUNITY edges.
 
@@ -315,7 +317,7 @@ def communities(
                                  weights=weights, seed=seed)  # type: ignore[arg-type]
         # Checked before connecting; the default run is filled in once the graph can be read.
         Selection(model=model, checkpoint=checkpoint, tasks=tuple(task), granularity=granularity,
-                  min_abs_weight=min_abs_weight)
+                  min_abs_weight=min_abs_weight, kinds=tuple(kind or ()), layers=tuple(layer or ()))
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     home = data_dir(ctx.obj.data_dir)
@@ -323,7 +325,8 @@ def communities(
     with connect(data=home) as db:
         graph_run = run if run is not None else newest_ingest_run(db, model, checkpoint, tuple(task))
         selection = Selection(model=model, checkpoint=checkpoint, tasks=tuple(task), run=graph_run,
-                              granularity=granularity, min_abs_weight=min_abs_weight)
+                              granularity=granularity, min_abs_weight=min_abs_weight, kinds=tuple(kind or ()),
+                              layers=tuple(layer or ()))
         sub = pull_subgraph(db, selection)
         part = partition(sub, config)
         run_id = write_communities(db, sub, part, config)

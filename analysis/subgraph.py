@@ -44,9 +44,15 @@ def newest_ingest_run(db: Any, model: str, checkpoint: str, tasks: tuple[str, ..
     return newest[tasks[0]]
 
 
+#: node labels a selection can restrict to
+NODE_KINDS = ("Feature", "ErrorNode", "Input", "Output", "Head", "ROI")
+
+
 @dataclass(frozen=True)
 class Selection:
-    """Which edges to pull. ``run = "*"``: every run of each task."""
+    """Which edges to pull. ``run = "*"``: every run of each task. ``kinds`` and ``layers``
+    (empty: any) restrict the *nodes*: an edge is pulled when both its endpoints carry one of
+    the labels and sit in one of the layers (the subgraph induced by those nodes)."""
 
     model: str
     checkpoint: str
@@ -54,12 +60,17 @@ class Selection:
     run: str = "*"
     granularity: str = "feature"
     min_abs_weight: float = 0.0
+    kinds: tuple[str, ...] = ()
+    layers: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.tasks:
             raise ValueError("select at least one task")
         if self.min_abs_weight < 0:
             raise ValueError(f"min_abs_weight must be >= 0, got {self.min_abs_weight}")
+        unknown = sorted(set(self.kinds) - set(NODE_KINDS))
+        if unknown:
+            raise ValueError(f"unknown node kind {', '.join(unknown)}; kinds: {', '.join(NODE_KINDS)}")
 
 
 @dataclass
@@ -89,13 +100,16 @@ def pull_subgraph(db: Any, selection: Selection) -> Subgraph:
     for task in selection.tasks:
         rows = run_query(db, "subgraph_columns", {
             "model": selection.model, "checkpoint": selection.checkpoint, "task": task, "run": selection.run,
-            "granularity": selection.granularity, "min_abs_weight": selection.min_abs_weight})
+            "granularity": selection.granularity, "min_abs_weight": selection.min_abs_weight,
+            "kinds": ",".join(selection.kinds) or "*", "layers": ",".join(map(str, selection.layers)) or "*"})
         srcs.append(np.asarray(rows[0]["source_nids"], dtype=np.int64))
         dsts.append(np.asarray(rows[0]["target_nids"], dtype=np.int64))
         weights.append(np.asarray(rows[0]["weights"], dtype=np.float64))
     src, dst, w = np.concatenate(srcs), np.concatenate(dsts), np.concatenate(weights)
     what = (f"{selection.granularity} edges of {selection.model} @ {selection.checkpoint} for "
-            f"{', '.join(selection.tasks)} (run {selection.run}, |weight| >= {selection.min_abs_weight})")
+            f"{', '.join(selection.tasks)} (run {selection.run}, |weight| >= {selection.min_abs_weight}"
+            + (f", nodes {'/'.join(selection.kinds)}" if selection.kinds else "")
+            + (f", layers {', '.join(map(str, selection.layers))}" if selection.layers else "") + ")")
     if len(w) == 0:
         raise ConfigError(f"no {what}")
     if (src < 0).any() or (dst < 0).any():

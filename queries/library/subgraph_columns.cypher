@@ -6,9 +6,14 @@
 // param granularity: string = feature  feature, head or roi
 // param min_abs_weight: float = 0.0  keep edges with |weight| at or above this
 // param run: string = *  one run id, or * for every run of the task
+// param kinds: string = *  node labels both endpoints must carry, comma-separated (Feature,ErrorNode,Input,Output,Head,ROI), or * for any
+// param layers: string = *  layers both endpoints must be in, comma-separated (the embedding input is -1, the output n_layers), or * for any
 // returns: source_nids, target_nids, weights
+WITH split($kinds, ',') AS kinds, [x IN split($layers, ',') | toInteger(x)] AS layers
 MATCH (a)-[r:ATTRIBUTES_TO]->(b)
 WHERE r.model = $model AND r.checkpoint = $checkpoint AND r.task = $task AND r.abs_weight >= $min_abs_weight
   AND r.granularity = $granularity AND ($run = '*' OR r.run = $run)
+  AND ($kinds = '*' OR (any(l IN labels(a) WHERE l IN kinds) AND any(l IN labels(b) WHERE l IN kinds)))
+  AND ($layers = '*' OR (a.layer IN layers AND b.layer IN layers))
 RETURN collect(coalesce(a.nid, -1)) AS source_nids, collect(coalesce(b.nid, -1)) AS target_nids,
        collect(r.weight) AS weights

@@ -148,3 +148,26 @@ def test_community_library_queries_on_a_hand_built_partition(db):
                and r["metric"] == "logit_diff" for r in links)
     links_b = run_query(db, "community_output_links", {"community": b})
     assert [(r["member"], r["weight"], r["output_total_weight"]) for r in links_b] == [(f[5], 0.4, 0.4)]
+
+
+def test_pull_restricts_node_kinds_and_layers(db):
+    """kinds/layers select the subgraph induced by those nodes: exactly the stored edges whose
+    two endpoints pass, counted independently in Cypher."""
+    from graphdb.sample import SampleSpec, write_sample
+    from graphdb.writer import GraphWriter
+
+    spec = SampleSpec()
+    write_sample(GraphWriter(db), spec)
+    ckpt, task = spec.checkpoints[-1], spec.tasks[0]
+    full = pull_subgraph(db, Selection(spec.model, ckpt, (task,)))
+    only = pull_subgraph(db, Selection(spec.model, ckpt, (task,), kinds=("Feature",), layers=(0, 1)))
+    want = db.read("MATCH (a:Feature)-[r:ATTRIBUTES_TO {task: $task, checkpoint: $ckpt, granularity: 'feature'}]->"
+                   "(b:Feature) WHERE a.layer IN [0, 1] AND b.layer IN [0, 1] AND r.model = $model "
+                   "RETURN count(r) AS n", {"task": task, "ckpt": ckpt, "model": spec.model})[0]["n"]
+    assert 0 < only.edges == want < full.edges
+    from graphdb.keys import parse_key
+    from graphdb.schema import Label
+
+    assert {parse_key(k)[0] for k in only.keys.tolist()} == {Label.FEATURE}
+    with pytest.raises(ValueError, match="unknown node kind"):
+        Selection(spec.model, ckpt, (task,), kinds=("Neuron",))
