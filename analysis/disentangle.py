@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from analysis.communities import CommunityConfig, Partition, partition, write_communities
-from analysis.subgraph import Selection, Subgraph, pull_subgraph
+from analysis.subgraph import Selection, Subgraph, ingest_run_config, pull_subgraph
 from graphdb.errors import ConfigError
 from graphdb.keys import node_key, parse_key
 from graphdb.provenance import RunRecord
@@ -334,13 +334,7 @@ def graph_runs(db: Any, config: DisentangleConfig) -> tuple[str, str, dict[str, 
 
     label, checkpoint, _ = model_labels(parse_model_spec(config.model), "resid")
     if config.run is not None:
-        rows = run_query(db, "run_config", {"run": config.run})
-        if not rows or rows[0]["kind"] != "ingest":
-            raise ConfigError(f"no ingest run {config.run!r} in this database (`mechgraph query run runs`)")
-        cfg = json.loads(rows[0]["config"])
-        missing = [t for t in config.tasks if t not in cfg.get("tasks", [])]
-        if missing:
-            raise ConfigError(f"run {config.run} has no graph of {', '.join(missing)} (it has {', '.join(cfg['tasks'])})")
+        cfg = ingest_run_config(db, config.run, config.tasks)
         if (cfg.get("model_label"), cfg.get("checkpoint")) != (label, checkpoint):
             raise ConfigError(f"run {config.run} is of {cfg.get('model_label')} @ {cfg.get('checkpoint')}, "
                               f"not {label} @ {checkpoint}")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from analysis.selection import EdgeSelection, Located, select_edges
+from analysis.subgraph import ingest_run_config
 from graphdb.errors import ConfigError
 from graphdb.keys import node_key
 from graphdb.provenance import RunRecord
@@ -227,9 +228,7 @@ def _graph_run(db: Any, config: EvaluateConfig) -> tuple[str, dict[str, Any]]:
                 raise ConfigError(f"{config.run} is a roi run: its graph is read with --granularity roi")
             inner = run_query(db, "run_config", {"run": json.loads(rows[0]["config"])["ingest_run"]})
             return config.run, json.loads(inner[0]["config"])
-        if not rows or rows[0]["kind"] != "ingest":
-            raise ConfigError(f"no ingest run {config.run!r} in this database (`mechgraph query run runs`)")
-        return config.run, json.loads(rows[0]["config"])
+        return config.run, ingest_run_config(db, config.run)
     if config.selection.granularity == "roi":
         raise ConfigError("an ROI-level graph is named by its roi run: --run ROI_RUN (`mechgraph roi fit` prints it)")
     from ingest.pipeline import model_labels

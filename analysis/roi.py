@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from analysis.subgraph import ingest_run_config
 from graphdb.errors import ConfigError
 from graphdb.provenance import RunRecord
 from queries.loader import run_query
@@ -304,14 +305,7 @@ def ingest_run_of(db: Any, config: RoiConfig) -> tuple[str, dict[str, Any]]:
     """The ingest run the ROIs read (named, or the newest of the model with every task) and its
     configuration."""
     if config.run is not None:
-        rows = run_query(db, "run_config", {"run": config.run})
-        if not rows or rows[0]["kind"] != "ingest":
-            raise ConfigError(f"no ingest run {config.run!r} in this database (`mechgraph query run runs`)")
-        run_cfg = json.loads(rows[0]["config"])
-        missing = [t for t in config.tasks if t not in run_cfg.get("tasks", [])]
-        if missing:
-            raise ConfigError(f"ingest run {config.run} has no graph of {', '.join(missing)}")
-        return config.run, run_cfg
+        return config.run, ingest_run_config(db, config.run, config.tasks)
     from ingest.pipeline import model_labels
     from ingest.zoo.specs import parse_model_spec
 

@@ -26,6 +26,22 @@ from graphdb.writer import cypher_template
 from queries.loader import run_query
 
 
+def ingest_run_config(db: Any, run: str, tasks: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The configuration of the named ingest run, checked to exist, to be an ingest run and to
+    have written the graph of every one of ``tasks`` (``ConfigError`` otherwise)."""
+    import json
+
+    rows = run_query(db, "run_config", {"run": run})
+    if not rows or rows[0]["kind"] != "ingest":
+        raise ConfigError(f"no ingest run {run!r} in this database (`mechgraph query run runs`)")
+    config: dict[str, Any] = json.loads(rows[0]["config"])
+    missing = [t for t in tasks if t not in config.get("tasks", [])]
+    if missing:
+        raise ConfigError(f"ingest run {run} has no graph of {', '.join(missing)} "
+                          f"(it has {', '.join(config.get('tasks', []))})")
+    return config
+
+
 def newest_ingest_run(db: Any, model: str, checkpoint: str, tasks: tuple[str, ...]) -> str:
     """The newest finished ingest run that wrote the graph of every one of ``tasks`` for ``model``
     @ ``checkpoint`` (the ``latest_run`` library query, per task). ``ConfigError`` when a task has
