@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from graphdb.errors import ConfigError
 from graphdb.writer import cypher_template
+from mechgraph.errors import ConfigError
 from queries.loader import run_query
 
 

@@ -52,7 +52,7 @@ def main() -> int:
 
     from sklearn.metrics import adjusted_rand_score
 
-    from analysis.communities import CommunityConfig, partition, write_communities
+    from analysis.communities.partition import CommunityConfig, partition, write_communities
     from analysis.subgraph import Selection, pull_subgraph
     from graphdb.connection import connect
     from graphdb.embedded import ensure_running

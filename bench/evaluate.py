@@ -4,7 +4,7 @@ same graphs, on ``zoo:mt-small@final``, in one invocation (target: edge / node <
 The graph is computed in-process (the engine and accumulator ``mechgraph ingest`` uses, default
 settings: 32 held-out prompts, K = 8, counterfactual baseline, threshold 0.01), so no Neo4j is
 needed. Both curves run the same 10 log-spaced edge budgets through
-:class:`analysis.evaluate.AblationSweep`; each point measures the graph kept and the graph
+:class:`analysis.evaluate.sweep.AblationSweep`; each point measures the graph kept and the graph
 removed (faithfulness and completeness), with the mean baseline, as ``mechgraph evaluate`` does.
 
     python bench/evaluate.py [--task ioi] [--examples 32] [--points 10] [--graph resid|module] [--batch-size 16]
@@ -32,7 +32,7 @@ def main() -> int:
     args = ap.parse_args()
     warnings.simplefilter("ignore", DeprecationWarning)
 
-    from analysis.evaluate import AblationSweep, sweep_budgets
+    from analysis.evaluate.sweep import AblationSweep, sweep_budgets
     from ingest.attribution.aggregate import GraphAccumulator
     from ingest.attribution.config import AttributionConfig
     from ingest.attribution.engine import AttributionEngine

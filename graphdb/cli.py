@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from graphdb.connection import Database
 from graphdb.settings import data_dir as resolve_data_dir
 from graphdb.settings import external_settings
 
@@ -13,8 +17,21 @@ app = typer.Typer(help="Run the embedded Neo4j server, create the schema, write 
                   no_args_is_help=True)
 
 
-def _data_dir(ctx: typer.Context):  # noqa: ANN202 - Path
+def _data_dir(ctx: typer.Context) -> Path:
     return resolve_data_dir(ctx.obj.data_dir if ctx.obj else None)
+
+
+@contextmanager
+def open_store(ctx: typer.Context) -> Iterator[tuple[Path, Database]]:
+    """For a command that reads or writes the graph: its data directory and a connection, the
+    embedded server started first unless ``NEO4J_URI`` names another one."""
+    from graphdb.connection import connect
+    from graphdb.embedded import ensure_running
+
+    home = _data_dir(ctx)
+    ensure_running(home)
+    with connect(data=home) as db:
+        yield home, db
 
 
 def _human_bytes(n: int) -> str:

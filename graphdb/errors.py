@@ -1,21 +1,11 @@
-"""The project's exception hierarchy.
+"""Errors of the database layer: the server, the connection, the query library.
 
-Every error a user can cause (bad input, server down, wrong password, a query that does not
-exist) is raised as a subclass of :class:`MechgraphError` with a sentence the user can act on.
-It lives in ``graphdb`` because that is the bottom layer: ``ingest``, ``queries`` and
-``analysis`` all import it from here. The CLI turns these into one line on stderr and a
-non-zero exit; anything else is a bug and keeps its traceback.
+All derive from :class:`mechgraph.errors.MechgraphError`, so the CLI prints them as one line.
 """
 
 from __future__ import annotations
 
-
-class MechgraphError(Exception):
-    """Root of every error mechgraph raises on purpose."""
-
-
-class ConfigError(MechgraphError, ValueError):
-    """A setting, option or parameter value is invalid."""
+from mechgraph.errors import MechgraphError
 
 
 class DatabaseUnavailableError(MechgraphError):

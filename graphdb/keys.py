@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import hashlib
 
-from graphdb.errors import ConfigError
 from graphdb.schema import Label
+from mechgraph.errors import ConfigError
 
 SEPARATOR = "|"
 

@@ -16,9 +16,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from graphdb.errors import ConfigError
 from graphdb.keys import node_key
 from graphdb.schema import Label
+from mechgraph.errors import ConfigError
 
 
 def config_hash(config: dict[str, Any]) -> str:

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from graphdb.errors import ConfigError
 from graphdb.keys import node_key
 from graphdb.provenance import RunRecord
 from graphdb.schema import Granularity, Label, Rel
 from graphdb.writer import GraphWriter
+from mechgraph.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,14 @@ class SampleSpec:
 
     model: str = "sample-tiny"
     checkpoints: tuple[str, ...] = ("step-100", "final")
-    tasks: tuple[str, ...] = ("ioi", "induction")
     n_layers: int = 3
+    """Layers of features; the embedding input sits below layer 0, the output above the last."""
     features_per_layer: int = 24
+    """Feature nodes per layer; each task owns a block of them (so at least one per task)."""
+    tasks: tuple[str, ...] = ("ioi", "induction")
     n_heads: int = 4
     fan_in: int = 4
+    """In-edges of each feature from the layer below (within its task's block)."""
     seed: int = 0
     dictionary: str = "sae"
     metric: str = "logit_diff"

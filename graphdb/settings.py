@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from graphdb.errors import ConfigError
+from mechgraph.errors import ConfigError
 
 DEFAULT_DATA_DIR = ".mechgraph"
 DEFAULT_BOLT_PORT = 7687

@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from graphdb.connection import Database
-from graphdb.errors import ConfigError, MechgraphError, QueryError
+from graphdb.errors import QueryError
 from graphdb.keys import key_id
 from graphdb.schema import GRAPH_NODE_LABELS, KEYED_LABELS, REL_IDENTITY, Granularity, Label, Rel, init_schema
+from mechgraph.errors import ConfigError, MechgraphError
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,8 @@ model_app = typer.Typer(help="Load and check a model named by a spec (zoo:NAME@C
 ZooOpt = Annotated[str | None, typer.Option("--zoo", envvar="MECHGRAPH_ZOO",
                                             help="Zoo directory. [default: <cache>/zoo, shared by every clone]")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+#: The torch device of every command that runs a model.
+DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu or cuda.")]
 
 
 class Bars:
@@ -59,7 +61,7 @@ class Bars:
 def build(
     size: Annotated[list[str] | None, typer.Option("--size", "-s", help="Build only this size (repeatable): mt-small, mt-large.")] = None,
     smollm2: Annotated[bool, typer.Option("--smollm2/--no-smollm2", help="Also train SAEs on SmolLM2-135M layers (needs the smollm2 extra).")] = False,
-    device: Annotated[str, typer.Option(help="Torch device: cpu or cuda.")] = "cpu",
+    device: DeviceOpt = "cpu",
     zoo: ZooOpt = None,
 ) -> None:
     """Train the toy models (2 sizes, log-spaced checkpoints) and an SAE per hook and checkpoint.
@@ -138,7 +140,7 @@ def _print_zoo(manifests: dict[str, Any], root: Path, fmt: Format, *, saes: bool
 
 @model_app.command("check")
 def check(spec: Annotated[str, typer.Argument(help="zoo:NAME[@CKPT], smollm2-135m, hf:NAME or path:DIR")],
-          device: Annotated[str, typer.Option(help="Torch device.")] = "cpu",
+          device: DeviceOpt = "cpu",
           prompt: Annotated[str, typer.Option(help="Prompt whose top next token is printed.")] = "The capital of France is",
           zoo: ZooOpt = None) -> None:
     """Load a model and check it: SmolLM2 against the transformers implementation (max |logit
@@ -189,7 +191,7 @@ def ingest_command(
     example_threshold: Annotated[float | None, typer.Option(help="Drop per-example weights below this before beta (memory); default threshold/10.")] = None,
     no_embed: Annotated[bool, typer.Option("--no-embed", help="No embedding input node (the embedding is held at its clean value).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the task examples.")] = 0,
-    device: Annotated[str, typer.Option(help="Torch device: cpu or cuda.")] = "cpu",
+    device: DeviceOpt = "cpu",
     fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """Compute a model's attribution graph for each task and write it into Neo4j.
@@ -203,9 +205,7 @@ def ingest_command(
     Resumable: interrupted, the same command continues where it stopped; re-running a
     finished run changes nothing. Starts the embedded Neo4j unless NEO4J_URI is set.
     """
-    from graphdb.connection import connect
-    from graphdb.embedded import ensure_running
-    from graphdb.settings import data_dir
+    from graphdb.cli import open_store
     from ingest.attribution.config import AttributionConfig
     from ingest.pipeline import IngestConfig, ingest
 
@@ -217,10 +217,8 @@ def ingest_command(
                               include_embed=not no_embed, attribution=attribution)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    home = data_dir(ctx.obj.data_dir if ctx.obj else None)
-    ensure_running(home)
     bars = Bars()
-    with connect(data=home) as db, bars.progress:
+    with open_store(ctx) as (home, db), bars.progress:
         result = ingest(db, config, state_root=home / "runs", device=device, progress=bars.ingest())
     rows = [{"task": t.task, "status": "up to date" if t.skipped else "written",
              "examples": None if t.skipped else t.examples, "features": None if t.skipped else t.features,

@@ -1,11 +1,11 @@
 """Errors of the model-side layer: model specs, the zoo, dictionaries, tasks.
 
-All derive from :class:`graphdb.errors.MechgraphError`, so the CLI prints them as one line.
+All derive from :class:`mechgraph.errors.MechgraphError`, so the CLI prints them as one line.
 """
 
 from __future__ import annotations
 
-from graphdb.errors import ConfigError, MechgraphError
+from mechgraph.errors import ConfigError, MechgraphError
 
 
 class SpecError(ConfigError):

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from graphdb.errors import ConfigError
 from graphdb.keys import node_key, parse_key
 from graphdb.schema import Granularity, Label, Rel
 from ingest.attribution.aggregate import Edges, GraphAccumulator
 from ingest.attribution.slots import Slot
+from mechgraph.errors import ConfigError
 
 METRIC = "logit_diff"
 EMBED_NAME = "embed"

@@ -150,16 +150,16 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
 def model_labels(spec: Any, graph: str) -> tuple[str, str, list[str]]:
     """(model label, checkpoint label, default dictionary specs) of a model spec."""
     if spec.kind == "zoo":
-        from ingest.zoo.specs import _manifest, zoo_model_dir
+        from ingest.zoo.specs import zoo_manifest, zoo_model_dir
         from ingest.zoo.store import resolve_checkpoint
-        manifest = _manifest(zoo_model_dir(spec.name), spec.name)
+        manifest = zoo_manifest(zoo_model_dir(spec.name), spec.name)
         ckpt = resolve_checkpoint(manifest, spec.checkpoint)
         hooks = [h for h in ckpt.get("saes", {}) if h.endswith(GRAPH_HOOKS[graph])]
         return spec.name, f"step-{ckpt['step']}", [f"zoo:{spec.name}@{ckpt['step']}/{h}" for h in hooks]
     if spec.kind == "smollm2":
-        from ingest.zoo.specs import _manifest, zoo_model_dir
+        from ingest.zoo.specs import zoo_manifest, zoo_model_dir
         try:
-            manifest = _manifest(zoo_model_dir(spec.name), spec.name)
+            manifest = zoo_manifest(zoo_model_dir(spec.name), spec.name)
             hooks = [h for h in manifest.get("saes", {}) if h.endswith(GRAPH_HOOKS[graph])]
         except ModelUnavailableError:  # no SmolLM2 SAEs built: explicit --dicts are still fine
             hooks = []

@@ -288,9 +288,10 @@ class AttributionEngine:
         out.edges.update({(s, self.S): rows for s, rows in self.edges_into(batch, prep, self.S)[0].items()})
         out.active = {s: a for s, a in enumerate(active)}
         if node_attributions:
-            out.node_attr = {s: node_attribution(self, batch, prep, s) for s in range(self.S)}
+            out.node_attr = {s: node_attribution(self.model, self.metric, self._project, self.config.steps,
+                                                  self.slots[s], batch, prep, s) for s in range(self.S)}
         if heads:
-            out.head_mass = {s: head_mass(self, batch, prep, s)
+            out.head_mass = {s: head_mass(self.model, self.slots[s], batch, prep, s)
                              for s, slot in enumerate(self.slots) if slot.is_attention}
         return out
 

@@ -11,41 +11,47 @@ absolute value over the positions where the latent is active.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from ingest.attribution.batch import Prepared
 from ingest.attribution.rows import _latent_jacobian_rows
+from ingest.attribution.slots import Slot
 from ingest.tasks.encode import TaskBatch
 
-if TYPE_CHECKING:
-    from ingest.attribution.batch import Prepared
-    from ingest.attribution.engine import AttributionEngine
+#: ``project(prep, s, grads) -> (A, ids)``: the engine's projection of gradients at slot ``s``
+#: onto that slot's nodes (see ``AttributionEngine._project``).
+Project = Callable[[Prepared, int, Tensor], tuple[Tensor, Tensor]]
+#: ``metric(logits, batch) -> [n]``: the task metric the attributions explain.
+Metric = Callable[[Tensor, TaskBatch], Tensor]
 
 
-def node_attribution(engine: AttributionEngine, batch: TaskBatch, prep: Prepared, s: int) -> Tensor:
-    """Total-effect IG of slot ``s``'s nodes on the metric, Σ over positions: [n, n_nodes]."""
-    K = engine.config.steps
-    slot = engine.slots[s]
+def node_attribution(model: Any, metric: Metric, project: Project, steps: int, slot: Slot,
+                     batch: TaskBatch, prep: Prepared, s: int) -> Tensor:
+    """Total-effect IG of slot ``s``'s nodes (``slot``) on the metric, Σ over positions:
+    [n, n_nodes]. ``model`` is the HookedTransformer, ``steps`` the IG steps K."""
+    K = steps
     gbar = torch.zeros_like(prep.clean[s])
     for k in range(K):
         t = (k + 0.5) / K
         leaf = (prep.base[s] + t * (prep.clean[s] - prep.base[s])).detach().requires_grad_(True)
         with torch.enable_grad():
-            logits = engine.model.run_with_hooks(
+            logits = model.run_with_hooks(
                 batch.tokens, fwd_hooks=[(slot.hook, lambda x, hook: leaf.view(x.shape))])
-            g, = torch.autograd.grad(engine.metric(logits, batch).sum(), leaf)
+            g, = torch.autograd.grad(metric(logits, batch).sum(), leaf)
         gbar += g / K
-    A, ids = engine._project(prep, s, gbar[None])
+    A, ids = project(prep, s, gbar[None])
     out = torch.zeros((A.shape[1], slot.n_nodes), dtype=A.dtype, device=A.device)
     out[:, ids] = A[0].sum(1)
     return out.detach()
 
 
-def head_mass(engine: AttributionEngine, batch: TaskBatch, prep: Prepared, s: int) -> Tensor:
-    """Σ over active (example, position) of |each head's contribution| to each latent."""
-    slot = engine.slots[s]
+def head_mass(model: Any, slot: Slot, batch: TaskBatch, prep: Prepared, s: int) -> Tensor:
+    """Σ over active (example, position) of |each head's contribution| to each latent of
+    ``slot`` (slot ``s`` of ``prep``); ``model`` is the HookedTransformer."""
     d, f_clean = slot.dictionary, prep.f_clean[s]
     if d is None or f_clean is None:
         raise ValueError(f"{slot.hook} carries no dictionary, so its latents have no heads")
@@ -53,7 +59,7 @@ def head_mass(engine: AttributionEngine, batch: TaskBatch, prep: Prepared, s: in
     z_hook = f"blocks.{layer}.attn.hook_z"
     cache: dict[str, Tensor] = {}
     with torch.no_grad():
-        engine.model.run_with_hooks(batch.tokens, fwd_hooks=[(z_hook, lambda x, hook: cache.__setitem__("z", x))],
+        model.run_with_hooks(batch.tokens, fwd_hooks=[(z_hook, lambda x, hook: cache.__setitem__("z", x))],
                                     stop_at_layer=layer + 1)
     z = cache["z"]                                                   # [n T H dh]
     H = z.shape[2]
@@ -65,7 +71,7 @@ def head_mass(engine: AttributionEngine, batch: TaskBatch, prep: Prepared, s: in
     if slot.hook.endswith("hook_z"):
         contrib = (rows.view(-1, H, z.shape[3]) * z[ex, q]).sum(-1)
     else:
-        W_O = engine.model.blocks[layer].attn.W_O                   # [H dh d_model]
+        W_O = model.blocks[layer].attn.W_O                   # [H dh d_model]
         contrib = torch.einsum("nhd,hdm,nm->nh", z[ex, q], W_O, rows)
     mass.index_add_(0, node, contrib.abs().detach())
     return mass

@@ -10,13 +10,16 @@ from ingest.tasks.registry import (
     SPLITS,
     Example,
     Task,
-    builtin_task_names,
     get_task,
     list_tasks,
     load_jsonl_task,
     register_task,
     split_of,
 )
+
+# Imported after the registry: defining the built-in tasks registers them, so any import of
+# ``ingest.tasks`` (or a module inside it) sees them.
+from ingest.tasks.builtin import builtin_task_names  # noqa: E402
 
 __all__ = ["HELD_OUT_FRACTION", "SPLITS", "Example", "Task", "builtin_task_names", "get_task",
            "list_tasks", "load_jsonl_task", "register_task", "split_of"]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 
-from ingest.tasks.registry import Example, register_task
+from ingest.tasks.registry import Example, get_task, register_task
 
 FEMALE = ("Mary", "Alice", "Sarah", "Anna", "Emma", "Lucy", "Kate", "Jane")
 MALE = ("John", "Bob", "Tom", "James", "David", "Mark", "Paul", "Peter")
@@ -205,7 +205,11 @@ def bias_in_bios(rng: random.Random, gender_bias: float = 1.0, neutral_fraction:
 BUILTIN_TASKS = ("ioi", "induction", "greater_than", "sva", "bracket_depth", "bias_in_bios")
 
 
+def builtin_task_names() -> list[str]:
+    """The built-in tasks, in their canonical order (the toy models' training mixture)."""
+    return list(BUILTIN_TASKS)
+
+
 def vocabulary() -> list[str]:
     """Every word of every built-in task, sorted: the toy models' vocabulary."""
-    from ingest.tasks.registry import get_task
     return sorted({w for name in BUILTIN_TASKS for w in get_task(name).vocabulary})

@@ -145,15 +145,8 @@ def register_task(name: str, fn: Callable[..., Example] | None = None, *, descri
 
 
 def list_tasks() -> list[str]:
-    """Names of registered tasks (built-ins included)."""
-    _load_builtins()
+    """Names of registered tasks (built-ins included: ``ingest.tasks`` registers them on import)."""
     return sorted(_REGISTRY)
-
-
-def builtin_task_names() -> list[str]:
-    """The built-in tasks, in their canonical order (the toy models' training mixture)."""
-    from ingest.tasks.builtin import BUILTIN_TASKS
-    return list(BUILTIN_TASKS)
 
 
 def get_task(spec: str | Task) -> Task:
@@ -168,7 +161,6 @@ def get_task(spec: str | Task) -> Task:
     """
     if isinstance(spec, Task):
         return spec
-    _load_builtins()
     if spec.startswith("jsonl:"):
         return load_jsonl_task(Path(spec[len("jsonl:"):]))
     if spec.startswith("py:"):
@@ -233,7 +225,3 @@ def _load_python_task(target: str) -> Task:
     if fn_name not in _REGISTRY:
         register_task(fn_name, fn)
     return _REGISTRY[fn_name]()
-
-
-def _load_builtins() -> None:
-    importlib.import_module("ingest.tasks.builtin")  # registers the built-in tasks on import

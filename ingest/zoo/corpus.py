@@ -21,7 +21,7 @@ import inspect
 from types import ModuleType
 from typing import Any
 
-from graphdb.errors import ConfigError
+from mechgraph.errors import ConfigError
 
 # Sorted, importable on any CPython build: no tkinter, readline, curses, sqlite3, ssl, lzma, bz2.
 STDLIB_MODULES: tuple[str, ...] = (

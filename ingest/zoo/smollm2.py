@@ -45,9 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from graphdb.errors import ConfigError
 from graphdb.settings import cache_dir as mechgraph_cache_dir
 from ingest.errors import ModelUnavailableError
+from mechgraph.errors import ConfigError
 
 if TYPE_CHECKING:  # heavy imports for annotations only; the functions import them lazily
     import torch

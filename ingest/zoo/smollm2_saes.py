@@ -31,9 +31,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from graphdb.errors import ConfigError
 from ingest.zoo.saes import SAETrainConfig
 from ingest.zoo.smollm2 import SMOLLM2_NAME
+from mechgraph.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

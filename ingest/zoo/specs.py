@@ -78,7 +78,7 @@ def load_model(spec: str | ModelSpec, *, device: str = "cpu", zoo: Path | None =
         return _load_hub(spec.name, device)
     from ingest.zoo.store import load_checkpoint, resolve_checkpoint
     model_dir = zoo_model_dir(spec.name, zoo)
-    manifest = _manifest(model_dir, spec.name)
+    manifest = zoo_manifest(model_dir, spec.name)
     ckpt = resolve_checkpoint(manifest, spec.checkpoint)
     return load_checkpoint(model_dir / ckpt["path"], model_dir / manifest["tokenizer"], device)
 
@@ -93,7 +93,7 @@ def zoo_model_dir(name: str, zoo: Path | None = None) -> Path:
     return root / name
 
 
-def _manifest(model_dir: Path, name: str) -> dict[str, Any]:
+def zoo_manifest(model_dir: Path, name: str) -> dict[str, Any]:
     from ingest.zoo.store import read_manifest
     manifest = read_manifest(model_dir)
     if manifest is None:
@@ -136,7 +136,7 @@ def resolve_zoo_dictionary(body: str, *, zoo: Path | None = None, device: str = 
         raise SpecError(f"zoo dictionary spec zoo:{body} needs a hook: zoo:NAME@CKPT/HOOK")
     name, _, ckpt = model_part.partition("@")
     model_dir = zoo_model_dir(name, zoo)
-    manifest = _manifest(model_dir, name)
+    manifest = zoo_manifest(model_dir, name)
     saes = (resolve_checkpoint(manifest, ckpt or None).get("saes", {}) if manifest.get("checkpoints")
             else manifest.get("saes", {}))
     if hook not in saes:

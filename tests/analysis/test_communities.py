@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from analysis.communities import CommunityConfig, modularity, partition, undirected, write_communities
+from analysis.communities.partition import CommunityConfig, modularity, partition, undirected, write_communities
 from analysis.subgraph import Selection, pull_subgraph
 from graphdb.keys import node_key
 from graphdb.schema import Label, Rel
@@ -55,7 +55,7 @@ def test_pull_subgraph_is_the_stored_graph(planted):
 
 
 def test_pull_refuses_nodes_without_nid_and_shared_nids(planted):
-    from graphdb.errors import ConfigError
+    from mechgraph.errors import ConfigError
 
     db, _, _ = planted
     db.write("MATCH (n:Feature {key: $k}) SET n.nid = null", {"k": _key(3)})
@@ -108,7 +108,7 @@ def test_community_library_queries_on_a_hand_built_partition(db):
     """Two hand-made communities A = {f0, f1, f2}, B = {f3, f4, f5} and the output in a third:
     the top edges of A are exactly its internal edges of the selected task by |weight|, and its
     output links are its members' direct edges into the output with their total."""
-    from analysis.communities import Partition
+    from analysis.communities.partition import Partition
     from queries.loader import run_query
 
     f = [_key(i) for i in range(6)]

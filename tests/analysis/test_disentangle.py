@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from analysis.communities import CommunityConfig
-from analysis.disentangle import (DisentangleConfig, align, analyse, purity, rewire, z_score)
+from analysis.communities.partition import CommunityConfig
+from analysis.disentangle.measure import (DisentangleConfig, align, analyse, purity, rewire, z_score)
 from graphdb.keys import node_key
 from graphdb.schema import Label
 
@@ -170,8 +170,8 @@ def test_disentangle_a_tiny_two_task_graph(db, model_dir, tmp_path):
     import json
     from dataclasses import replace
 
-    from analysis.disentangle import disentangle
-    from analysis.disentangle_kill import KillRunner
+    from analysis.disentangle.kill import KillRunner
+    from analysis.disentangle.measure import disentangle
     from ingest.attribution.config import AttributionConfig
     from ingest.pipeline import IngestConfig, ingest
     from queries.loader import run_query

@@ -1,4 +1,4 @@
-"""``analysis.evaluate`` end to end against a real Neo4j: a stored graph, its curves, :Evaluation nodes.
+"""``analysis.evaluate.sweep`` end to end against a real Neo4j: a stored graph, its curves, :Evaluation nodes.
 
 The graph is the complete residual graph of a tiny model with identity dictionaries (threshold
 0 keeps every edge), so both ablations of the whole stored graph must reproduce the model.
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.evaluate import EvaluateConfig, evaluate
+from analysis.evaluate.sweep import EvaluateConfig, evaluate
 from ingest.attribution.config import AttributionConfig
 from ingest.pipeline import IngestConfig, ingest
 
@@ -47,7 +47,7 @@ def test_evaluating_the_complete_stored_graph(db, model_dir, tmp_path):
 def test_evaluate_needs_a_graph(db):
     with pytest.raises(ValueError):
         EvaluateConfig(task="ioi")
-    from graphdb.errors import ConfigError
+    from mechgraph.errors import ConfigError
     with pytest.raises(ConfigError, match="no ingest run"):
         evaluate(db, EvaluateConfig(task="ioi", run="ingest-000000000000"), out_dir=Path("/nonexistent"))
 
@@ -68,7 +68,7 @@ def test_selections_from_the_store(db, model_dir, tmp_path):
     run as the sets of its features, is the model again. (With the counterfactual baseline: the
     stored graph leaves out edges whose source does not change between the clean and the
     counterfactual prompt, which matter under another baseline.)"""
-    from analysis.selection import EdgeSelection, select_edges
+    from analysis.evaluate.selection import EdgeSelection, select_edges
     from graphdb.schema import Label, Rel
     from graphdb.writer import GraphWriter
     from ingest.graph_rows import GraphNames

@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.matching import (CommunityMatch, assign, coactivation_graph, correlation_similarity, cosine_similarity,
+from analysis.matching.core import (CommunityMatch, assign, coactivation_graph, correlation_similarity, cosine_similarity,
                                decoder_graph, dominant_task, emergence_chains, graph_refine, incident_weight,
                                jaccard_matrix, match_communities)
-from graphdb.errors import ConfigError
 from graphdb.keys import node_key
 from graphdb.schema import Label, Rel
+from mechgraph.errors import ConfigError
 
 N, D, T = 256, 64, 2000
 #: Noise levels per method: none, small, large, larger. Activations carry 2000 tokens of
@@ -216,7 +216,7 @@ def _permuted_basis(perm):
 @pytest.fixture()
 def tiny_matches(db, tiny_checkpoint):
     """The residual basis of a tiny model at "step-1" matched to a permuted copy at "step-2"."""
-    from analysis.match_features import FeatureMatchConfig, FeatureMatchResult, Side, match_hook
+    from analysis.matching.features import FeatureMatchConfig, FeatureMatchResult, Side, match_hook
     from ingest.dictionaries import IdentityDictionary
     from ingest.latents import collect_latents, shared_prompts
     from ingest.zoo.specs import load_model
@@ -235,8 +235,8 @@ def tiny_matches(db, tiny_checkpoint):
 
 
 def test_matches_are_written_once_and_recover_the_permutation(tiny_matches):
-    from analysis.match_features import write_feature_matches
-    from analysis.match_timeline import translation
+    from analysis.matching.features import write_feature_matches
+    from analysis.matching.timeline import translation
 
     db, result, truth = tiny_matches
     assert result.hooks[0].matches["cosine"].accuracy(truth) == 1.0
@@ -267,9 +267,9 @@ def test_timeline_on_stored_communities(tiny_matches):
     """Communities i % 3 at step-1 and the same sets (relabelled c -> (c + 1) % 3) at step-2: every
     final community emerged at step 1 with Jaccard 1. Alignment by hand from step-2 edges:
     community 1 has ioi |w| 2 + 1 and sva 1 inside it (ioi, 0.75), community 2 sva only."""
-    from analysis.communities import CommunityConfig, Partition, write_communities
-    from analysis.match_features import write_feature_matches
-    from analysis.match_timeline import TimelineConfig, build_timeline
+    from analysis.communities.partition import CommunityConfig, Partition, write_communities
+    from analysis.matching.features import write_feature_matches
+    from analysis.matching.timeline import TimelineConfig, build_timeline
     from analysis.subgraph import Selection, Subgraph
     from graphdb.writer import GraphWriter
 
@@ -304,8 +304,8 @@ def test_timeline_on_stored_communities(tiny_matches):
 
 
 def test_timeline_files(tmp_path):
-    from analysis.match_timeline import CommunityRun, Timeline, save_timeline, timeline_rows
-    from analysis.matching import Chain
+    from analysis.matching.core import Chain
+    from analysis.matching.timeline import CommunityRun, Timeline, save_timeline, timeline_rows
 
     finals = [node_key(Label.COMMUNITY, run="r2", level=0, index=c) for c in range(2)]
     chains = {finals[0]: Chain(finals[0], [10, 100], ["x", finals[0]], [0.8]),
@@ -323,8 +323,8 @@ def test_timeline_files(tmp_path):
 def test_community_similarity_across_sizes_by_hand():
     """Large-model community d0 holds exactly the latents of small c1: similarity 1. d1 holds c0's
     first latent and an unrelated one, c0 a second unrelated one: the best matches average to ~½."""
-    from analysis.match_sizes import community_similarity
-    from analysis.matching import standardise
+    from analysis.matching.core import standardise
+    from analysis.matching.sizes import community_similarity
 
     rng = np.random.default_rng(4)
     X = rng.normal(size=(4000, 6))

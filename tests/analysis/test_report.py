@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from analysis.report import write_report
+from analysis.report.html import write_report
 from graphdb.sample import SampleSpec, write_sample
 from graphdb.writer import GraphWriter
 
@@ -14,7 +14,7 @@ from graphdb.writer import GraphWriter
 def test_report_of_the_sample_graph(db, tmp_path):
     spec = SampleSpec()
     write_sample(GraphWriter(db), spec)
-    from analysis.communities import CommunityConfig, partition, write_communities
+    from analysis.communities.partition import CommunityConfig, partition, write_communities
     from analysis.subgraph import Selection, pull_subgraph
 
     sub = pull_subgraph(db, Selection(spec.model, spec.checkpoints[-1], spec.tasks))

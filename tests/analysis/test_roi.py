@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from analysis.roi import RoiConfig, block_stats, decoder_cosine, fit_rois, similarity_matrix
-from analysis.roi_graph import contract_edges
+from analysis.roi.fit import RoiConfig, block_stats, decoder_cosine, fit_rois, similarity_matrix
+from analysis.roi.graph import contract_edges
 
 SIZES = [20, 15, 15, 10]
 
@@ -105,7 +105,7 @@ def _count(db, query: str, **params) -> int:
 
 
 def test_rois_of_an_ingest_run(db, neo4j_settings, model_dir, tmp_path):
-    from analysis.roi import fit_run_rois
+    from analysis.roi.fit import fit_run_rois
     from ingest.attribution.config import AttributionConfig
     from ingest.pipeline import IngestConfig, ingest
 
@@ -172,8 +172,8 @@ def test_rois_of_an_ingest_run(db, neo4j_settings, model_dir, tmp_path):
     assert res.exit_code == 2 and "exactly one" in res.output  # a usage error, before any work
 
     # The ROI-level graph is evaluated as the sets of its features.
-    from analysis.evaluate import EvaluateConfig, evaluate
-    from analysis.selection import EdgeSelection
+    from analysis.evaluate.selection import EdgeSelection
+    from analysis.evaluate.sweep import EvaluateConfig, evaluate
 
     judged = evaluate(db, EvaluateConfig(task="ioi", run=result.run, examples=4, sweep=1, ablations=("edge",),
                                          selection=EdgeSelection(granularity="roi")), out_dir=tmp_path / "eval")
@@ -185,8 +185,8 @@ def test_rois_of_an_ingest_run(db, neo4j_settings, model_dir, tmp_path):
 
 
 def test_unknown_run_or_hook(db):
-    from analysis.roi import fit_run_rois
-    from graphdb.errors import ConfigError
+    from analysis.roi.fit import fit_run_rois
+    from mechgraph.errors import ConfigError
 
     with pytest.raises(ConfigError, match="no ingest run"):
         fit_run_rois(db, RoiConfig(tasks=("ioi",), run="ingest-000000000000"), out_root=Path("/nonexistent"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.shortcut import ShortcutConfig, run_shortcut
+from analysis.evaluate.shortcut import ShortcutConfig, run_shortcut
 
 D = 8
 

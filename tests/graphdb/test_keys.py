@@ -1,8 +1,8 @@
 import pytest
 
-from graphdb.errors import ConfigError
 from graphdb.keys import KEY_PARTS, node_key, parse_key
 from graphdb.schema import KEYED_LABELS, Label
+from mechgraph.errors import ConfigError
 
 
 def test_feature_key_is_stable_and_ordered():

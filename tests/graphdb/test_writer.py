@@ -1,10 +1,10 @@
 import pytest
 
-from graphdb.errors import ConfigError
 from graphdb.keys import node_key
 from graphdb.sample import SampleSpec, sample_rows, write_sample
 from graphdb.schema import Label, Rel
 from graphdb.writer import GraphWriter, MissingEndpointError
+from mechgraph.errors import ConfigError
 
 
 @pytest.fixture(params=["procedure", "cypher"])

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from graphdb.errors import ConfigError
 from ingest.errors import ModelUnavailableError
 from ingest.zoo import smollm2
+from mechgraph.errors import ConfigError
 from tests.ingest.gguf import needs_gguf
 from ingest.zoo.corpus import offline_text_corpus, tokenized_corpus
 

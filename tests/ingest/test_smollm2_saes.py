@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from graphdb.errors import ConfigError
 from ingest.zoo import smollm2
 from ingest.zoo.saes import SAETrainConfig
 from ingest.zoo.smollm2_saes import MANIFEST, build_smollm2_saes
+from mechgraph.errors import ConfigError
 from tests.ingest.gguf import needs_gguf
 
 

@@ -36,7 +36,7 @@ def test_library_has_the_analyst_queries():
 def _communities_run(db) -> dict[str, str]:
     """Communities of the sample graph's ioi edges (for the queries that read them): the run id
     and the key of A_FEATURE's community (A_FEATURE feeds the output, so it has output links)."""
-    from analysis.communities import CommunityConfig, partition, write_communities
+    from analysis.communities.partition import CommunityConfig, partition, write_communities
     from analysis.subgraph import Selection, pull_subgraph
 
     sub = pull_subgraph(db, Selection(SPEC.model, CKPT, (TASK,)))
@@ -48,7 +48,7 @@ def _communities_run(db) -> dict[str, str]:
 
 def _disentangle_run(db, tmp_path) -> str:
     """A task disentanglement of the sample graph's tasks (no kill table: no model behind it)."""
-    from analysis.disentangle import DisentangleConfig, disentangle_graphs, pull_task_graphs
+    from analysis.disentangle.measure import DisentangleConfig, disentangle_graphs, pull_task_graphs
 
     runs = {t: SPEC.run().run_id for t in SPEC.tasks}
     graphs = pull_task_graphs(db, SPEC.model, CKPT, runs)
@@ -62,8 +62,8 @@ def _roi_run(db) -> str:
     the ROI-level graph of the sample run's ioi edges (for the queries that read them)."""
     import numpy as np
 
-    from analysis.roi import DictionaryRois, RoiConfig, block_stats
-    from analysis.roi_graph import write_rois
+    from analysis.roi.fit import DictionaryRois, RoiConfig, block_stats
+    from analysis.roi.graph import write_rois
     from graphdb.keys import node_key
     from graphdb.provenance import RunRecord
     from graphdb.schema import Label

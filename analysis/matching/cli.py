@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from ingest.cli import DeviceOpt
+
 from graphdb.tables import Format, render
 
 match_app = typer.Typer(no_args_is_help=True,
@@ -46,7 +48,7 @@ def features(
     examples: Annotated[int, typer.Option("--examples", "-n", help="Prompts per task for activations.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the prompts and the graph matching.")] = 0,
     write: Annotated[bool, typer.Option("--write/--no-write", help="Write MATCHES to Neo4j (the default) or only print.")] = True,
-    device: Annotated[str, typer.Option(help="Torch device: cpu or cuda.")] = "cpu",
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Match the latents of two checkpoints' dictionaries, hook by hook (one-to-one, Hungarian).
 
@@ -55,7 +57,7 @@ def features(
     methods agree), and writes (:Feature)-[:MATCHES {score, method, run}]->(:Feature), earlier to
     later; running the same settings again replaces them.
     """
-    from analysis.match_features import FeatureMatchConfig, match_features, write_feature_matches
+    from analysis.matching.features import FeatureMatchConfig, match_features, write_feature_matches
 
     try:
         config = FeatureMatchConfig(model=model, from_checkpoint=from_step, to_checkpoint=to_step, to_model=to_model,
@@ -71,13 +73,8 @@ def features(
     render(rows, list(dict.fromkeys(k for r in rows for k in r)), Format.TABLE,
            title=f"{result.source.spec} -> {result.target.spec}: latents matched (min score {min_score})")
     if write:
-        from graphdb.connection import connect
-        from graphdb.embedded import ensure_running
-        from graphdb.settings import data_dir
-
-        home = data_dir(ctx.obj.data_dir)
-        ensure_running(home)
-        with connect(data=home) as db:
+        from graphdb.cli import open_store
+        with open_store(ctx) as (home, db):
             run = write_feature_matches(db, result)
         typer.echo(f"run {run}: MATCHES written ({result.seconds:.0f} s)")
 
@@ -100,19 +97,15 @@ def timeline(
     consecutive pair first), follows each final community back until a link is missing, and
     writes a CSV and a PNG (one row per final community, markers coloured by dominant task).
     """
-    from analysis.match_timeline import TimelineConfig, build_timeline, save_timeline
-    from graphdb.connection import connect
-    from graphdb.embedded import ensure_running
-    from graphdb.settings import data_dir
+    from analysis.matching.timeline import TimelineConfig, build_timeline, save_timeline
+    from graphdb.cli import open_store
 
     try:
         config = TimelineConfig(model=model, communities=tuple(communities or ()), level=level,
                                 min_jaccard=min_jaccard, method=method, tasks=tuple(task or ()))
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    home = data_dir(ctx.obj.data_dir)
-    ensure_running(home)
-    with connect(data=home) as db:
+    with open_store(ctx) as (home, db):
         result = build_timeline(db, config)
     save_timeline(result, Path(out) if out else home / "matching")
     rows = []
@@ -141,24 +134,20 @@ def sizes(
     min_similarity: Annotated[float, typer.Option(help="A pair recurs at this activation similarity (and the same dominant task).")] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed of the prompts.")] = 0,
     out: Annotated[str | None, typer.Option(help="Directory for the CSV. [default: <data dir>/matching]")] = None,
-    device: Annotated[str, typer.Option(help="Torch device: cpu or cuda.")] = "cpu",
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Which communities recur across sizes: pairs by activation similarity of their members on
     the same prompts (mean of best matches), with each side's dominant task and purity."""
-    from analysis.match_sizes import SizesConfig, compare_sizes, save_sizes
-    from graphdb.connection import connect
-    from graphdb.embedded import ensure_running
-    from graphdb.settings import data_dir
+    from analysis.matching.sizes import SizesConfig, compare_sizes, save_sizes
+    from graphdb.cli import open_store
 
     try:
         config = SizesConfig(small=small, large=large, small_run=small_run, large_run=large_run, level=level,
                              tasks=tuple(task or ()), examples=examples, seed=seed, min_similarity=min_similarity)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    home = data_dir(ctx.obj.data_dir)
-    ensure_running(home)
     bars, progress = _bars()
-    with connect(data=home) as db, bars.progress:
+    with open_store(ctx) as (home, db), bars.progress:
         result = compare_sizes(db, config, device=device, progress=progress)
     save_sizes(result, Path(out) if out else home / "matching")
     rows = [_round({**r, "small": r["small"].rsplit("|", 1)[-1], "large": r["large"].rsplit("|", 1)[-1]})

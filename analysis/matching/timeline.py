@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.matching import Chain, CommunityMatch, dominant_task, emergence_chains, incident_weight, match_communities
-from graphdb.errors import ConfigError
+from analysis.matching.core import Chain, CommunityMatch, dominant_task, emergence_chains, incident_weight, match_communities
 from graphdb.keys import node_key, parse_key
 from graphdb.schema import Label
 from graphdb.writer import cypher_template
+from mechgraph.errors import ConfigError
 
 #: community key -> (dominant task, purity)
 Alignment = Mapping[str, tuple[str | None, float]]

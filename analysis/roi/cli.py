@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from ingest.cli import DeviceOpt
+
 from graphdb.tables import Format, render
 
 roi_app = typer.Typer(no_args_is_help=True, help="Regions of Interest: blocks of functionally similar latents.")
@@ -38,17 +40,15 @@ def fit(
     aggregate: Annotated[str, typer.Option(help="ROI-level graph: sum, mean or max (largest |w|, sign kept) of the contracted edges.")] = "sum",
     seed: Annotated[int, typer.Option(help="Seed of the examples, the mixture and the baseline.")] = 0,
     out: Annotated[str | None, typer.Option(help="Directory for the CSVs and PNGs. [default: <data dir>/rois]")] = None,
-    device: Annotated[str, typer.Option(help="Torch device: cpu or cuda.")] = "cpu",
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Fit ROIs: per dictionary, an SBM on the latent x latent similarity of activations and/or
     attributions; ROIs written as :ROI nodes with IN_ROI members, and the ingest graph contracted
     by them as ATTRIBUTES_TO edges with granularity roi. Running the same settings again
     replaces them.
     """
-    from analysis.roi import RoiConfig, fit_run_rois
-    from graphdb.connection import connect
-    from graphdb.embedded import ensure_running
-    from graphdb.settings import data_dir
+    from analysis.roi.fit import RoiConfig, fit_run_rois
+    from graphdb.cli import open_store
     from ingest.cli import Bars
 
     try:
@@ -58,12 +58,10 @@ def fit(
                            aggregate=aggregate)  # type: ignore[arg-type]
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    home = data_dir(ctx.obj.data_dir)
-    ensure_running(home)
     bars = Bars()
     progress = bars.stages()
 
-    with connect(data=home) as db, bars.progress:
+    with open_store(ctx) as (home, db), bars.progress:
         result = fit_run_rois(db, config, out_root=Path(out) if out else home / "rois", device=device,
                               progress=progress)
     render([_round(r) for r in result.summary], list(result.summary[0]) if result.summary else ["hook"], Format.TABLE,
@@ -81,15 +79,10 @@ def show(
     fmt: Annotated[Format, typer.Option("--format", "-f", help="table, csv or json.")] = Format.TABLE,
 ) -> None:
     """List the ROIs of an ROI run: key, size, decoder cosine and correlation vs baseline."""
-    from graphdb.connection import connect
-    from graphdb.embedded import ensure_running
-    from graphdb.errors import ConfigError
-    from graphdb.settings import data_dir
+    from graphdb.cli import open_store
+    from mechgraph.errors import ConfigError
     from queries.loader import get_query, run_query
-
-    home = data_dir(ctx.obj.data_dir)
-    ensure_running(home)
-    with connect(data=home) as db:
+    with open_store(ctx) as (home, db):
         rows = run_query(db, "rois", {"run": run})
     if not rows:
         raise ConfigError(f"no ROIs of run {run!r} (`mechgraph query run runs` lists the roi runs)")

@@ -29,11 +29,32 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from graphdb.errors import ConfigError
+from mechgraph.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptSample:
+    """The prompts latents are compared on (a base of the matching configs): ``examples`` per
+    task of ``tasks`` (empty: the configs' default tasks), from ``split``, drawn with ``seed``,
+    run ``batch_size`` at a time."""
+
+    tasks: tuple[str, ...] = ()
+    examples: int = 32
+    batch_size: int = 16
+    split: Literal["train", "test"] = "test"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.examples < 1 or self.batch_size < 1:
+            raise ValueError("examples and batch_size must be at least 1")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"a task is named twice: {list(self.tasks)}")
+        if self.split not in ("train", "test"):
+            raise ValueError(f"split must be train or test, got {self.split!r}")
 
 
 @dataclass

@@ -87,9 +87,9 @@ def _no_bars(description: str, total: int) -> Any:
 
 def _checkpoint_steps(model: str, wanted: tuple[int, ...]) -> list[int]:
     """The stored checkpoints nearest to ``wanted``, plus the final one (sorted, distinct)."""
-    from ingest.zoo.specs import _manifest, zoo_model_dir
+    from ingest.zoo.specs import zoo_manifest, zoo_model_dir
 
-    steps = [int(c["step"]) for c in _manifest(zoo_model_dir(model), model)["checkpoints"]]
+    steps = [int(c["step"]) for c in zoo_manifest(zoo_model_dir(model), model)["checkpoints"]]
     chosen = {min(steps, key=lambda s, w=w: abs(s - w)) for w in wanted} | {steps[-1]}
     return sorted(chosen)
 
@@ -112,7 +112,7 @@ def _stage_ingest(state: DemoState, bars: Any) -> None:
 
 
 def _stage_communities(state: DemoState, bars: Any) -> None:
-    from analysis.communities import CommunityConfig, partition, write_communities
+    from analysis.communities.partition import CommunityConfig, partition, write_communities
     from analysis.subgraph import Selection, pull_subgraph
 
     for (model, ckpt), run in state.ingests.items():
@@ -138,7 +138,7 @@ def final_small(state: DemoState) -> tuple[tuple[str, str], str]:
 
 
 def _stage_rois(state: DemoState, bars: Any) -> None:
-    from analysis.roi import RoiConfig, fit_run_rois
+    from analysis.roi.fit import RoiConfig, fit_run_rois
 
     (model, ckpt), run = final_small(state)
     result = fit_run_rois(state.db, RoiConfig(tasks=state.config.tasks, run=run, seed=state.config.seed),
@@ -152,7 +152,7 @@ def _stage_rois(state: DemoState, bars: Any) -> None:
 
 
 def _stage_evaluate(state: DemoState, bars: Any) -> None:
-    from analysis.evaluate import EvaluateConfig, evaluate
+    from analysis.evaluate.sweep import EvaluateConfig, evaluate
 
     (model, ckpt), run = final_small(state)
     result = evaluate(state.db, EvaluateConfig(task=state.config.eval_task, run=run, examples=state.config.examples),
@@ -162,7 +162,7 @@ def _stage_evaluate(state: DemoState, bars: Any) -> None:
 
 
 def _stage_shortcut(state: DemoState, bars: Any) -> None:
-    from analysis.shortcut import ShortcutConfig, run_shortcut
+    from analysis.evaluate.shortcut import ShortcutConfig, run_shortcut
 
     (model, ckpt), _ = final_small(state)
     spec = f"zoo:{model}@final"
@@ -176,7 +176,7 @@ def _stage_shortcut(state: DemoState, bars: Any) -> None:
 
 
 def _stage_disentangle(state: DemoState, bars: Any) -> None:
-    from analysis.disentangle import DisentangleConfig, disentangle
+    from analysis.disentangle.measure import DisentangleConfig, disentangle
 
     (model, ckpt), run = final_small(state)
     result = disentangle(state.db, DisentangleConfig(model=f"zoo:{model}@final", tasks=state.config.tasks, run=run,
@@ -190,14 +190,14 @@ def _stage_disentangle(state: DemoState, bars: Any) -> None:
 
 
 def _stage_matching(state: DemoState, bars: Any) -> None:
-    from analysis.match_features import FeatureMatchConfig, match_features, write_feature_matches
-    from analysis.match_sizes import SizesConfig, compare_sizes, save_sizes
-    from analysis.match_timeline import TimelineConfig, build_timeline, save_timeline
-    from ingest.zoo.specs import _manifest, zoo_model_dir
+    from analysis.matching.features import FeatureMatchConfig, match_features, write_feature_matches
+    from analysis.matching.sizes import SizesConfig, compare_sizes, save_sizes
+    from analysis.matching.timeline import TimelineConfig, build_timeline, save_timeline
+    from ingest.zoo.specs import zoo_manifest, zoo_model_dir
 
     cfg = state.config
     small = [ck for (m, ck) in state.ingests if m == cfg.small]
-    n_layers = int(_manifest(zoo_model_dir(cfg.small), cfg.small)["config"]["n_layers"])
+    n_layers = int(zoo_manifest(zoo_model_dir(cfg.small), cfg.small)["config"]["n_layers"])
     hooks = tuple(f"blocks.{L}.hook_resid_post" for L in range(n_layers))
     for a, b in zip(small, small[1:], strict=False):
         result = match_features(FeatureMatchConfig(model=f"zoo:{cfg.small}", from_checkpoint=a, to_checkpoint=b,
@@ -227,7 +227,7 @@ def _stage_matching(state: DemoState, bars: Any) -> None:
 
 
 def _stage_report(state: DemoState, bars: Any) -> None:
-    from analysis.report import write_report
+    from analysis.report.html import write_report
 
     state.report = write_report(state.db, state.data, state.data / "report" / "index.html",
                                 title="mechgraph demo: the model zoo")

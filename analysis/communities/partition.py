@@ -88,7 +88,7 @@ def partition(sub: Subgraph, config: CommunityConfig) -> Partition:
         levels = [sbm_blocks(W, config)]
     else:
         levels = _hierarchical_leiden(W, config)
-    return Partition(labels=[_relabel(x) for x in levels], modularity=[modularity(W, x) for x in levels])
+    return Partition(labels=[relabel(x) for x in levels], modularity=[modularity(W, x) for x in levels])
 
 
 def sbm_blocks(W: Any, config: CommunityConfig) -> Any:
@@ -146,7 +146,7 @@ def _hierarchical_leiden(W: Any, config: CommunityConfig) -> list[Any]:
     return levels
 
 
-def _relabel(labels: Any) -> Any:
+def relabel(labels: Any) -> Any:
     """Communities numbered 0, 1, ... by decreasing size (ties: first appearance)."""
     import numpy as np
 

@@ -4,7 +4,7 @@ For a community C (a set of stored node keys: features, error nodes, the embeddi
 task D, on D's prompts, with the evaluator's engine (the model and dictionaries rebuilt from the
 ingest run's configuration, the task's mean baseline by default) and its normalized metric
 F = (m − m(∅)) / (m(M) − m(∅)) (m the mean logit difference, M the full model, ∅ every node at
-baseline; :class:`analysis.evaluate.AblationSweep`):
+baseline; :class:`analysis.evaluate.sweep.AblationSweep`):
 
 * **kill C**: C's nodes are at their baseline and every edge of the *complete* model graph that
   has a member of C as source or target is removed (C reads and sends nothing); every other
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.evaluate import AblationSweep, _edge_sets
+from analysis.evaluate.sweep import AblationSweep, edge_sets
 
 CONDITIONS = ("kill", "keep")
 
@@ -114,7 +114,7 @@ class KillRunner:
             (s, u), (m, d) = self.names.locate(keys[r]), self.names.locate(keys[c])
             if s < m:
                 located.append((s, u, m, d))
-        return GraphMask.from_edges(self.engine, _edge_sets(located), keep_errors=False)
+        return GraphMask.from_edges(self.engine, edge_sets(located), keep_errors=False)
 
     def scores(self, sweep: AblationSweep, members: list[str], task: str, kind: str) -> tuple[float, float]:
         """(F with ``members`` killed, F with only ``members`` kept) under ``kind`` ablation."""

@@ -21,23 +21,23 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from analysis.match_features import default_tasks, resolve_side
-from analysis.match_timeline import Alignment, CommunityRun, community_alignment, community_runs, write_csv
-from analysis.matching import standardise
-from graphdb.errors import ConfigError
+from analysis.matching.core import PromptSample, standardise
+from analysis.matching.features import default_tasks, resolve_side
+from analysis.matching.timeline import Alignment, CommunityRun, community_alignment, community_runs, write_csv
 from graphdb.keys import parse_key
 from graphdb.schema import Label
+from mechgraph.errors import ConfigError
 
 #: progress(stage, done, total)
 Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
-class SizesConfig:
+class SizesConfig(PromptSample):
     """Two zoo models (stored names) and, optionally, the community run of each (default: the
     newest run at the model's final checkpoint); the prompts the latents are compared on."""
 
@@ -46,14 +46,10 @@ class SizesConfig:
     small_run: str | None = None
     large_run: str | None = None
     level: int = 0
-    tasks: tuple[str, ...] = ()
-    examples: int = 32
-    batch_size: int = 16
-    split: Literal["train", "test"] = "test"
-    seed: int = 0
     min_similarity: float = 0.5
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in (self.small, self.large):
             if not name or ":" in name or "@" in name:
                 raise ValueError(f"name models as stored, e.g. mt-small (not a spec), got {name!r}")
@@ -61,10 +57,6 @@ class SizesConfig:
             raise ValueError("compare two different models")
         if not -1 <= self.min_similarity <= 1:
             raise ValueError(f"min_similarity is a correlation in [-1, 1], got {self.min_similarity}")
-        if self.examples < 1 or self.batch_size < 1:
-            raise ValueError("examples and batch_size must be at least 1")
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"a task is named twice: {list(self.tasks)}")
 
 
 @dataclass

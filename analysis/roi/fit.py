@@ -26,7 +26,7 @@ Per ROI: its size, the mean cosine similarity of its members' decoder rows and t
 correlation (off-diagonal pairs), against a random-partition baseline (the labels permuted,
 block sizes kept, ``random_partitions`` times): baseline mean, std and z-score, per ROI and per
 dictionary (pair-weighted over every within-ROI pair). Write-back and the ROI-level graph are
-in :mod:`analysis.roi_graph`.
+in :mod:`analysis.roi.graph`.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from typing import Any, Literal
 import numpy as np
 
 from analysis.subgraph import ingest_run_config
-from graphdb.errors import ConfigError
 from graphdb.provenance import RunRecord
+from mechgraph.errors import ConfigError
 from queries.loader import run_query
 
 Signal = Literal["activation", "attribution", "both"]
@@ -171,7 +171,7 @@ def fit_rois(similarity: Any, n_blocks: int | None = None, max_blocks: int = 20,
     from graspologic.cluster import GaussianCluster
     from graspologic.embed import AdjacencySpectralEmbed
 
-    from analysis.communities import _relabel
+    from analysis.communities.partition import relabel
 
     S = np.nan_to_num(np.asarray(similarity, dtype=float))
     n = S.shape[0]
@@ -186,7 +186,7 @@ def fit_rois(similarity: Any, n_blocks: int | None = None, max_blocks: int = 20,
     lo, hi = (n_blocks, n_blocks) if n_blocks is not None else (1, min(max_blocks, n - 1))
     gmm = GaussianCluster(min_components=lo, max_components=max(lo, hi), covariance_type=covariance,
                           random_state=seed)
-    return _relabel(np.asarray(gmm.fit_predict(X)))
+    return relabel(np.asarray(gmm.fit_predict(X)))
 
 
 def decoder_cosine(W_dec: Any) -> Any:
@@ -261,7 +261,7 @@ def similarity_matrix(f: Any, a: Any, signal: Signal = "both",
 def fit_run_rois(db: Any, config: RoiConfig, *, out_root: Path, device: str = "cpu",
                  progress: Progress | None = None) -> RoiResult:
     """ROIs of every selected dictionary of an ingest run, written back (module docstring)."""
-    from analysis.roi_graph import head_tables, run_heads, write_outputs, write_rois
+    from analysis.roi.graph import head_tables, run_heads, write_outputs, write_rois
     from ingest.attribution.config import AttributionConfig
     from ingest.attribution.engine import AttributionEngine
     from ingest.graph_rows import GraphNames

@@ -4,7 +4,7 @@ write the matches as ``(:Feature)-[:MATCHES {score, method, run}]->(:Feature)``.
 For each hook with a dictionary on both sides: decoder cosine (one model only), activation
 correlation on a shared set of task prompts (:mod:`ingest.latents`; works across sizes), or
 both; optionally refined by seeded graph matching on the latents' decoder (cosine) or
-co-activation (activation) graphs. The math is in :mod:`analysis.matching`.
+co-activation (activation) graphs. The math is in :mod:`analysis.matching.core`.
 
 Write-back: both ends MERGE as ``:Feature`` nodes by their key (:func:`graphdb.keys.node_key`,
 the same key ingest writes, so matches join the attribution graphs), the earlier checkpoint's
@@ -21,13 +21,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from analysis.matching import (FeatureMatch, assign, coactivation_graph, correlation_similarity, cosine_similarity,
+from analysis.matching.core import (FeatureMatch, PromptSample, assign, coactivation_graph, correlation_similarity, cosine_similarity,
                                decoder_graph, graph_refine)
-from graphdb.errors import ConfigError
 from graphdb.keys import node_key
 from graphdb.provenance import RunRecord
 from graphdb.schema import Label, Rel
 from graphdb.writer import GraphWriter, cypher_template
+from mechgraph.errors import ConfigError
 
 Method = Literal["cosine", "activation", "both"]
 #: progress(stage, done, total)
@@ -36,7 +36,7 @@ _LAYER = re.compile(r"blocks\.(\d+)\.")
 
 
 @dataclass(frozen=True)
-class FeatureMatchConfig:
+class FeatureMatchConfig(PromptSample):
     """Which two dictionaries per hook, how they are matched, on which prompts.
 
     ``model`` and ``to_model`` are zoo names (``mt-small`` or ``zoo:mt-small``); checkpoints
@@ -53,13 +53,9 @@ class FeatureMatchConfig:
     graph_weight: float = 0.2
     seed_score: float = 0.9
     min_score: float = 0.5
-    tasks: tuple[str, ...] = ()
-    examples: int = 32
-    batch_size: int = 16
-    split: Literal["train", "test"] = "test"
-    seed: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.method not in ("cosine", "activation", "both"):
             raise ValueError(f"method must be cosine, activation or both, got {self.method!r}")
         if self.to_model is not None and _zoo_name(self.to_model) != _zoo_name(self.model) and self.method != "activation":
@@ -69,16 +65,10 @@ class FeatureMatchConfig:
             raise ValueError(f"--from and --to name the same checkpoint ({self.from_checkpoint})")
         if len(set(self.hooks)) != len(self.hooks):
             raise ValueError(f"a hook is named twice: {list(self.hooks)}")
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"a task is named twice: {list(self.tasks)}")
         if not -1.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score is a similarity in [-1, 1], got {self.min_score}")
         if not self.graph_weight > 0:
             raise ValueError(f"graph_weight must be > 0, got {self.graph_weight}")
-        if self.examples < 1 or self.batch_size < 1:
-            raise ValueError("examples and batch_size must be at least 1")
-        if self.split not in ("train", "test"):
-            raise ValueError(f"split must be train or test, got {self.split!r}")
 
     @property
     def methods(self) -> tuple[str, ...]:

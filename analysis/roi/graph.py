@@ -49,7 +49,7 @@ def roi_key(names: Any, d: Any, run: str, index: int) -> str:
 
 
 def roi_rows(names: Any, d: Any, run: str, tasks: list[str]) -> list[dict[str, Any]]:
-    """One ``:ROI`` row per block of ``d`` (a :class:`analysis.roi.DictionaryRois`)."""
+    """One ``:ROI`` row per block of ``d`` (a :class:`analysis.roi.fit.DictionaryRois`)."""
     sizes = np.bincount(d.labels, minlength=d.n_rois)
     c, r = d.cosine, d.correlation
     return [{"key": roi_key(names, d, run, b), "run": run, "partition": run, "index": b, "size": int(sizes[b]),

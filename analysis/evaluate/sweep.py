@@ -30,13 +30,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from analysis.selection import EdgeSelection, Located, select_edges
+from analysis.evaluate.selection import EdgeSelection, Located, select_edges
 from analysis.subgraph import ingest_run_config
-from graphdb.errors import ConfigError
 from graphdb.keys import node_key
 from graphdb.provenance import RunRecord
 from graphdb.schema import Label, Rel
 from graphdb.writer import GraphWriter
+from mechgraph.errors import ConfigError
 from queries.loader import run_query
 
 Ablation = Literal["edge", "node"]
@@ -206,7 +206,7 @@ class AblationSweep:
         from ingest.ablation import GraphMask
 
         engine, span = self.engine, self.m_full - self.m_empty
-        mask = GraphMask.from_edges(engine, _edge_sets([e for group in located[:budget] for e in group]),
+        mask = GraphMask.from_edges(engine, edge_sets([e for group in located[:budget] for e in group]),
                                     keep_errors=self.keep_errors)
         nodes, possible = shape or (mask.n_nodes, GraphMask.complete(engine, mask.nodes).n_edges)
         kept = self.measure(kind, mask)
@@ -242,7 +242,7 @@ def _graph_run(db: Any, config: EvaluateConfig) -> tuple[str, dict[str, Any]]:
     return rows[0]["run"], json.loads(rows[0]["config"])
 
 
-def _edge_sets(located: list[Located]) -> dict[tuple[int, int], Any]:
+def edge_sets(located: list[Located]) -> dict[tuple[int, int], Any]:
     """[(src slot, src index, dst slot, dst index)] -> {(s, m): Edges-like with dst/src tensors}."""
     import torch
 

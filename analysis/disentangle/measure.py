@@ -33,11 +33,11 @@ source, so out- and in-degrees and out-strengths are preserved), 10 swap attempt
 re-partitioned with the same configuration, NMI recomputed against the fixed task labels.
 ``z = (NMI − mean_null) / std_null`` (``inf`` when the null has no spread and NMI is above it).
 
-**Kill table** (:mod:`analysis.disentangle_kill`): for each of the ``top_k`` largest communities
+**Kill table** (:mod:`analysis.disentangle.kill`): for each of the ``top_k`` largest communities
 C and each task D, the evaluator's normalized metric F = (m − m(∅)) / (m(M) − m(∅)) on D's
 prompts when C is killed and when only C is kept; written as a CSV and heatmaps.
 
-Write-back: the partition as a communities run (:func:`analysis.communities.write_communities`),
+Write-back: the partition as a communities run (:func:`analysis.communities.partition.write_communities`),
 a ``:Run`` of kind ``disentangle``, and ``:Disentanglement`` nodes (a ``summary`` and one per
 community) linked by ``PRODUCED_BY`` to that run and by ``DESCRIBES`` to the communities run
 and to each ``:Community``. The run id hashes the configuration and the graph runs, so running
@@ -53,13 +53,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from analysis.communities import CommunityConfig, Partition, partition, write_communities
+from analysis.communities.partition import CommunityConfig, Partition, partition, write_communities
 from analysis.subgraph import Selection, Subgraph, ingest_run_config, pull_subgraph
-from graphdb.errors import ConfigError
 from graphdb.keys import node_key, parse_key
 from graphdb.provenance import RunRecord
 from graphdb.schema import Label, Rel
 from graphdb.writer import GraphWriter, cypher_template
+from mechgraph.errors import ConfigError
 from queries.loader import run_query
 
 Null = Literal["permutation", "rewire"]
@@ -392,7 +392,7 @@ def disentangle_graphs(db: Any, graphs: Mapping[str, Subgraph], config: Disentan
     if config.kill:
         if run_config is None:
             raise ConfigError("the kill table rebuilds the model from an ingest run's configuration: none given")
-        from analysis.disentangle_kill import kill_table, plot_kill, write_kill_csv
+        from analysis.disentangle.kill import kill_table, plot_kill, write_kill_csv
 
         result.kill = kill_table(analysis, config, run_config, device=device, progress=progress)
         result.csv = write_kill_csv(result.kill, out_dir / "kill.csv")

@@ -24,9 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from graphdb.errors import ConfigError
 from graphdb.keys import parse_key
 from graphdb.schema import Label
+from mechgraph.errors import ConfigError
 from queries.loader import run_query
 
 GRANULARITIES = ("feature", "head", "roi")

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from graphdb.errors import ConfigError
+from mechgraph.errors import ConfigError
 
 
 @dataclass(frozen=True)

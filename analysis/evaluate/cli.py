@@ -1,0 +1,127 @@
+"""``mechgraph evaluate`` and ``mechgraph shortcut``: judge stored graphs by running them.
+
+Imports nothing heavy at import time (the work runs inside the command), so ``mechgraph
+--help`` stays instant. The root (``analysis/cli.py``) registers the commands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ingest.cli import DeviceOpt
+
+from graphdb.tables import Format, render
+
+
+def evaluate(
+    ctx: typer.Context,
+    task: Annotated[str, typer.Option("--task", "-t", help="Task whose graph is judged (and whose prompts are run).")],
+    run: Annotated[str | None, typer.Option(help="The ingest run whose graph is evaluated (`mechgraph query run runs`).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Or: a model spec; its newest ingest run of --task is used.")] = None,
+    ablation: Annotated[str, typer.Option(help="edge (each node reads only its kept in-edges), node (nodes outside the graph at baseline) or both.")] = "both",
+    baseline: Annotated[str, typer.Option(help="Value of an ablated node: mean (over reference prompts), zero or counterfactual.")] = "mean",
+    sweep: Annotated[int, typer.Option(help="Edge budgets: top-n edges by |weight|, log-spaced from 1% to 100% of the stored graph.")] = 10,
+    examples: Annotated[int, typer.Option("--examples", "-n", help="Held-out prompts the graph is run on.")] = 32,
+    min_abs_weight: Annotated[float, typer.Option(help="Only stored edges with |weight| >= this.")] = 0.0,
+    granularity: Annotated[str, typer.Option(help="Which stored graph of the run: feature, head (features contracted by head) or roi (a `mechgraph roi fit` run's graph; pass its run with --run). A coarse node is run as the set of its features.")] = "feature",
+    query: Annotated[str | None, typer.Option(help="Or: the edges a library query returns (columns source, target, optionally weight), e.g. run_edges.")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A --query parameter, name=value (repeatable).")] = None,
+    community: Annotated[str | None, typer.Option(help="Only edges inside this :Community (its key; edges to the output count as inside).")] = None,
+    roi: Annotated[str | None, typer.Option(help="Only edges inside this :ROI (its key).")] = None,
+    touching: Annotated[bool, typer.Option("--touching", help="With --community/--roi: every edge with at least one member endpoint.")] = False,
+    top_n: Annotated[int | None, typer.Option(help="At most the n strongest selected edges (the sweep runs inside them).")] = None,
+    drop_errors: Annotated[bool, typer.Option("--drop-errors", help="Ablate error nodes too (default: they stay kept).")] = False,
+    out: Annotated[str | None, typer.Option(help="Directory for the CSV and PNG. [default: <data dir>/evaluations]")] = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Judge a stored graph by running it: faithfulness and completeness curves.
+
+    For each edge budget, edge ablation (every node of the graph computes its value from its
+    kept in-edges only, the rest of its input at baseline) and node ablation (nodes outside the
+    graph at baseline in an ordinary forward pass) of the same graph; faithfulness
+    F = (m(G) - m(empty)) / (m(model) - m(empty)) on the mean logit difference, completeness the
+    same with the graph ablated and its complement kept, CPR and CMD areas. Writes a CSV, a PNG
+    and :Evaluation nodes linked to the runs.
+    """
+    from analysis.evaluate.selection import EdgeSelection
+    from analysis.evaluate.sweep import EvaluateConfig
+    from analysis.evaluate.sweep import evaluate as run_evaluation
+    from graphdb.cli import open_store
+    from ingest.cli import Bars
+
+    kinds = ("edge", "node") if ablation == "both" else (ablation,)
+    try:
+        if community and roi:
+            raise ValueError("restrict to one of --community or --roi")
+        params = tuple(tuple(p.split("=", 1)) for p in param or ())
+        if any(len(p) != 2 for p in params):
+            raise ValueError("--param takes name=value")
+        selection = EdgeSelection(granularity=granularity, min_abs_weight=min_abs_weight, query=query,
+                                  params=params, group=community or roi, touching=touching,  # type: ignore[arg-type]
+                                  top_n=top_n)
+        config = EvaluateConfig(task=task, run=run, model=model, examples=examples, baseline=baseline,
+                                ablations=kinds, sweep=sweep, selection=selection,  # type: ignore[arg-type]
+                                keep_errors=not drop_errors)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    bars = Bars()
+    with open_store(ctx) as (home, db), bars.progress:
+        handle = bars.progress.add_task(f"{task}: ablation curves", total=None)
+        result = run_evaluation(db, config, out_dir=Path(out) if out else home / "evaluations", device=device,
+                                progress=lambda done, total: bars.progress.update(handle, completed=done, total=total))
+    rows = [{k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(p).items() if k != "budget"}
+            for p in result.points]
+    render(rows, list(rows[0]), Format.TABLE,
+           title=f"{result.model} @ {result.checkpoint}, {task}: graph {result.graph_run} ({result.total_edges} edges); "
+                 f"m(model) = {result.clean_logit_diff:.3f}, m(empty) = {result.ablated_logit_diff:.3f}")
+    for kind, area in result.summary.items():
+        typer.echo(f"{kind} ablation: CPR {area['cpr']:.3f}, CMD {area['cmd']:.3f}")
+    typer.echo(f"curve: {result.csv}\nplot:  {result.png}\n:Evaluation nodes of run {result.run} "
+               f"({result.seconds:.0f} s)")
+
+
+def shortcut(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", "-m", help="A model trained on bias_in_bios (zoo models are).")] = "zoo:mt-small@final",
+    examples: Annotated[int, typer.Option("--examples", "-n", help="Held-out bios per condition.")] = 128,
+    min_selectivity: Annotated[float, typer.Option(help="Gender feature: d' at the profession position at least this ...")] = 3.0,
+    min_pronoun_selectivity: Annotated[float, typer.Option(help="... or d' at the pronoun position at least this.")] = 0.7,
+    device: DeviceOpt = "cpu",
+    out: Annotated[str | None, typer.Option(help="CSV path. [default: <data dir>/evaluations/shortcut-<model>.csv]")] = None,
+) -> None:
+    """The gender shortcut: node ablation vs edge ablation of the gender features.
+
+    On bias_in_bios the model answers the profession from gender. Gender features G (latents
+    of the slot the logits read, selective for gender) are node-ablated (at baseline for every
+    reader) or edge-ablated (only the profession output's in-edges from G cut; the pronoun
+    output, she/he after the '.', keeps them). Prints the shortcut gap (profession logit
+    difference, female minus male bios), accuracy on anti-stereotypical bios, the pronoun's
+    accuracy and logit difference, and how much of G's gender difference is still there.
+    """
+    from analysis.evaluate.shortcut import ShortcutConfig, run_shortcut
+    from graphdb.settings import data_dir
+
+    try:
+        config = ShortcutConfig(model=model, examples=examples, min_selectivity=min_selectivity,
+                                min_pronoun_selectivity=min_pronoun_selectivity)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    with console_status(f"{model}: gender features, node and edge ablation"):
+        result = run_shortcut(config, device=device)
+    rows = result.table()
+    render(rows, list(rows[0]), Format.TABLE,
+           title=f"{model}: {len(result.gender_features)} gender features of {result.hook}")
+    name = model.replace(":", "-").replace("@", "-").replace("/", "-")
+    path = result.write_csv(Path(out) if out else data_dir(ctx.obj.data_dir) / "evaluations" / f"shortcut-{name}.csv")
+    typer.echo(f"table: {path}")
+
+
+def console_status(text: str) -> Any:
+    """A spinner on stderr while ``text`` runs."""
+    from rich.console import Console
+
+    return Console(stderr=True).status(text)
