@@ -9,12 +9,23 @@ server per project data directory:
     <data dir>/password        generated on first start, mode 0600, never printed
     <data dir>/server.json     pid, port and version of the running server
     <data dir>/launcher.log    the launcher's own stdout/stderr
+    <data dir>/start.lock      held (``flock``) by the one process starting or stopping it
 
-Bolt listens on 127.0.0.1 only; HTTP is off; auth is on.
+Bolt listens on 127.0.0.1 only; HTTP is off; auth is on; LOAD CSV cannot read local files.
+
+Several mechgraph processes may want the server at once (every graph command starts it if it
+is down). Whoever takes ``start.lock`` first starts it, first-boot password setup included,
+and records it in ``server.json`` once Bolt answers; the others wait on the lock, then find
+it running and use it. The lock is the kernel's, so a starter that dies releases it.
+
+The data directory is private (0700) and the server runs under umask 077, so the store, the
+transaction logs and Neo4j's logs are readable by this user only; a start tightens what an
+older version left group- or world-readable.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -26,6 +37,8 @@ import socket
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +52,74 @@ LISTEN_ADDRESS = "127.0.0.1"
 SOURCE_DIR = Path(__file__).parent / "server"
 READY_MARK = "MECHGRAPH-NEO4J READY"
 ERROR_MARK = "MECHGRAPH-NEO4J ERROR"
+#: Mode bits nothing under the data directory may have: the store is this user's alone.
+NOT_PRIVATE = 0o077
+
+
+@contextmanager
+def _flock(path: Path, *, timeout: float | None, waiting: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created 0600). ``timeout=None`` waits forever.
+
+    The kernel drops the lock when the holder's process dies, so a crashed start never leaves a
+    stale lock behind; the fd is close-on-exec, so the server the holder spawns does not keep it.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for %s (%s)", waiting, path)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise ServerError(f"gave up after {timeout:.0f}s waiting for {waiting} (lock {path})") from None
+                    time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` with mode 0700, or tighten it to 0700; a clear error if it cannot be one."""
+    if path.exists() and not path.is_dir():
+        raise ServerError(f"the data directory {path} exists and is not a directory: "
+                          "choose another with --data-dir or MECHGRAPH_HOME")
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if stat.S_IMODE(path.stat().st_mode) != 0o700:
+            path.chmod(0o700)
+    except OSError as e:
+        raise ServerError(f"cannot use {path} as the data directory: {e.strerror or e}") from None
+
+
+def _tighten_tree(root: Path) -> int:
+    """Remove group/other permission bits from ``root`` and everything under it (symlinks are
+    left alone, not followed). Returns how many entries changed: stores written by an older
+    mechgraph, or copied in, under a umask of 022."""
+    changed = 0
+    entries = [os.path.join(d, n) for d, dirs, files in os.walk(root) for n in (*dirs, *files)]
+    for p in (str(root), *entries):
+        try:
+            st = os.lstat(p)
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & NOT_PRIVATE:
+                os.chmod(p, stat.S_IMODE(st.st_mode) & ~NOT_PRIVATE)
+                changed += 1
+        except OSError as e:
+            raise ServerError(f"cannot make {p} private: {e.strerror or e}") from None
+    return changed
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a reader sees the old file or the new one), mode 0600."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
 
 
 def _source_fingerprint() -> str:
@@ -83,13 +164,22 @@ def build_launcher(*, force: bool = False) -> Path:
     marker = build / "BUILD-OK"
     if marker.exists() and not force:
         return build
+    build.parent.mkdir(parents=True, exist_ok=True)
+    # Two first commands at once must not run Maven into the same directory (one would delete
+    # the other's half-built tree): the second waits, then finds the build done.
+    with _flock(build.parent / f"{build.name}.lock", timeout=None, waiting="another process building the launcher"):
+        if marker.exists() and not force:
+            return build
+        return _build(build, marker)
+
+
+def _build(build: Path, marker: Path) -> Path:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise ServerError("no `mvn` on PATH: install Maven 3 (Debian: apt-get install maven) to fetch the Neo4j jars")
     _java()
     if build.exists():
         shutil.rmtree(build)
-    build.parent.mkdir(parents=True, exist_ok=True)
     cmd = [mvn, "-B", "-q", "-f", str(SOURCE_DIR / "pom.xml"), f"-Dmechgraph.buildDir={build}", "package"]
     log.info("building the Neo4j launcher with Maven into %s (first time only)", build)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -129,8 +219,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _pid_is_launcher(pid: int) -> bool:
-    """True if ``pid`` is alive and is our launcher (guards against pid reuse)."""
+def _pid_is_launcher(pid: int, home: Path | None = None) -> bool:
+    """True if ``pid`` is alive and is our launcher (of ``home``, if given): guards against pid
+    reuse, by any process or by the launcher of another data directory."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
@@ -139,7 +230,8 @@ def _pid_is_launcher(pid: int) -> bool:
         except OSError:
             return False
         return True  # no /proc (macOS): trust the pid
-    return LAUNCHER_CLASS.encode() in cmdline
+    args = cmdline.split(b"\0")
+    return LAUNCHER_CLASS.encode() in args and (home is None or str(home).encode() in args)
 
 
 def _dir_size(path: Path) -> int:
@@ -176,26 +268,35 @@ class EmbeddedServer:
         self.password_file = data_dir / "password"
         self.state_file = data_dir / "server.json"
         self.launcher_log = data_dir / "launcher.log"
+        self.lock_file = data_dir / "start.lock"
         self.heap = heap or os.environ.get("MECHGRAPH_NEO4J_HEAP", "2g")
         self.page_cache = page_cache or os.environ.get("MECHGRAPH_NEO4J_PAGECACHE", "512m")
 
     # -- state -------------------------------------------------------------------------
-    def state(self) -> ServerState | None:
-        """The running server's state, or ``None`` (a stale state file is removed)."""
+    def _recorded(self) -> tuple[ServerState, bool] | None:
+        """``server.json`` as written: the state and whether the server had answered."""
         try:
             raw = json.loads(self.state_file.read_text())
             st = ServerState(int(raw["pid"]), int(raw["port"]), str(raw["version"]), float(raw["started_at"]))
-        except (OSError, ValueError, KeyError):
+            return st, bool(raw.get("ready", True))
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not _pid_is_launcher(st.pid):
-            self.state_file.unlink(missing_ok=True)
+
+    def _record(self, st: ServerState, *, ready: bool) -> None:
+        _write_private(self.state_file, json.dumps({**st.__dict__, "ready": ready}) + "\n")
+
+    def state(self) -> ServerState | None:
+        """The running server's state, or ``None`` (never started, stopped, gone, or still
+        starting). Reads only: a stale ``server.json`` is cleared under the start lock."""
+        found = self._recorded()
+        if found is None or not found[1] or not _pid_is_launcher(found[0].pid, self.home):
             return None
-        return st
+        return found[0]
 
     def password(self) -> str:
         try:
             return self.password_file.read_text().strip()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise DatabaseUnavailableError(
                 f"the embedded Neo4j in {self.data_dir} has never been started: run `mechgraph db start`"
             ) from None
@@ -212,10 +313,9 @@ class EmbeddedServer:
     def _ensure_password(self) -> None:
         if self.password_file.exists():
             mode = stat.S_IMODE(self.password_file.stat().st_mode)
-            if mode & 0o077:
+            if mode & NOT_PRIVATE:
                 raise ServerError(f"{self.password_file} is readable by others (mode {mode:o}): chmod 600 it")
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         # O_EXCL + 0600 at creation: the secret never exists with wider permissions.
         fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -225,29 +325,71 @@ class EmbeddedServer:
     def start(self, *, port: int | None = None, timeout: float = 180.0) -> tuple[ServerState, bool]:
         """Start the server unless it is running; wait until Bolt answers.
 
-        Returns ``(state, started)`` where ``started`` is False if it was already running.
+        Safe to call from several processes at once: one starts the server, the others wait
+        for it and return its state. Returns ``(state, started)`` where ``started`` is False
+        if it was already running (or another process started it meanwhile).
         """
+        _private_dir(self.data_dir)
         st = self.state()
         if st is not None:
             return st, False
         build = build_launcher()
+        # The whole start, first-boot password setup included, happens under one lock. A
+        # second starter used to launch a second JVM on the same store: Neo4j's store lock
+        # failed it, and it then read that failure from the shared launcher.log and killed
+        # the healthy first server (or interrupted its first boot).
+        with _flock(self.lock_file, timeout=timeout + 60,
+                    waiting=f"another mechgraph process starting the embedded Neo4j of {self.data_dir}"):
+            st = self.state()
+            if st is not None:
+                return st, False
+            found = self._recorded()
+            if found is not None and _pid_is_launcher(found[0].pid, self.home):
+                # A starter was killed after spawning the server, before it answered: adopt it.
+                st = found[0]
+                self._wait_ready(st.pid, None, timeout)
+                self._record(st, ready=True)
+                return st, True
+            self.state_file.unlink(missing_ok=True)
+            return self._launch(build, port, timeout), True
+
+    def _launch(self, build: Path, port: int | None, timeout: float) -> ServerState:
+        """Spawn the launcher and wait for READY. Caller holds the start lock."""
         version = (build / "BUILD-OK").read_text().strip()
         self._ensure_password()
         port = self._choose_port(port)
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(mode=0o700, exist_ok=True)
+        # Only Neo4j's home is walked, not the whole data directory: that may be any directory
+        # a user chose, and its 0700 already keeps others out of everything in it.
+        changed = _tighten_tree(self.home)
+        if changed:
+            log.info("removed group/other permissions from %d entries under %s", changed, self.home)
         cmd = [
             _java(), *_jvm_flags(self.heap), "-cp", _classpath(build), LAUNCHER_CLASS,
             "--home", str(self.home), "--bolt-port", str(port), "--listen-address", LISTEN_ADDRESS,
             "--password-file", str(self.password_file), "--page-cache", self.page_cache,
         ]
-        with open(self.launcher_log, "w") as logfh:
+        fd = os.open(self.launcher_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an older mechgraph created it 0644
+        with os.fdopen(fd, "w") as logfh:
             # A new session: the server outlives this process and ignores the terminal's ^C.
+            # umask 077: every store file, transaction log and Neo4j log is this user's alone.
             proc = subprocess.Popen(cmd, stdout=logfh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+                                    start_new_session=True, umask=0o077)
         st = ServerState(proc.pid, port, version, time.time())
-        self._wait_ready(proc, timeout)
-        self.state_file.write_text(json.dumps(st.__dict__) + "\n")
-        return st, True
+        # Recorded before it answers, so a starter killed while waiting leaves a server the next
+        # one adopts (above) rather than a second JVM that fails on Neo4j's store lock.
+        self._record(st, ready=False)
+        try:
+            self._wait_ready(st.pid, proc, timeout)
+        except BaseException:
+            if proc.poll() is None:  # e.g. ^C while waiting: do not leave a half-started server
+                proc.terminate()
+                proc.wait(60)
+            self.state_file.unlink(missing_ok=True)
+            raise
+        self._record(st, ready=True)
+        return st
 
     def _choose_port(self, port: int | None) -> int:
         port = port or bolt_port_setting()
@@ -257,37 +399,55 @@ class EmbeddedServer:
             return port
         return DEFAULT_BOLT_PORT if _port_free(DEFAULT_BOLT_PORT) else free_port()
 
-    def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    def _wait_ready(self, pid: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+        """Wait for the READY line of launcher ``pid`` (``proc`` if we spawned it)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.launcher_log.read_text(errors="replace")
             if READY_MARK in text:
                 return
-            code = proc.poll()
+            if proc is not None:
+                code = proc.poll()
+            else:
+                code = None if _pid_is_launcher(pid, self.home) else -1
             if code is not None or ERROR_MARK in text:
                 if code is None:
-                    proc.terminate()
-                    proc.wait(30)
+                    self._terminate(pid, proc)
                 lines = [ln for ln in text.splitlines() if ln.strip()]
                 why = next((ln for ln in lines if ERROR_MARK in ln), lines[-1] if lines else "no output")
                 raise ServerError(f"the embedded Neo4j did not start: {why.replace(ERROR_MARK, '').strip()} "
                                   f"(log: {self.launcher_log})")
             time.sleep(0.25)
-        proc.terminate()
+        self._terminate(pid, proc)
         raise ServerError(f"the embedded Neo4j did not answer within {timeout:.0f}s (log: {self.launcher_log})")
 
+    def _terminate(self, pid: int, proc: subprocess.Popen[bytes] | None) -> None:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(60)
+        elif _pid_is_launcher(pid, self.home):
+            os.kill(pid, signal.SIGTERM)
+
     def stop(self, *, timeout: float = 120.0) -> bool:
-        """Shut the DBMS down cleanly (SIGTERM runs Neo4j's shutdown). False if not running."""
-        st = self.state()
-        if st is None:
+        """Shut the DBMS down cleanly (SIGTERM runs Neo4j's shutdown). False if not running.
+
+        Waits for a start in progress (the start lock) rather than racing it."""
+        if not self.data_dir.is_dir():
             return False
-        os.kill(st.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _pid_is_launcher(st.pid):
+        with _flock(self.lock_file, timeout=timeout + 240,
+                    waiting=f"another mechgraph process starting the embedded Neo4j of {self.data_dir}"):
+            found = self._recorded()  # ready or not: a server whose starter was killed, too
+            if found is None or not _pid_is_launcher(found[0].pid, self.home):
                 self.state_file.unlink(missing_ok=True)
-                return True
-            time.sleep(0.2)
+                return False
+            st = found[0]
+            os.kill(st.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if not _pid_is_launcher(st.pid, self.home):
+                    self.state_file.unlink(missing_ok=True)
+                    return True
+                time.sleep(0.2)
         raise ServerError(f"the embedded Neo4j (pid {st.pid}) did not stop within {timeout:.0f}s; "
                           f"see {self.home / 'logs'}")
 

@@ -21,4 +21,11 @@ class ServerError(MechgraphError):
 
 
 class QueryError(MechgraphError):
-    """A library query is unknown, malformed, or was given bad parameters."""
+    """A library query is unknown, malformed, or was given bad parameters, or Neo4j refused it.
+
+    ``code`` is Neo4j's status code (``Neo.ClientError...``) when the server refused it.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code

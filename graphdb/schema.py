@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Protocol
 
+from graphdb.errors import QueryError
+
 
 class Label(StrEnum):
     """Node labels. ``NODE`` is the super-label of every computational-graph node."""
@@ -152,8 +154,26 @@ class SupportsWrite(Protocol):
     def write(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]: ...
 
 
+#: What ``CREATE ... IF NOT EXISTS`` still fails with when another process runs the same
+#: statement at the same moment (two ingests on a fresh store): both transactions checked,
+#: neither saw the other's rule, and the second to commit is refused. Run again, the statement
+#: finds the rule and does nothing.
+CONCURRENT_CREATE = "Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists"
+
+
 def init_schema(db: SupportsWrite, *, timeout_s: int = 300) -> None:
-    """Create every constraint and index (idempotent) and wait until they are online."""
+    """Create every constraint and index and wait until they are online. Idempotent, and
+    safe while other processes initialise the same database."""
     for statement in (*constraint_statements(), *index_statements()):
-        db.write(statement)
+        _create(db, statement)
     db.write("CALL db.awaitIndexes($t)", {"t": timeout_s})
+
+
+def _create(db: SupportsWrite, statement: str, *, attempts: int = 3) -> None:
+    for attempt in range(1, attempts + 1):
+        try:
+            db.write(statement)
+            return
+        except QueryError as e:
+            if e.code != CONCURRENT_CREATE or attempt == attempts:
+                raise

@@ -83,3 +83,64 @@ def test_world_readable_password_file_is_refused(tmp_path):
     server.password_file.chmod(0o644)
     with pytest.raises(ServerError, match="readable by others"):
         server.start(port=free_port())
+
+
+def test_load_csv_cannot_read_local_files(db, embedded_server):
+    """Whoever can send Cypher must not read this user's files through the server (the
+    embedded one; an external server is configured by its owner, see the README)."""
+    from graphdb.errors import QueryError
+
+    for url in ("file:///etc/passwd", "file:///passwd", "file:///../../../../etc/passwd"):
+        with pytest.raises(QueryError) as refused:
+            db.read(f"LOAD CSV FROM '{url}' AS row RETURN row LIMIT 1")
+        assert refused.value.code == "Neo.ClientError.Statement.ExternalResourceFailed"
+        assert "allow_csv_import_from_file_urls" in str(refused.value)
+
+
+def test_the_project_loader_still_writes(db):
+    """Refusing file URLs costs the project nothing: its writer sends rows over Bolt."""
+    from graphdb.sample import SampleSpec, write_sample
+    from graphdb.writer import GraphWriter
+
+    counts = write_sample(GraphWriter(db), SampleSpec())
+    assert sum(counts.values()) > 0
+    assert db.read("MATCH (n:Node) RETURN count(n) AS n")[0]["n"] > 0
+
+
+def test_wrong_passwords_do_not_lock_mechgraph_out(neo4j_settings, embedded_server):
+    """A local process sending wrong passwords (Neo4j's default lock-out: 3 failures lock the
+    user for 5 s) must not make mechgraph's own logins fail with AuthenticationRateLimit."""
+    import threading
+    import time
+
+    from neo4j import GraphDatabase
+
+    from graphdb.connection import connect
+
+    stop = threading.Event()
+    attempts = []
+
+    def hammer():
+        with GraphDatabase.driver(neo4j_settings.uri, auth=("neo4j", "not-the-password")) as bad:
+            while not stop.is_set():
+                try:
+                    bad.verify_connectivity()
+                except Exception as e:  # noqa: BLE001 - every attempt is meant to fail
+                    attempts.append(type(e).__name__)
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        start = time.monotonic()
+        logins = 0
+        while time.monotonic() - start < 3.0 or (len(attempts) < 6 and time.monotonic() - start < 15.0):
+            with connect(neo4j_settings) as db:
+                assert db.read("RETURN 1 AS x") == [{"x": 1}]
+            logins += 1
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join()
+    assert len(attempts) >= 6 and set(attempts) == {"AuthError"}
+    assert logins >= 5

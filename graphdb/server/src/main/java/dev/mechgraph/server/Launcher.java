@@ -108,6 +108,12 @@ public final class Launcher {
         System.setProperty("io.netty.native.workdir", tmp.toString());
         System.setProperty("jna.tmpdir", tmp.toString());
         System.setProperty("org.xerial.snappy.tempdir", tmp.toString());
+        Path importDir = home.resolve("import");
+        try {
+            Files.createDirectories(importDir);
+        } catch (IOException e) {
+            throw new Fatal(EXIT_START, "cannot create " + importDir + ": " + e.getMessage());
+        }
 
         Map<Setting<?>, Object> config = new HashMap<>();
         // Everything (data, transaction logs, debug.log) lives under DIR.
@@ -131,6 +137,18 @@ public final class Launcher {
         // disk for a tiny project store. Let them grow instead.
         config.put(GraphDatabaseSettings.preallocate_logical_logs, false);
         config.put(GraphDatabaseSettings.auth_enabled, true);
+        // The password is 32 random characters (192 bits) in a 0600 file: no online guessing gets
+        // near it, so the failed-login lock-out protects nothing here. What it does do is let any
+        // local process lock mechgraph out (three wrong passwords a second keep user neo4j locked
+        // for good, with AuthenticationRateLimit). 0 turns the lock-out off.
+        config.put(GraphDatabaseSettings.auth_max_failed_attempts, 0);
+        // LOAD CSV must not read this user's files for whoever can send Cypher (Neo4j's default
+        // lets file:///etc/passwd through). File URLs are refused outright; the import root is an
+        // empty private directory in case a later Neo4j or a misconfiguration turns them back on.
+        config.put(GraphDatabaseSettings.allow_file_urls, false);
+        config.put(GraphDatabaseSettings.load_csv_file_url_root, importDir);
+        // No procedure gets unrestricted (sandbox-bypassing) access; there is no APOC either.
+        config.put(GraphDatabaseSettings.procedure_unrestricted, List.of());
         // Bolt stops only after the databases are checkpointed and closed, then lingers ~10 s for
         // connections/threads to drain. Nothing is left to protect by then; keep SIGTERM snappy.
         config.put(BoltConnectorInternalSettings.thread_pool_shutdown_wait_time, Duration.ofSeconds(1));
