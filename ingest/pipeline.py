@@ -109,6 +109,7 @@ class Resolved:
     slots: list[Any]
     batches: dict[str, Any]     # task name -> TaskBatch
     reference: dict[str, Any]   # task name -> TaskBatch for the mean baseline
+    task_specs: dict[str, str] = field(default_factory=dict)  # task name -> the spec it was read from
 
 
 def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
@@ -119,6 +120,7 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
     from ingest.dictionaries import load_dictionary
     from ingest.tasks import get_task
     from ingest.tasks.encode import encode_examples
+    from ingest.tasks.names import aliased, canonical_spec
     from ingest.zoo.specs import load_model, parse_model_spec
 
     spec = parse_model_spec(config.model)
@@ -131,8 +133,9 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
     model = load_model(spec, device=device)
     dictionaries = [load_dictionary(s, device=device) for s in specs]
     slots = build_slots(model, dictionaries, include_embed=config.include_embed)
-    batches, reference = {}, {}
-    for task in tasks:
+    batches, reference, task_specs = {}, {}, {}
+    for spec_text, task in zip(config.tasks, tasks, strict=True):
+        task_specs[task.name] = canonical_spec(aliased(spec_text) or spec_text)
         examples = task.examples(config.examples, seed=config.seed, split=config.split)
         if not examples:
             raise TaskError(f"task {task.name!r} produced no examples")
@@ -144,7 +147,7 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
         for name, batch in batches.items():
             _check_finite(model, slots, batch, config.batch_size, name)
     return Resolved(model=model, model_label=model_label, checkpoint=checkpoint, dict_specs=specs, slots=slots,
-                    batches=batches, reference=reference)
+                    batches=batches, reference=reference, task_specs=task_specs)
 
 
 def model_labels(spec: Any, graph: str) -> tuple[str, str, list[str]]:
@@ -295,7 +298,8 @@ def _write_task(writer: GraphWriter, resolved: Resolved, config: IngestConfig, r
     for what, row, ends in node_rows(names, task, acc, heads):
         groups.setdefault((what, ends), []).append(row)
     task_key = node_key(Label.TASK, task=task)
-    groups.setdefault((Label.TASK, None), []).append({"key": task_key, "name": task})
+    groups.setdefault((Label.TASK, None), []).append({"key": task_key, "name": task,
+                                                       "spec": resolved.task_specs.get(task, task)})
     groups.setdefault((Rel.FOR_TASK, (Label.RUN, Label.TASK)), []).append({"src": record.key, "dst": task_key})
     nodes = features = 0
     for (what, ends), rows in sorted(groups.items(), key=lambda g: isinstance(g[0][0], Rel)):
