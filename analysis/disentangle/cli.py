@@ -32,7 +32,7 @@ def disentangle(
     baseline: Annotated[str, typer.Option(help="Value of an ablated node: mean, zero or counterfactual.")] = "mean",
     min_abs_weight: Annotated[float, typer.Option(help="Only stored edges with |weight| >= this.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the community method, the null and the prompts.")] = 0,
-    out: Annotated[str | None, typer.Option(help="Directory for the CSVs and PNGs. [default: <data dir>/disentangle]")] = None,
+    out: Annotated[str | None, typer.Option(help="Directory for the CSVs and PNGs. [default: DATA_DIR/disentangle]")] = None,
     device: DeviceOpt = "cpu",
 ) -> None:
     """Task disentanglement: do the union graph's communities follow the tasks?

@@ -36,7 +36,7 @@ def evaluate(
     touching: Annotated[bool, typer.Option("--touching", help="With --community/--roi: every edge with at least one member endpoint.")] = False,
     top_n: Annotated[int | None, typer.Option(help="At most the n strongest selected edges (the sweep runs inside them).")] = None,
     drop_errors: Annotated[bool, typer.Option("--drop-errors", help="Ablate error nodes too (default: they stay kept).")] = False,
-    out: Annotated[str | None, typer.Option(help="Directory for the CSV and PNG. [default: <data dir>/evaluations]")] = None,
+    out: Annotated[str | None, typer.Option(help="Directory for the CSV and PNG. [default: DATA_DIR/evaluations]")] = None,
     device: DeviceOpt = "cpu",
 ) -> None:
     """Judge a stored graph by running it: faithfulness and completeness curves.
@@ -93,7 +93,7 @@ def shortcut(
     min_selectivity: Annotated[float, typer.Option(help="Gender feature: d' at the profession position at least this ...")] = 3.0,
     min_pronoun_selectivity: Annotated[float, typer.Option(help="... or d' at the pronoun position at least this.")] = 0.7,
     device: DeviceOpt = "cpu",
-    out: Annotated[str | None, typer.Option(help="CSV path. [default: <data dir>/evaluations/shortcut-<model>.csv]")] = None,
+    out: Annotated[str | None, typer.Option(help="CSV path. [default: DATA_DIR/evaluations/shortcut-<model>.csv]")] = None,
 ) -> None:
     """The gender shortcut: node ablation vs edge ablation of the gender features.
 

@@ -88,3 +88,29 @@ def test_a_directory_without_a_model_or_tokenizer_says_what_is_accepted(hf_check
         (bare / f).symlink_to(directory / f)
     with pytest.raises(ModelUnavailableError, match="no tokenizer.*vocab.txt"):
         load_model(f"path:{bare}")
+
+
+def test_model_check_scores_a_users_task_on_a_model_without_the_builtin_words(tmp_path, monkeypatch):
+    import json
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from typer.testing import CliRunner
+
+    from analysis.cli import app
+
+    monkeypatch.setenv("MECHGRAPH_CACHE", str(tmp_path / "cache"))
+    words = ["<pad>", "<bos>", "<unk>", "the", "cat", "dog", "sat", "ran", "on", "mat", "big", "small"]
+    directory = tmp_path / "pets"
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(words), n_embd=16, n_layer=1, n_head=2, n_positions=16)).save_pretrained(directory)
+    (directory / "vocab.txt").write_text("\n".join(words) + "\n")
+    rows = [{"clean": f"the {a} {b} cat", "counterfactual": f"the {a} {b} dog", "answer": " sat", "cf_answer": " ran"}
+            for a in ("big", "small", "cat", "dog", "mat") for b in ("on", "the", "big", "small", "mat", "sat")]
+    task = tmp_path / "pets.jsonl"
+    task.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runner = CliRunner()
+    res = runner.invoke(app, ["model", "check", f"path:{directory}"])
+    assert res.exit_code == 1 and "no built-in task can be encoded" in res.output
+    res = runner.invoke(app, ["model", "check", f"path:{directory}", "--task", f"jsonl:{task}", "-n", "16"])
+    assert res.exit_code == 0, res.output
+    assert "pets" in res.stdout and "accuracy" in res.stdout and "logit_diff" in res.stdout
