@@ -49,6 +49,7 @@ class IngestConfig:
     tasks: tuple[str, ...]
     dicts: tuple[str, ...] = ()
     graph: GraphKind = "resid"
+    dicts_all: tuple[str, ...] = ()  # SOURCE[@SITES] on every layer (ingest/dictionaries/everywhere.py)
     examples: int = 32
     batch_size: int = 8
     split: Literal["train", "test"] = "test"
@@ -61,6 +62,9 @@ class IngestConfig:
             raise ValueError("name at least one task (--task)")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"a task is named twice: {list(self.tasks)}")
+        from ingest.dictionaries.everywhere import parse_dicts_all
+        for text in self.dicts_all:
+            parse_dicts_all(text)  # a SpecError (a ValueError) names the accepted forms
         if self.graph not in GRAPH_HOOKS:
             raise ValueError(f"graph must be one of {', '.join(GRAPH_HOOKS)}, got {self.graph!r}")
         if self.examples < 1:
@@ -126,11 +130,13 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
     spec = parse_model_spec(config.model)
     tasks = [get_task(t) for t in config.tasks]  # unknown tasks fail before the model loads
     model_label, checkpoint, default_dicts = model_labels(spec, config.graph)
-    specs = list(config.dicts) or default_dicts
-    if not specs:
+    specs = list(config.dicts) or ([] if config.dicts_all else default_dicts)
+    if not specs and not config.dicts_all:
         raise SpecError(f"{config.model} has no zoo SAEs to pick for --graph {config.graph}; name dictionaries "
                         "with --dicts (path:DIR, identity:D/HOOK, release:RELEASE/SAE_ID, ...)")
     model = load_model(spec, device=device)
+    if config.dicts_all:
+        specs += _expand_dicts_all(config, model, tasks)
     dictionaries = [load_dictionary(s, device=device) for s in specs]
     slots = build_slots(model, dictionaries, include_embed=config.include_embed)
     batches, reference, task_specs = {}, {}, {}
@@ -148,6 +154,24 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
             _check_finite(model, slots, batch, config.batch_size, name)
     return Resolved(model=model, model_label=model_label, checkpoint=checkpoint, dict_specs=specs, slots=slots,
                     batches=batches, reference=reference, task_specs=task_specs)
+
+
+def _expand_dicts_all(config: IngestConfig, model: Any, tasks: Sequence[Any]) -> list[str]:
+    """``--dicts-all`` as concrete specs; SVD bases are fitted on the tasks' train prompts."""
+    from ingest.dictionaries.everywhere import expand_dicts_all
+    from ingest.tasks.encode import encode_examples
+
+    n = config.attribution.mean_examples
+
+    def fit_tokens() -> tuple[Any, Any]:
+        examples = [ex for t in tasks for ex in t.examples(n, seed=config.seed + 1, split="train")]
+        batch = encode_examples(model.tokenizer, examples, require_aligned=False)
+        pos = batch.tokens.new_tensor(range(batch.tokens.shape[1]))
+        valid = (pos[None, :] <= batch.last[:, None]) & (pos[None, :] > 0)  # no BOS, no padding
+        return batch.tokens.to(model.cfg.device), valid.to(model.cfg.device)
+
+    key = {"model": config.model, "tasks": list(config.tasks), "seed": config.seed, "examples": n}
+    return expand_dicts_all(config.dicts_all, model, fit_tokens=fit_tokens, fit_key=key)
 
 
 def model_labels(spec: Any, graph: str) -> tuple[str, str, list[str]]:
@@ -194,6 +218,7 @@ def run_record(config: IngestConfig, resolved: Resolved) -> RunRecord:
     return RunRecord(kind="ingest", seed=config.seed, config={
         "model": config.model, "model_label": resolved.model_label, "checkpoint": resolved.checkpoint,
         "dicts": resolved.dict_specs, "graph": config.graph, "tasks": list(config.tasks),
+        **({"dicts_all": list(config.dicts_all)} if config.dicts_all else {}),
         "examples": config.examples, "batch_size": config.batch_size, "split": config.split,
         "include_embed": config.include_embed, "attribution": config.attribution.as_dict()})
 
