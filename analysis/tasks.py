@@ -25,7 +25,7 @@ def stored_tasks(db: Any, texts: Iterable[str]) -> tuple[str, ...]:
         if text != name:
             alias_task(name, canonical_spec(text))
         else:
-            rows = run_query(db, "task_spec", {"name": name})
+            rows = run_query(db, "task_spec", {"task": name})
             if rows and rows[0]["spec"]:
                 alias_task(name, rows[0]["spec"])
         names.append(name)

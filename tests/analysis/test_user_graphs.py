@@ -54,7 +54,7 @@ def test_a_jsonl_task_is_found_by_its_spec_and_by_its_stored_name(db, model_dir,
     path = _jsonl_task(tmp_path / "my_task.jsonl")
     graph = _ingest(db, model_dir, f"jsonl:{path}", tmp_path)
     assert [t.task for t in graph.tasks] == ["my_task"]
-    spec = run_query(db, "task_spec", {"name": "my_task"})[0]["spec"]
+    spec = run_query(db, "task_spec", {"task": "my_task"})[0]["spec"]
     assert spec == f"jsonl:{path.absolute()}"
     out = tmp_path / "out"
     by_spec = evaluate(db, EvaluateConfig(task=f"jsonl:{path}", model=f"path:{model_dir}", examples=4, sweep=2),
