@@ -247,13 +247,19 @@ def ingest_command(
         result = ingest(db, config, state_root=home / "runs", device=device, progress=bars.ingest())
     rows = [{"task": t.task, "status": "up to date" if t.skipped else "written",
              "examples": None if t.skipped else t.examples, "features": None if t.skipped else t.features,
-             "nodes": None if t.skipped else t.nodes, "edges": t.edges, "head_edges": t.head_edges,
+             "nodes_written": None if t.skipped else t.nodes, "edges": t.edges, "head_edges": t.head_edges,
              "metric_clean": None if t.skipped else round(t.metric_clean, 3),
              "metric_baseline": None if t.skipped else round(t.metric_base, 3),
              "seconds": round(t.seconds, 1)} for t in result.tasks]
     render(rows, list(rows[0]), fmt, title=f"run {result.run}: {result.model} @ {result.checkpoint}, "
                                            f"{len(result.dictionaries)} dictionaries, {result.seconds:.0f} s")
+    typer.echo("nodes_written: every feature active somewhere in the task's data, the error nodes, the embedding "
+               "and the output; `mechgraph report` counts the nodes with at least one stored edge (after "
+               "--threshold and --top-k), so it is smaller", err=True)
     for t in result.tasks:
-        if t.heads:
-            render(t.heads, list(t.heads[0]), fmt, title=f"{t.task}: features per argmax head (IN_HEAD), mean "
-                                                         "share and assignment entropy (0 = one head, 1 = even)")
+        heads = [h for h in t.heads if h["features"]]
+        if heads:
+            idle = len(t.heads) - len(heads)
+            render(heads, list(heads[0]), fmt, title=f"{t.task}: features per argmax head (IN_HEAD), mean "
+                                                     "share and assignment entropy (0 = one head, 1 = even)"
+                                                     + (f"; {idle} heads are no active feature's argmax" if idle else ""))

@@ -51,6 +51,8 @@ def graphs_section(db: Any, data: Path) -> Section:
     tasks = sorted({r["task"] for r in rows})
     text = (f"{len(rows)} stored graphs: {len(models)} model checkpoints "
             f"({', '.join(f'{m} @ {c}' for m, c in models) or 'none'}), tasks {', '.join(tasks) or 'none'}.")
+    text += (" nodes counts the nodes with at least one stored edge at that granularity; ingest's nodes_written also "
+             "counts every active latent whose edges all fell under the threshold.") if rows else ""
     return Section("Graphs in the store", text, [("nodes and edges per run, task and granularity", _round(rows))])
 
 
