@@ -197,7 +197,7 @@ def check(spec: Annotated[str, typer.Argument(help="zoo:NAME[@CKPT], smollm2-135
 
 def ingest_command(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option("--model", "-m", help="Model spec: zoo:NAME[@CKPT], smollm2-135m, hf:NAME or path:DIR.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model spec: zoo:NAME[@CKPT], smollm2-135m, hf:NAME or path:DIR (a Hugging Face or mechgraph checkpoint directory with its tokenizer; `mechgraph model check --help` says what it may contain).")],
     task: Annotated[list[str], typer.Option("--task", "-t", help="Task spec (repeatable): one task-labelled graph each. Built in: ioi, induction, greater_than, sva, bracket_depth, bias_in_bios.")],
     dicts: Annotated[list[str] | None, typer.Option("--dicts", "-d", help="Dictionary spec (repeatable): zoo:NAME@CKPT/HOOK, path:DIR, identity:D/HOOK, release:RELEASE/SAE_ID. [default: the model's zoo SAEs picked by --graph]")] = None,
     graph: Annotated[str, typer.Option(help="Which zoo SAEs to use without --dicts: resid (resid_post of every layer) or module (attn_out and mlp_out of every layer).")] = "resid",
