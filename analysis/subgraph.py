@@ -35,7 +35,9 @@ def ingest_run_config(db: Any, run: str, tasks: tuple[str, ...] = ()) -> dict[st
     if not rows or rows[0]["kind"] != "ingest":
         raise ConfigError(f"no ingest run {run!r} in this database (`mechgraph query run runs`)")
     config: dict[str, Any] = json.loads(rows[0]["config"])
-    missing = [t for t in tasks if t not in config.get("tasks", [])]
+    from ingest.tasks.names import task_name
+    stored = {task_name(t) for t in config.get("tasks", [])} | set(config.get("tasks", []))
+    missing = [t for t in tasks if t not in stored]
     if missing:
         raise ConfigError(f"ingest run {run} has no graph of {', '.join(missing)} "
                           f"(it has {', '.join(config.get('tasks', []))})")

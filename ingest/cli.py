@@ -15,7 +15,7 @@ model_app = typer.Typer(help="Load and check a model named by a spec (zoo:NAME@C
                              "hf:NAME, path:DIR).", no_args_is_help=True)
 
 ZooOpt = Annotated[str | None, typer.Option("--zoo", envvar="MECHGRAPH_ZOO",
-                                            help="Zoo directory. [default: <cache>/zoo, shared by every clone]")]
+                                            help="Zoo directory.", show_default="zoo/ in the mechgraph cache, shared by every clone")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 #: The torch device of every command that runs a model.
 DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu or cuda.")]
@@ -142,9 +142,19 @@ def _print_zoo(manifests: dict[str, Any], root: Path, fmt: Format, *, saes: bool
 def check(spec: Annotated[str, typer.Argument(help="zoo:NAME[@CKPT], smollm2-135m, hf:NAME or path:DIR")],
           device: DeviceOpt = "cpu",
           prompt: Annotated[str, typer.Option(help="Prompt whose top next token is printed.")] = "The capital of France is",
+          task: Annotated[list[str] | None, typer.Option("--task", "-t", help="Task spec to score (repeatable): a built-in name, jsonl:PATH, py:MODULE:FUNCTION.", show_default="every built-in task the tokenizer can encode")] = None,
+          examples: Annotated[int, typer.Option("--examples", "-n", help="Held-out examples per task.")] = 256,
           zoo: ZooOpt = None) -> None:
     """Load a model and check it: SmolLM2 against the transformers implementation (max |logit
-    difference| and top next token); toy models on every task's held-out prompts."""
+    difference| and top next token); any other model's accuracy and mean logit difference
+    (answer - counterfactual answer) on each task's held-out prompts.
+
+    A path:DIR is a mechgraph checkpoint (tl_config.json + model.safetensors) or a Hugging Face
+    checkpoint (config.json + safetensors, loaded offline and converted by architecture), with a
+    tokenizer: Hugging Face tokenizer files, a SentencePiece tokenizer.model or a vocab.txt (one
+    token per line, line i = id i). Answers must be single tokens; prompts are right-padded and
+    scored at their own last token.
+    """
     from ingest.zoo.specs import load_model, parse_model_spec
     from ingest.zoo.store import zoo_root
 
@@ -162,22 +172,36 @@ def check(spec: Annotated[str, typer.Argument(help="zoo:NAME[@CKPT], smollm2-135
     model = load_model(parsed, device=device, zoo=zoo_root(zoo))
     typer.echo(f"{parsed}: {model.cfg.n_layers} layers, d_model {model.cfg.d_model}, {model.cfg.n_heads} heads, "
                f"d_vocab {model.cfg.d_vocab}")
+    from ingest.errors import TaskError
     from ingest.tasks import builtin_task_names, get_task
     from ingest.tasks.encode import encode_examples, evaluate
-    rows = []
-    for task in builtin_task_names():
-        batch = encode_examples(model.tokenizer, get_task(task).examples(256, seed=0, split="test")).to(device)
-        m = evaluate(model, batch)[task]
-        rows.append({"task": task, "accuracy": round(m["accuracy"], 3), "logit_diff": round(m["logit_diff"], 3), "n": m["n"]})
+    rows, skipped = [], []
+    for name in task or builtin_task_names():
+        t = get_task(name)
+        try:
+            batch = encode_examples(model.tokenizer, t.examples(examples, seed=0, split="test")).to(device)
+        except TaskError as e:
+            if task:  # a task the user named must work
+                raise
+            skipped.append(f"{name} ({e})")
+            continue
+        m = evaluate(model, batch)[t.name]
+        rows.append({"task": t.name, "accuracy": round(m["accuracy"], 3), "logit_diff": round(m["logit_diff"], 3), "n": m["n"]})
+    for line in skipped:
+        typer.echo(f"skipped {line}", err=True)
+    if not rows:
+        raise TaskError("no built-in task can be encoded by this model's tokenizer; name one with --task "
+                        "(jsonl:PATH, py:MODULE:FUNCTION)")
     render(rows, ["task", "accuracy", "logit_diff", "n"], Format.TABLE, title="held-out prompts")
 
 
 def ingest_command(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option("--model", "-m", help="Model spec: zoo:NAME[@CKPT], smollm2-135m, hf:NAME or path:DIR.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model spec: zoo:NAME[@CKPT], smollm2-135m, hf:NAME or path:DIR (a Hugging Face or mechgraph checkpoint directory with its tokenizer; `mechgraph model check --help` says what it may contain).")],
     task: Annotated[list[str], typer.Option("--task", "-t", help="Task spec (repeatable): one task-labelled graph each. Built in: ioi, induction, greater_than, sva, bracket_depth, bias_in_bios.")],
     dicts: Annotated[list[str] | None, typer.Option("--dicts", "-d", help="Dictionary spec (repeatable): zoo:NAME@CKPT/HOOK, path:DIR, identity:D/HOOK, release:RELEASE/SAE_ID. [default: the model's zoo SAEs picked by --graph]")] = None,
     graph: Annotated[str, typer.Option(help="Which zoo SAEs to use without --dicts: resid (resid_post of every layer) or module (attn_out and mlp_out of every layer).")] = "resid",
+    dicts_all: Annotated[list[str] | None, typer.Option("--dicts-all", help="One dictionary kind on sites of every layer (repeatable): SOURCE[@SITES], SOURCE = identity, svd (fitted on the tasks' train prompts) or a spec with a {hook} / {layer} placeholder (path:DIR/{hook}); SITES = comma list of resid_pre, attn_out, resid_mid, mlp_out, resid_post [default: resid_post]. E.g. identity@resid_post, svd@attn_out,mlp_out.")] = None,
     examples: Annotated[int, typer.Option("--examples", "-n", help="Examples per task.")] = 32,
     batch_size: Annotated[int, typer.Option(help="Examples per forward/backward batch (memory vs speed).")] = 8,
     split: Annotated[str, typer.Option(help="Task split the examples come from: test (held out from training) or train.")] = "test",
@@ -213,6 +237,7 @@ def ingest_command(
         attribution = AttributionConfig(steps=steps, baseline=baseline, alpha=alpha, alpha_abs=alpha_abs, beta=beta,
                                         threshold=threshold, top_k=top_k, example_threshold=example_threshold)
         config = IngestConfig(model=model, tasks=tuple(task), dicts=tuple(dicts or ()), graph=graph,  # type: ignore[arg-type]
+                              dicts_all=tuple(dicts_all or ()),
                               examples=examples, batch_size=batch_size, split=split, seed=seed,  # type: ignore[arg-type]
                               include_embed=not no_embed, attribution=attribution)
     except ValueError as e:
@@ -222,13 +247,19 @@ def ingest_command(
         result = ingest(db, config, state_root=home / "runs", device=device, progress=bars.ingest())
     rows = [{"task": t.task, "status": "up to date" if t.skipped else "written",
              "examples": None if t.skipped else t.examples, "features": None if t.skipped else t.features,
-             "nodes": None if t.skipped else t.nodes, "edges": t.edges, "head_edges": t.head_edges,
+             "nodes_written": None if t.skipped else t.nodes, "edges": t.edges, "head_edges": t.head_edges,
              "metric_clean": None if t.skipped else round(t.metric_clean, 3),
              "metric_baseline": None if t.skipped else round(t.metric_base, 3),
              "seconds": round(t.seconds, 1)} for t in result.tasks]
     render(rows, list(rows[0]), fmt, title=f"run {result.run}: {result.model} @ {result.checkpoint}, "
                                            f"{len(result.dictionaries)} dictionaries, {result.seconds:.0f} s")
+    typer.echo("nodes_written: every feature active somewhere in the task's data, the error nodes, the embedding "
+               "and the output; `mechgraph report` counts the nodes with at least one stored edge (after "
+               "--threshold and --top-k), so it is smaller", err=True)
     for t in result.tasks:
-        if t.heads:
-            render(t.heads, list(t.heads[0]), fmt, title=f"{t.task}: features per argmax head (IN_HEAD), mean "
-                                                         "share and assignment entropy (0 = one head, 1 = even)")
+        heads = [h for h in t.heads if h["features"]]
+        if heads:
+            idle = len(t.heads) - len(heads)
+            render(heads, list(heads[0]), fmt, title=f"{t.task}: features per argmax head (IN_HEAD), mean "
+                                                     "share and assignment entropy (0 = one head, 1 = even)"
+                                                     + (f"; {idle} heads are no active feature's argmax" if idle else ""))

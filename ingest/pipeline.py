@@ -49,6 +49,7 @@ class IngestConfig:
     tasks: tuple[str, ...]
     dicts: tuple[str, ...] = ()
     graph: GraphKind = "resid"
+    dicts_all: tuple[str, ...] = ()  # SOURCE[@SITES] on every layer (ingest/dictionaries/everywhere.py)
     examples: int = 32
     batch_size: int = 8
     split: Literal["train", "test"] = "test"
@@ -61,6 +62,9 @@ class IngestConfig:
             raise ValueError("name at least one task (--task)")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"a task is named twice: {list(self.tasks)}")
+        from ingest.dictionaries.everywhere import parse_dicts_all
+        for text in self.dicts_all:
+            parse_dicts_all(text)  # a SpecError (a ValueError) names the accepted forms
         if self.graph not in GRAPH_HOOKS:
             raise ValueError(f"graph must be one of {', '.join(GRAPH_HOOKS)}, got {self.graph!r}")
         if self.examples < 1:
@@ -109,6 +113,7 @@ class Resolved:
     slots: list[Any]
     batches: dict[str, Any]     # task name -> TaskBatch
     reference: dict[str, Any]   # task name -> TaskBatch for the mean baseline
+    task_specs: dict[str, str] = field(default_factory=dict)  # task name -> the spec it was read from
 
 
 def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
@@ -119,20 +124,24 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
     from ingest.dictionaries import load_dictionary
     from ingest.tasks import get_task
     from ingest.tasks.encode import encode_examples
+    from ingest.tasks.names import aliased, canonical_spec
     from ingest.zoo.specs import load_model, parse_model_spec
 
     spec = parse_model_spec(config.model)
     tasks = [get_task(t) for t in config.tasks]  # unknown tasks fail before the model loads
     model_label, checkpoint, default_dicts = model_labels(spec, config.graph)
-    specs = list(config.dicts) or default_dicts
-    if not specs:
+    specs = list(config.dicts) or ([] if config.dicts_all else default_dicts)
+    if not specs and not config.dicts_all:
         raise SpecError(f"{config.model} has no zoo SAEs to pick for --graph {config.graph}; name dictionaries "
                         "with --dicts (path:DIR, identity:D/HOOK, release:RELEASE/SAE_ID, ...)")
     model = load_model(spec, device=device)
+    if config.dicts_all:
+        specs += _expand_dicts_all(config, model, tasks)
     dictionaries = [load_dictionary(s, device=device) for s in specs]
     slots = build_slots(model, dictionaries, include_embed=config.include_embed)
-    batches, reference = {}, {}
-    for task in tasks:
+    batches, reference, task_specs = {}, {}, {}
+    for spec_text, task in zip(config.tasks, tasks, strict=True):
+        task_specs[task.name] = canonical_spec(aliased(spec_text) or spec_text)
         examples = task.examples(config.examples, seed=config.seed, split=config.split)
         if not examples:
             raise TaskError(f"task {task.name!r} produced no examples")
@@ -144,7 +153,25 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
         for name, batch in batches.items():
             _check_finite(model, slots, batch, config.batch_size, name)
     return Resolved(model=model, model_label=model_label, checkpoint=checkpoint, dict_specs=specs, slots=slots,
-                    batches=batches, reference=reference)
+                    batches=batches, reference=reference, task_specs=task_specs)
+
+
+def _expand_dicts_all(config: IngestConfig, model: Any, tasks: Sequence[Any]) -> list[str]:
+    """``--dicts-all`` as concrete specs; SVD bases are fitted on the tasks' train prompts."""
+    from ingest.dictionaries.everywhere import expand_dicts_all
+    from ingest.tasks.encode import encode_examples
+
+    n = config.attribution.mean_examples
+
+    def fit_tokens() -> tuple[Any, Any]:
+        examples = [ex for t in tasks for ex in t.examples(n, seed=config.seed + 1, split="train")]
+        batch = encode_examples(model.tokenizer, examples, require_aligned=False)
+        pos = batch.tokens.new_tensor(range(batch.tokens.shape[1]))
+        valid = (pos[None, :] <= batch.last[:, None]) & (pos[None, :] > 0)  # no BOS, no padding
+        return batch.tokens.to(model.cfg.device), valid.to(model.cfg.device)
+
+    key = {"model": config.model, "tasks": list(config.tasks), "seed": config.seed, "examples": n}
+    return expand_dicts_all(config.dicts_all, model, fit_tokens=fit_tokens, fit_key=key)
 
 
 def model_labels(spec: Any, graph: str) -> tuple[str, str, list[str]]:
@@ -191,6 +218,7 @@ def run_record(config: IngestConfig, resolved: Resolved) -> RunRecord:
     return RunRecord(kind="ingest", seed=config.seed, config={
         "model": config.model, "model_label": resolved.model_label, "checkpoint": resolved.checkpoint,
         "dicts": resolved.dict_specs, "graph": config.graph, "tasks": list(config.tasks),
+        **({"dicts_all": list(config.dicts_all)} if config.dicts_all else {}),
         "examples": config.examples, "batch_size": config.batch_size, "split": config.split,
         "include_embed": config.include_embed, "attribution": config.attribution.as_dict()})
 
@@ -295,7 +323,8 @@ def _write_task(writer: GraphWriter, resolved: Resolved, config: IngestConfig, r
     for what, row, ends in node_rows(names, task, acc, heads):
         groups.setdefault((what, ends), []).append(row)
     task_key = node_key(Label.TASK, task=task)
-    groups.setdefault((Label.TASK, None), []).append({"key": task_key, "name": task})
+    groups.setdefault((Label.TASK, None), []).append({"key": task_key, "name": task,
+                                                       "spec": resolved.task_specs.get(task, task)})
     groups.setdefault((Rel.FOR_TASK, (Label.RUN, Label.TASK)), []).append({"src": record.key, "dst": task_key})
     nodes = features = 0
     for (what, ends), rows in sorted(groups.items(), key=lambda g: isinstance(g[0][0], Rel)):

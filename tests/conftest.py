@@ -78,3 +78,39 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 -
         return root / "ckpt"
 
     return make
+
+
+@pytest.fixture(scope="session")
+def hf_checkpoint(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a factory
+    """``make(arch, seed=0, tokenizer="hf") -> Path``: a tiny randomly initialised transformers
+    model (``"llama"``: RMSNorm, rotary, grouped-query attention; ``"gpt2"``: LayerNorm, learned
+    positions) saved with ``save_pretrained`` into a Hugging Face checkpoint directory, with the
+    zoo's word-level vocabulary as its tokenizer: ``"hf"`` saves tokenizer files beside the
+    weights, ``"vocab"`` writes a plain ``vocab.txt`` instead."""
+    import torch
+
+    from ingest.zoo.tokenizer import build_tokenizer
+
+    def make(arch: str, seed: int = 0, tokenizer: str = "hf", n_layers: int = 2):  # noqa: ANN202 - Path
+        from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+        root = tmp_path_factory.mktemp(f"hf-{arch}")
+        tok = build_tokenizer(root / "tokenizer")
+        ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+        torch.manual_seed(seed)
+        if arch == "llama":
+            model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                                 num_hidden_layers=n_layers, num_attention_heads=4,
+                                                 num_key_value_heads=2, max_position_embeddings=64, **ids))
+        else:
+            model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=n_layers, n_head=4,
+                                               n_positions=64, **ids))
+        out = root / f"tiny-{arch}"
+        model.save_pretrained(out)
+        if tokenizer == "hf":
+            tok.save_pretrained(str(out))
+        else:
+            (out / "vocab.txt").write_text("\n".join(tok.convert_ids_to_tokens(list(range(len(tok))))) + "\n")
+        return out
+
+    return make

@@ -43,6 +43,7 @@ def communities(
     """
     from analysis.communities.partition import CommunityConfig, partition, write_communities
     from analysis.subgraph import Selection, newest_ingest_run, pull_subgraph
+    from analysis.tasks import stored_tasks
     from graphdb.cli import open_store
     from graphdb.keys import node_key
     from graphdb.schema import Label
@@ -56,6 +57,7 @@ def communities(
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     with open_store(ctx) as (home, db):
+        task = list(stored_tasks(db, task))  # jsonl:PATH or its stored name
         graph_run = run if run is not None else newest_ingest_run(db, model, checkpoint, tuple(task))
         selection = Selection(model=model, checkpoint=checkpoint, tasks=tuple(task), run=graph_run,
                               granularity=granularity, min_abs_weight=min_abs_weight, kinds=tuple(kind or ()),

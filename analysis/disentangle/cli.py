@@ -32,7 +32,7 @@ def disentangle(
     baseline: Annotated[str, typer.Option(help="Value of an ablated node: mean, zero or counterfactual.")] = "mean",
     min_abs_weight: Annotated[float, typer.Option(help="Only stored edges with |weight| >= this.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the community method, the null and the prompts.")] = 0,
-    out: Annotated[str | None, typer.Option(help="Directory for the CSVs and PNGs. [default: <data dir>/disentangle]")] = None,
+    out: Annotated[str | None, typer.Option(help="Directory for the CSVs and PNGs. [default: DATA_DIR/disentangle]")] = None,
     device: DeviceOpt = "cpu",
 ) -> None:
     """Task disentanglement: do the union graph's communities follow the tasks?
@@ -82,7 +82,7 @@ def disentangle(
                              for cond in ("kill", "keep") for j, t in enumerate(table.tasks)}}
                          for i, (c, n) in enumerate(zip(table.communities, table.sizes, strict=True))]
             render(kill_rows, list(kill_rows[0]), Format.TABLE,
-                   title=f"F on each task's prompts, {kind} ablation: kill C / keep only C")
+                   title=f"F on each task's prompts, {kind} ablation, {config.baseline} baseline: kill C / keep only C")
         typer.echo(f"kill table: {result.csv}\nheatmaps:   " + ", ".join(str(p) for p in result.pngs))
     typer.echo(f"run {result.run} (communities run {result.communities_run}; "
                f"`mechgraph query run disentanglement -p run={result.run}`), {result.seconds:.0f} s")

@@ -49,12 +49,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from analysis.communities.partition import CommunityConfig, Partition, partition, write_communities
 from analysis.subgraph import Selection, Subgraph, ingest_run_config, pull_subgraph
+from analysis.tasks import stored_tasks
 from graphdb.keys import node_key, parse_key
 from graphdb.provenance import RunRecord
 from graphdb.schema import Label, Rel
@@ -361,6 +362,7 @@ def pull_task_graphs(db: Any, model: str, checkpoint: str, runs: Mapping[str, st
 def disentangle(db: Any, config: DisentangleConfig, *, out_root: Path, device: str = "cpu",
                 progress: Progress | None = None) -> DisentangleResult:
     """Everything in the module docstring, from the stored graphs of ``config``."""
+    config = replace(config, tasks=stored_tasks(db, config.tasks))  # jsonl:PATH or its stored name
     label, checkpoint, runs, run_cfg = graph_runs(db, config)
     graphs = pull_task_graphs(db, label, checkpoint, runs, config.min_abs_weight)
     return disentangle_graphs(db, graphs, config, model=label, checkpoint=checkpoint, runs=runs,

@@ -23,19 +23,20 @@ def evaluate(
     run: Annotated[str | None, typer.Option(help="The ingest run whose graph is evaluated (`mechgraph query run runs`).")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Or: a model spec; its newest ingest run of --task is used.")] = None,
     ablation: Annotated[str, typer.Option(help="edge (each node reads only its kept in-edges), node (nodes outside the graph at baseline) or both.")] = "both",
-    baseline: Annotated[str, typer.Option(help="Value of an ablated node: mean (over reference prompts), zero or counterfactual.")] = "mean",
+    baseline: Annotated[str | None, typer.Option(help="Value of an ablated node: mean (over reference prompts), zero or counterfactual.", show_default="the baseline the graph was ingested with")] = None,
     sweep: Annotated[int, typer.Option(help="Edge budgets: top-n edges by |weight|, log-spaced from 1% to 100% of the stored graph.")] = 10,
     examples: Annotated[int, typer.Option("--examples", "-n", help="Held-out prompts the graph is run on.")] = 32,
     min_abs_weight: Annotated[float, typer.Option(help="Only stored edges with |weight| >= this.")] = 0.0,
     granularity: Annotated[str, typer.Option(help="Which stored graph of the run: feature, head (features contracted by head) or roi (a `mechgraph roi fit` run's graph; pass its run with --run). A coarse node is run as the set of its features.")] = "feature",
-    query: Annotated[str | None, typer.Option(help="Or: the edges a library query returns (columns source, target, optionally weight), e.g. run_edges.")] = None,
+    query: Annotated[str | None, typer.Option(help="Or: the edges a query returns (columns source, target, optionally weight): a library query by name (e.g. run_edges) or your own FILE.cypher with the library's header (// name, // param, // returns).")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A --query parameter, name=value (repeatable).")] = None,
+    edges: Annotated[str | None, typer.Option(help="Or: an edge list, FILE.csv (header src,dst[,weight]) or FILE.json ([{\"src\": KEY, \"dst\": KEY, \"weight\": w}, ...]), node keys as stored.")] = None,
     community: Annotated[str | None, typer.Option(help="Only edges inside this :Community (its key; edges to the output count as inside).")] = None,
     roi: Annotated[str | None, typer.Option(help="Only edges inside this :ROI (its key).")] = None,
     touching: Annotated[bool, typer.Option("--touching", help="With --community/--roi: every edge with at least one member endpoint.")] = False,
     top_n: Annotated[int | None, typer.Option(help="At most the n strongest selected edges (the sweep runs inside them).")] = None,
     drop_errors: Annotated[bool, typer.Option("--drop-errors", help="Ablate error nodes too (default: they stay kept).")] = False,
-    out: Annotated[str | None, typer.Option(help="Directory for the CSV and PNG. [default: <data dir>/evaluations]")] = None,
+    out: Annotated[str | None, typer.Option(help="Directory for the CSV and PNG. [default: DATA_DIR/evaluations]")] = None,
     device: DeviceOpt = "cpu",
 ) -> None:
     """Judge a stored graph by running it: faithfulness and completeness curves.
@@ -61,7 +62,7 @@ def evaluate(
         if any(len(p) != 2 for p in params):
             raise ValueError("--param takes name=value")
         selection = EdgeSelection(granularity=granularity, min_abs_weight=min_abs_weight, query=query,
-                                  params=params, group=community or roi, touching=touching,  # type: ignore[arg-type]
+                                  params=params, edges=edges, group=community or roi, touching=touching,  # type: ignore[arg-type]
                                   top_n=top_n)
         config = EvaluateConfig(task=task, run=run, model=model, examples=examples, baseline=baseline,
                                 ablations=kinds, sweep=sweep, selection=selection,  # type: ignore[arg-type]
@@ -76,10 +77,11 @@ def evaluate(
     rows = [{k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(p).items() if k != "budget"}
             for p in result.points]
     render(rows, list(rows[0]), Format.TABLE,
-           title=f"{result.model} @ {result.checkpoint}, {task}: graph {result.graph_run} ({result.total_edges} edges); "
-                 f"m(model) = {result.clean_logit_diff:.3f}, m(empty) = {result.ablated_logit_diff:.3f}")
+           title=f"{result.model} @ {result.checkpoint}, {task}: graph {result.graph_run} ({result.total_edges} edges), "
+                 f"{result.baseline} baseline; m(model) = {result.clean_logit_diff:.3f}, "
+                 f"m(empty) = {result.ablated_logit_diff:.3f}")
     for kind, area in result.summary.items():
-        typer.echo(f"{kind} ablation: CPR {area['cpr']:.3f}, CMD {area['cmd']:.3f}")
+        typer.echo(f"{kind} ablation ({result.baseline} baseline): CPR {area['cpr']:.3f}, CMD {area['cmd']:.3f}")
     typer.echo(f"curve: {result.csv}\nplot:  {result.png}\n:Evaluation nodes of run {result.run} "
                f"({result.seconds:.0f} s)")
 
@@ -91,7 +93,7 @@ def shortcut(
     min_selectivity: Annotated[float, typer.Option(help="Gender feature: d' at the profession position at least this ...")] = 3.0,
     min_pronoun_selectivity: Annotated[float, typer.Option(help="... or d' at the pronoun position at least this.")] = 0.7,
     device: DeviceOpt = "cpu",
-    out: Annotated[str | None, typer.Option(help="CSV path. [default: <data dir>/evaluations/shortcut-<model>.csv]")] = None,
+    out: Annotated[str | None, typer.Option(help="CSV path. [default: DATA_DIR/evaluations/shortcut-<model>.csv]")] = None,
 ) -> None:
     """The gender shortcut: node ablation vs edge ablation of the gender features.
 

@@ -4,8 +4,14 @@ A selection names edges in Neo4j; it never guesses a graph. The edges come from
 
 * one run's edges of one task at one granularity (``run_edges``: ``feature``, ``head`` or
   ``roi``), strongest first, at or above ``min_abs_weight``; or
-* a named library query (``query`` with ``params``) returning ``source`` and ``target`` keys
-  (and optionally ``weight``: then the rows are sorted by |weight|, strongest first);
+* a query (``query`` with ``params``) returning ``source`` and ``target`` keys (and optionally
+  ``weight``: then the rows are sorted by |weight|, strongest first): a library query by name,
+  or the user's own ``.cypher`` file by path, with the library's header (``// name:`` equal to
+  the file's stem, ``// param``, ``// returns:``) so its parameters are declared, typed and
+  checked the same way; it runs in a read transaction; or
+* an edge list (``edges``): a CSV with a header, or a JSON list of objects (or ``{"edges":
+  [...]}``), each edge's node keys under ``src`` and ``dst`` (``source``/``target`` also
+  accepted) and optionally ``weight`` (then strongest first, else in file order);
 
 then, optionally, restricted to one community or ROI (``group``, a :Community or :ROI key):
 ``within`` keeps the edges whose endpoints are both members (an edge into the output counts as
@@ -21,13 +27,16 @@ stand for themselves.
 
 from __future__ import annotations
 
+import csv
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from graphdb.keys import parse_key
 from graphdb.schema import Label
 from mechgraph.errors import ConfigError
-from queries.loader import run_query
+from queries.loader import parse_query, run_query
 
 GRANULARITIES = ("feature", "head", "roi")
 #: (src slot, src index, dst slot, dst index)
@@ -42,6 +51,7 @@ class EdgeSelection:
     min_abs_weight: float = 0.0
     query: str | None = None
     params: tuple[tuple[str, str], ...] = ()
+    edges: str | None = None
     group: str | None = None
     touching: bool = False
     top_n: int | None = None
@@ -53,6 +63,10 @@ class EdgeSelection:
             raise ValueError(f"min_abs_weight must be >= 0, got {self.min_abs_weight}")
         if self.top_n is not None and self.top_n < 1:
             raise ValueError(f"top_n must be at least 1, got {self.top_n}")
+        if self.query is not None and self.edges is not None:
+            raise ValueError("select edges with a query or an edge list, not both")
+        if self.params and self.query is None:
+            raise ValueError("--param goes with --query")
         if self.touching and self.group is None:
             raise ValueError("touching restricts to a community or ROI: name one")
 
@@ -89,17 +103,20 @@ def select_edges(db: Any, selection: EdgeSelection, *, run: str, task: str, name
     """The edges ``selection`` names, located on the slots of ``names`` (a
     :class:`ingest.graph_rows.GraphNames` of the evaluated model checkpoint)."""
     if selection.query is not None:
-        rows = run_query(db, selection.query, dict(selection.params))
+        rows = _query_rows(db, selection.query, dict(selection.params))
         if rows and not {"source", "target"} <= set(rows[0]):
             raise ConfigError(f"query {selection.query} must return source and target keys, "
                               f"it returns {', '.join(rows[0])}")
         if rows and "weight" in rows[0]:
             rows.sort(key=lambda r: -abs(float(r["weight"] or 0.0)))
+    elif selection.edges is not None:
+        rows = read_edge_list(Path(selection.edges))
     else:
         rows = run_query(db, "run_edges", {"run": run, "task": task, "granularity": selection.granularity,
                                            "min_abs_weight": selection.min_abs_weight})
-    described = f"{selection.granularity} edges of run {run}, {task}" if selection.query is None \
-        else f"rows of query {selection.query}"
+    described = (f"rows of query {selection.query}" if selection.query is not None
+                 else f"edges in {selection.edges}" if selection.edges is not None
+                 else f"{selection.granularity} edges of run {run}, {task}")
     if selection.group is not None:
         members = {r["member"] for r in run_query(db, "group_members", {"key": selection.group})}
         if not members:
@@ -117,8 +134,11 @@ def select_edges(db: Any, selection: EdgeSelection, *, run: str, task: str, name
     coarse = _coarse_members(db, run, selection.granularity, rows)
     located, slot_of = [], {}
     for r in rows:
-        srcs = [names.locate(k) for k in coarse.get(r["source"], [r["source"]])]
-        dsts = [names.locate(k) for k in coarse.get(r["target"], [r["target"]])]
+        try:
+            srcs = [names.locate(k) for k in coarse.get(r["source"], [r["source"]])]
+            dsts = [names.locate(k) for k in coarse.get(r["target"], [r["target"]])]
+        except (ConfigError, KeyError, ValueError) as e:
+            raise ConfigError(f"edge {r['source']} -> {r['target']} of the {described}: {e}") from None
         slot_of[r["source"]], slot_of[r["target"]] = srcs[0][0], dsts[0][0]
         located.append([(s, u, m, d) for s, u in srcs for m, d in dsts if s < m])
     return SelectedEdges(sources=[r["source"] for r in rows], targets=[r["target"] for r in rows],
@@ -141,3 +161,49 @@ def _coarse_members(db: Any, run: str, granularity: str, rows: list[dict[str, An
     if missing:
         raise ConfigError(f"{len(missing)} coarse nodes have no member features in run {run}, e.g. {missing[0]}")
     return out
+
+
+def _query_rows(db: Any, query: str, params: dict[str, str]) -> list[dict[str, Any]]:
+    """Rows of a library query (by name) or of a ``.cypher`` file with the library's header."""
+    if not query.endswith(".cypher"):
+        return run_query(db, query, params)
+    path = Path(query).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"query file {path} does not exist")
+    q = parse_query(path)  # QueryError (a MechgraphError) on a malformed header
+    rows = db.read(q.text, q.bind(params))
+    if rows and set(q.returns) != set(rows[0]):
+        raise ConfigError(f"{path.name}: header says it returns {', '.join(q.returns)}, the query returns "
+                          f"{', '.join(rows[0])}")
+    return rows
+
+
+def read_edge_list(path: Path) -> list[dict[str, Any]]:
+    """``[{source, target, weight?}]`` from a CSV or JSON edge list (module docstring)."""
+    if not path.is_file():
+        raise ConfigError(f"edge list {path} does not exist")
+    text = path.read_text()
+    if path.suffix.lower() == ".json":
+        try:
+            raw: Any = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not JSON ({e})") from None
+        raw = raw.get("edges") if isinstance(raw, dict) else raw
+        if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
+            raise ConfigError(f"{path}: expected a list of edge objects (or {{\"edges\": [...]}})")
+    else:
+        raw = list(csv.DictReader(text.splitlines()))
+    rows = []
+    for i, r in enumerate(raw, 1):
+        src, dst = r.get("src", r.get("source")), r.get("dst", r.get("target"))
+        if not src or not dst:
+            raise ConfigError(f"{path}: edge {i} needs node keys under src and dst, it has {', '.join(r) or 'nothing'}")
+        weight = r.get("weight")
+        try:
+            weight = None if weight in (None, "") else float(weight)
+        except ValueError:
+            raise ConfigError(f"{path}: edge {i} has weight {weight!r}, not a number") from None
+        rows.append({"source": str(src).strip(), "target": str(dst).strip(), "weight": weight})
+    if rows and all(r["weight"] is not None for r in rows):
+        rows.sort(key=lambda r: -abs(r["weight"]))
+    return rows

@@ -26,12 +26,13 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from analysis.evaluate.selection import EdgeSelection, Located, select_edges
 from analysis.subgraph import ingest_run_config
+from analysis.tasks import stored_tasks
 from graphdb.keys import node_key
 from graphdb.provenance import RunRecord
 from graphdb.schema import Label, Rel
@@ -55,7 +56,7 @@ class EvaluateConfig:
     batch_size: int = 16
     split: Literal["train", "test"] = "test"
     seed: int = 0
-    baseline: str = "mean"
+    baseline: str | None = None  # None: the baseline the graph was ingested with
     ablations: tuple[Ablation, ...] = ("edge", "node")
     sweep: int = 10
     selection: EdgeSelection = field(default_factory=EdgeSelection)
@@ -68,7 +69,7 @@ class EvaluateConfig:
             raise ValueError("examples, batch_size and sweep must be at least 1")
         if not self.ablations or set(self.ablations) - {"edge", "node"}:
             raise ValueError(f"ablations are edge and/or node, got {self.ablations!r}")
-        if self.baseline not in ("mean", "zero", "counterfactual"):
+        if self.baseline not in (None, "mean", "zero", "counterfactual"):
             raise ValueError(f"baseline must be mean, zero or counterfactual, got {self.baseline!r}")
 
 
@@ -86,6 +87,7 @@ class CurvePoint:
     kl: float
     loss: float
     answer_prob: float
+    baseline: str = ""  # the value an ablated node takes: mean, zero or counterfactual
 
 
 @dataclass
@@ -98,6 +100,7 @@ class EvaluationResult:
     total_edges: int
     clean_logit_diff: float
     ablated_logit_diff: float
+    baseline: str = ""
     points: list[CurvePoint] = field(default_factory=list)
     summary: dict[str, dict[str, float]] = field(default_factory=dict)
     csv: Path | None = None
@@ -108,6 +111,7 @@ class EvaluationResult:
 def evaluate(db: Any, config: EvaluateConfig, *, out_dir: Path, device: str = "cpu",
              progress: Progress | None = None) -> EvaluationResult:
     """Sweep edge budgets of a stored graph under edge and node ablation (module docstring)."""
+    config = replace(config, task=stored_tasks(db, (config.task,))[0])  # jsonl:PATH or its stored name
     from ingest.attribution.config import AttributionConfig
     from ingest.attribution.engine import AttributionEngine
     from ingest.graph_rows import GraphNames
@@ -115,6 +119,8 @@ def evaluate(db: Any, config: EvaluateConfig, *, out_dir: Path, device: str = "c
 
     t0 = time.perf_counter()
     graph_run, run_cfg = _graph_run(db, config)
+    if config.baseline is None:  # judge the graph against the baseline its edges were measured from
+        config = replace(config, baseline=run_cfg.get("attribution", {}).get("baseline", "counterfactual"))
     ingest_cfg = IngestConfig(model=run_cfg["model"], tasks=(config.task,), dicts=tuple(run_cfg["dicts"]),
                               include_embed=run_cfg.get("include_embed", True), examples=config.examples,
                               split=config.split, seed=config.seed,
@@ -131,7 +137,7 @@ def evaluate(db: Any, config: EvaluateConfig, *, out_dir: Path, device: str = "c
     sweep = AblationSweep(engine, resolved.batches[config.task], config.batch_size, keep_errors=config.keep_errors)
     result = EvaluationResult(run="", graph_run=graph_run, model=names.model, checkpoint=names.checkpoint,
                               task=config.task, total_edges=len(selected), clean_logit_diff=sweep.m_full,
-                              ablated_logit_diff=sweep.m_empty)
+                              ablated_logit_diff=sweep.m_empty, baseline=str(config.baseline))
     total, done = len(budgets) * len(config.ablations), 0
     for budget in budgets:
         for kind in config.ablations:
@@ -216,7 +222,7 @@ class AblationSweep:
                           faithfulness=(kept["logit_diff"] - self.m_empty) / span,
                           completeness=(removed["logit_diff"] - self.m_empty) / span,
                           logit_diff=kept["logit_diff"], kl=kept["kl"], loss=kept["loss"],
-                          answer_prob=kept["answer_prob"])
+                          answer_prob=kept["answer_prob"], baseline=str(engine.config.baseline))
 
 
 def _graph_run(db: Any, config: EvaluateConfig) -> tuple[str, dict[str, Any]]:
@@ -291,7 +297,8 @@ def _plot(result: EvaluationResult, path: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("edges kept (top |weight| of the stored graph)")
     ax.set_ylabel("faithfulness F")
-    ax.set_title(f"{result.model} @ {result.checkpoint}, {result.task} ({result.graph_run})", fontsize=9)
+    ax.set_title(f"{result.model} @ {result.checkpoint}, {result.task} ({result.graph_run}), "
+                 f"{result.baseline} baseline", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -304,7 +311,7 @@ def _write_graph(db: Any, record: RunRecord, result: EvaluationResult) -> None:
     writer = GraphWriter(db)
     writer.write_nodes(Label.RUN, [record.row()])
     base = {"run": record.run_id, "graph_run": result.graph_run, "model": result.model,
-            "checkpoint": result.checkpoint, "task": result.task}
+            "checkpoint": result.checkpoint, "task": result.task, "baseline": result.baseline}
     rows = [{"key": node_key(Label.EVALUATION, run=record.run_id, name=f"{p.ablation}-{p.budget}"),
              "name": f"{p.ablation}-{p.budget}", **base, **asdict(p)} for p in result.points]
     rows += [{"key": node_key(Label.EVALUATION, run=record.run_id, name=f"{kind}-summary"), "name": f"{kind}-summary",

@@ -88,7 +88,7 @@ def timeline(
     min_jaccard: Annotated[float, typer.Option(help="Link two communities only when their mapped overlap reaches this.")] = 0.1,
     method: Annotated[str, typer.Option(help="Use MATCHES of this method only (cosine, activation, ...), or * for any.")] = "*",
     task: Annotated[list[str] | None, typer.Option("--task", "-t", help="Tasks whose edge weights give the alignment. [default: each run's tasks]")] = None,
-    out: Annotated[str | None, typer.Option(help="Directory for the CSV and PNG. [default: <data dir>/matching]")] = None,
+    out: Annotated[str | None, typer.Option(help="Directory for the CSV and PNG. [default: DATA_DIR/matching]")] = None,
 ) -> None:
     """When did each community of the final checkpoint emerge, and which task did it serve?
 
@@ -133,7 +133,7 @@ def sizes(
     examples: Annotated[int, typer.Option("--examples", "-n", help="Prompts per task.")] = 32,
     min_similarity: Annotated[float, typer.Option(help="A pair recurs at this activation similarity (and the same dominant task).")] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed of the prompts.")] = 0,
-    out: Annotated[str | None, typer.Option(help="Directory for the CSV. [default: <data dir>/matching]")] = None,
+    out: Annotated[str | None, typer.Option(help="Directory for the CSV. [default: DATA_DIR/matching]")] = None,
     device: DeviceOpt = "cpu",
 ) -> None:
     """Which communities recur across sizes: pairs by activation similarity of their members on

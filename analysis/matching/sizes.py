@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import numpy as np
 from analysis.matching.core import PromptSample, standardise
 from analysis.matching.features import default_tasks, resolve_side
 from analysis.matching.timeline import Alignment, CommunityRun, community_alignment, community_runs, write_csv
+from analysis.tasks import stored_tasks
 from graphdb.keys import parse_key
 from graphdb.schema import Label
 from mechgraph.errors import ConfigError
@@ -139,6 +140,7 @@ def _latents(run: CommunityRun, model: str, tasks: tuple[str, ...], config: Size
 def compare_sizes(db: Any, config: SizesConfig, *, device: str = "cpu", alignment: Alignment | None = None,
                   progress: Progress | None = None) -> SizesResult:
     """Pair the communities of the two models by behaviour and task (module docstring)."""
+    config = replace(config, tasks=stored_tasks(db, config.tasks))  # jsonl:PATH or its stored name
     from scipy.optimize import linear_sum_assignment
 
     t0 = time.perf_counter()

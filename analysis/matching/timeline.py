@@ -24,11 +24,12 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from analysis.matching.core import Chain, CommunityMatch, dominant_task, emergence_chains, incident_weight, match_communities
+from analysis.tasks import stored_tasks
 from graphdb.keys import node_key, parse_key
 from graphdb.schema import Label
 from graphdb.writer import cypher_template
@@ -174,6 +175,7 @@ def community_alignment(db: Any, run: CommunityRun, tasks: Sequence[str] = ()) -
 
 def build_timeline(db: Any, config: TimelineConfig, *, alignment: Alignment | None = None) -> Timeline:
     """Match the communities of consecutive checkpoints and follow the final ones back."""
+    config = replace(config, tasks=stored_tasks(db, config.tasks))  # jsonl:PATH or its stored name
     runs = community_runs(db, config.model, config.communities, config.level)
     if len(runs) < 2:
         raise ConfigError(f"a timeline needs community runs at two or more checkpoints of {config.model}; found "

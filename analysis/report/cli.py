@@ -14,7 +14,7 @@ import typer
 
 def report(
     ctx: typer.Context,
-    out: Annotated[str | None, typer.Option(help="HTML file to write. [default: <data dir>/report/index.html]")] = None,
+    out: Annotated[str | None, typer.Option(help="HTML file to write. [default: DATA_DIR/report/index.html]")] = None,
     title: Annotated[str, typer.Option(help="The page's title.")] = "mechgraph report",
 ) -> None:
     """One self-contained HTML report of everything in the graph store.

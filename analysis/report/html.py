@@ -51,6 +51,8 @@ def graphs_section(db: Any, data: Path) -> Section:
     tasks = sorted({r["task"] for r in rows})
     text = (f"{len(rows)} stored graphs: {len(models)} model checkpoints "
             f"({', '.join(f'{m} @ {c}' for m, c in models) or 'none'}), tasks {', '.join(tasks) or 'none'}.")
+    text += (" nodes counts the nodes with at least one stored edge at that granularity; ingest's nodes_written also "
+             "counts every active latent whose edges all fell under the threshold.") if rows else ""
     return Section("Graphs in the store", text, [("nodes and edges per run, task and granularity", _round(rows))])
 
 
@@ -59,7 +61,8 @@ def evaluations_section(db: Any, data: Path) -> Section:
     section = Section("Faithfulness: edge vs node ablation",
                       "Faithfulness F = (m(G) − m(∅)) / (m(M) − m(∅)) against the number of edges kept, for "
                       "edge ablation (each node reads only its kept in-edges) and node ablation of the same "
-                      "graphs; CPR = area under F, CMD = area under |1 − F| (MIB)."
+                      "graphs; CPR = area under F, CMD = area under |1 − F| (MIB). Each row names the baseline "
+                      "an ablated node takes (the one the graph was ingested with unless chosen)."
                       if rows else "No evaluation yet: `mechgraph evaluate`.")
     if rows:
         section.tables.append(("curve summaries", _round([{k: v for k, v in r.items() if k not in ("csv", "png")}
@@ -101,10 +104,13 @@ def rois_section(db: Any, data: Path) -> Section:
 
 
 def _number(v: Any) -> Any:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return v
+    """A CSV cell as an int when it is one (community numbers, sizes), else a float, else as is."""
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except (TypeError, ValueError):
+            continue
+    return v
 
 
 def _unique_paths(paths: Any) -> list[Path]:
@@ -197,13 +203,17 @@ def disentangle_section(db: Any, data: Path) -> Section | None:
     run = runs[0]["run"]
     rows = run_query(db, "disentanglement", {"run": run})
     section = Section("Task disentanglement")
+    folder = data / "disentangle" / run
     if rows:
         r = rows[0]
         section.text = (f"Run {run}: do the union graph's communities follow the tasks? NMI {r['nmi']:.3f} and ARI "
                         f"{r['ari']:.3f} between communities and each node's dominant task; z = {r['z']:.1f} against "
-                        "the null model. The kill table gives F on each task's prompts when a community is "
-                        "ablated (kill C) and when everything but it is (keep only C), by edge ablation.")
-    folder = data / "disentangle" / run
+                        "the null model.")
+        if (folder / "kill.csv").is_file():  # --no-kill writes no kill table: say nothing of one
+            config = json.loads(db.read("MATCH (r:Run {run: $run}) RETURN r.config AS c", {"run": run})[0]["c"] or "{}")
+            section.text += (" The kill table gives F on each task's prompts when a community is ablated (kill C) "
+                             "and when everything but it is (keep only C), ablated nodes at the "
+                             f"{config.get('baseline', 'mean')} baseline.")
     for name, caption in (("purity.csv", "task purity per community"), ("kill.csv", "kill table")):
         if (folder / name).is_file():
             section.tables.append((caption, _csv_rows(folder / name)))

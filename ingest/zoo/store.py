@@ -95,15 +95,20 @@ def _jsonable(value: Any) -> bool:
 
 
 def load_checkpoint(directory: Path, tokenizer_dir: Path, device: str = "cpu") -> Any:
-    """A ``HookedTransformer`` from a checkpoint directory and its tokenizer."""
+    """A ``HookedTransformer`` from a checkpoint directory and its tokenizer directory."""
+    from ingest.zoo.tokenizer import load_tokenizer
+    return load_tl_checkpoint(directory, load_tokenizer(tokenizer_dir), device)
+
+
+def load_tl_checkpoint(directory: Path, tokenizer: Any, device: str = "cpu") -> Any:
+    """A ``HookedTransformer`` from a checkpoint directory (``tl_config.json``,
+    ``model.safetensors``) and a tokenizer object."""
     import contextlib
     import io
     import warnings
 
     from safetensors.torch import load_file
     from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    from ingest.zoo.tokenizer import load_tokenizer
 
     if not (directory / "model.safetensors").is_file():
         raise ModelUnavailableError(f"no model weights in {directory}")
@@ -117,7 +122,7 @@ def load_checkpoint(directory: Path, tokenizer_dir: Path, device: str = "cpu") -
     cfg = HookedTransformerConfig(**cfg_dict)
     with warnings.catch_warnings():   # TL 3 deprecates HookedTransformer in favour of its bridge
         warnings.simplefilter("ignore", DeprecationWarning)
-        model = HookedTransformer(cfg, tokenizer=load_tokenizer(tokenizer_dir), move_to_device=False)
+        model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
         model.load_state_dict(load_file(str(directory / "model.safetensors")))
         with contextlib.redirect_stdout(io.StringIO()):   # TL print()s device moves
             return model.to(device).eval()

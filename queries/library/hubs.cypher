@@ -1,13 +1,23 @@
 // name: hubs
-// summary: The nodes with the largest total |weight| (in plus out) in one task's graph at one checkpoint.
+// summary: The nodes with the largest total |weight| (in plus out) in one task's graph at one checkpoint, in one run (the newest by default) at one granularity.
 // param model: string  model name
 // param checkpoint: string  checkpoint name
 // param task: string  task name
+// param run: string = newest  newest (the newest finished run that wrote this graph), a run id, or * to mix every run (the run/runs column then says which)
+// param granularity: string = feature  feature, head or roi: one granularity, never mixed
 // param limit: int = 20  at most this many nodes
-// returns: node, kind, layer, degree, strength
+// returns: node, kind, layer, degree, strength, runs
+WITH COLLECT {
+  MATCH (x:Run)-[:FOR_TASK]->(:Task {name: $task})
+  WHERE (x.kind <> 'ingest' OR $task IN coalesce(x.tasks_done, []))
+    AND EXISTS { MATCH ()-[e:ATTRIBUTES_TO]->() WHERE e.model = $model AND e.checkpoint = $checkpoint
+                 AND e.task = $task AND e.run = x.run AND e.granularity = $granularity }
+  RETURN x.run ORDER BY x.created_at DESC LIMIT 1
+} AS newest
 MATCH (n:Node)-[r:ATTRIBUTES_TO]-()
-WHERE r.model = $model AND r.checkpoint = $checkpoint AND r.task = $task
+WHERE r.model = $model AND r.checkpoint = $checkpoint AND r.task = $task AND r.granularity = $granularity
+  AND ($run = '*' OR r.run = coalesce(CASE $run WHEN 'newest' THEN newest[0] ELSE $run END, ''))
 RETURN n.key AS node, [l IN labels(n) WHERE l <> 'Node'][0] AS kind, n.layer AS layer,
-       count(r) AS degree, sum(r.abs_weight) AS strength
+       count(r) AS degree, sum(r.abs_weight) AS strength, collect(DISTINCT r.run) AS runs
 ORDER BY strength DESC
 LIMIT $limit

@@ -37,3 +37,10 @@ def test_report_of_the_sample_graph(db, tmp_path):
     assert f"<td>{len(set(part.labels[0].tolist()))}</td>" in page.split("communities runs")[1]
     assert "No ROIs yet" in page
     assert page.count("data:image/png;base64,") == 1 and "<td>0.5</td>" in page
+
+
+def test_csv_cells_keep_integers_integers(tmp_path):
+    from analysis.report.html import _csv_rows
+    path = tmp_path / "purity.csv"
+    path.write_text("community,size,purity,task\n0,153,0.5612,ioi\n")
+    assert _csv_rows(path) == [{"community": 0, "size": 153, "purity": 0.561, "task": "ioi"}]
