@@ -26,6 +26,7 @@ from analysis.report.cli import report
 from analysis.roi.cli import roi_app
 from graphdb.cli import app as db_app
 from ingest.cli import ingest_command, model_app, zoo_app
+from ingest.dictionaries.cli import dict_app
 from mechgraph.errors import MechgraphError
 from queries.cli import app as query_app
 
@@ -59,6 +60,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(query_app, name="query")
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(model_app, name="model")
+app.add_typer(dict_app, name="dict", help="Make dictionaries for your own model on your own text: `dict train` (SAEs), `dict svd` (PCA bases), one per hook in -o DIR, for `ingest --dicts-all 'path:DIR/{hook}@SITES'`.")
 app.add_typer(roi_app, name="roi", help="Regions of Interest: fit blocks of functionally similar latents (SBM), list them.")
 app.add_typer(match_app, name="match", help="Match features and communities across checkpoints and model sizes: MATCHES, the emergence timeline, recurring communities.")
 app.command("ingest")(ingest_command)

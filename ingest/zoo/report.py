@@ -31,12 +31,12 @@ def sae_rows(manifests: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for name, m in manifests.items():
         for c in m.get("checkpoints", []):
-            rows += [_sae_row(name, c["step"], hook, s) for hook, s in c.get("saes", {}).items()]
-        rows += [_sae_row(name, None, hook, s) for hook, s in m.get("saes", {}).items()]
+            rows += [sae_row(name, c["step"], hook, s) for hook, s in c.get("saes", {}).items()]
+        rows += [sae_row(name, None, hook, s) for hook, s in m.get("saes", {}).items()]
     return rows
 
 
-def _sae_row(model: str, step: int | None, hook: str, s: dict[str, Any]) -> dict[str, Any]:
+def sae_row(model: str, step: int | None, hook: str, s: dict[str, Any]) -> dict[str, Any]:
     def r(key: str, digits: int = 3) -> float | None:
         return None if s.get(key) is None else round(s[key], digits)
     return {"model": model, "step": step, "hook": hook, "ev": r("explained_variance"), "l0": r("l0", 1),

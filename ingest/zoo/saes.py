@@ -26,6 +26,8 @@ from typing import Any, Literal
 log = logging.getLogger(__name__)
 
 HOOK_KINDS = ("hook_resid_post", "hook_attn_out", "hook_mlp_out")
+#: The ``dataset_path`` recorded for SAEs trained on :func:`prompt_dataset` (the zoo's).
+TASK_PROMPTS = "mechgraph task prompts (training split of the built-in tasks, ingest.zoo.saes.prompt_dataset)"
 
 
 def hook_names(n_layers: int, kinds: tuple[str, ...] = HOOK_KINDS) -> list[str]:
@@ -83,10 +85,13 @@ def prompt_dataset(tokenizer: Any, tasks: tuple[str, ...], n_prompts: int, conte
 
 
 def train_saes(model: Any, hooks: list[str], dataset: Any, cfg: SAETrainConfig, out_dir: Path, *,
-               init_from: Path | None = None, device: str = "cpu") -> dict[str, Path]:
+               init_from: Path | None = None, device: str = "cpu",
+               dataset_path: str = TASK_PROMPTS) -> dict[str, Path]:
     """Train one SAE per hook of ``model`` with sae_lens' multi-SAE runner (one shared forward
     pass feeds every hook). Each lands in ``out_dir/<hook>`` in sae_lens' format.
-    ``init_from``: the previous checkpoint's SAE directory (same layout) to warm-start from."""
+    ``init_from``: the previous checkpoint's SAE directory (same layout) to warm-start from.
+    ``dataset_path``: what ``dataset`` is, recorded as ``dataset_path`` in every SAE's config
+    (the dataset itself is passed in memory, so sae_lens never reads this)."""
     from sae_lens import LoggingConfig, TrainingSAE
     from sae_lens.multi_sae_training_runner import MultiSAETrainingRunner, MultiSAETrainingRunnerConfig
 
@@ -98,7 +103,7 @@ def train_saes(model: Any, hooks: list[str], dataset: Any, cfg: SAETrainConfig, 
     steps = tokens // cfg.batch_tokens
     runner_cfg = MultiSAETrainingRunnerConfig(
         saes=sae_cfgs, hook_names={h: h for h in hooks}, model_name=model.cfg.model_name,
-        dataset_path="mechgraph-task-prompts", streaming=False,
+        dataset_path=dataset_path, streaming=False,
         context_size=cfg.context_size, prepend_bos=False, exclude_special_tokens=True,
         disable_concat_sequences=True, sequence_separator_token=None,
         training_tokens=tokens, train_batch_size_tokens=cfg.batch_tokens,

@@ -129,7 +129,7 @@ def _build(tmp: Path, key: dict[str, Any], hooks: list[str], cfg: SAETrainConfig
             f"({cfg.training_tokens / train_tokens:.2f} epochs of {len(train)} rows)")
         # train_saes trains warm-started SAEs for warm_tokens; these are fresh, so training_tokens.
         trained = train_saes(model, hooks, train, replace(cfg, warm_tokens=cfg.training_tokens), tmp / "saes",
-                             init_from=init, device=device)
+                             init_from=init, device=device, dataset_path=CORPUS_DESCRIPTION)
     shutil.rmtree(init)
     train_seconds = time.perf_counter() - start
 
