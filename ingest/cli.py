@@ -245,7 +245,7 @@ def ingest_command(
     bars = Bars()
     with open_store(ctx) as (home, db), bars.progress:
         result = ingest(db, config, state_root=home / "runs", device=device, progress=bars.ingest())
-    rows = [{"task": t.task, "status": "up to date" if t.skipped else "written",
+    rows = [{"run": result.run, "task": t.task, "status": "up to date" if t.skipped else "written",
              "examples": None if t.skipped else t.examples, "features": None if t.skipped else t.features,
              "nodes_written": None if t.skipped else t.nodes, "edges": t.edges, "head_edges": t.head_edges,
              "metric_clean": None if t.skipped else round(t.metric_clean, 3),
