@@ -128,9 +128,14 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
     if not specs:
         raise SpecError(f"{config.model} has no zoo SAEs to pick for --graph {config.graph}; name dictionaries "
                         "with --dicts (path:DIR, identity:D/HOOK, release:RELEASE/SAE_ID, ...)")
+    # Every part of every key the graph will have is checked now, before the model loads or
+    # runs: a name that cannot be a key part must not cost a whole attribution and then fail
+    # at write time (with a :Run already written).
+    check_key_parts(model_label, checkpoint, [t.name for t in tasks])
     model = load_model(spec, device=device)
     dictionaries = [load_dictionary(s, device=device) for s in specs]
     slots = build_slots(model, dictionaries, include_embed=config.include_embed)
+    check_key_parts(model_label, checkpoint, [t.name for t in tasks], slots=slots, n_layers=int(model.cfg.n_layers))
     batches, reference = {}, {}
     for task in tasks:
         examples = task.examples(config.examples, seed=config.seed, split=config.split)
@@ -145,6 +150,35 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
             _check_finite(model, slots, batch, config.batch_size, name)
     return Resolved(model=model, model_label=model_label, checkpoint=checkpoint, dict_specs=specs, slots=slots,
                     batches=batches, reference=reference)
+
+
+def check_key_parts(model_label: str, checkpoint: str, tasks: Sequence[str], *, slots: Sequence[Any] = (),
+                    n_layers: int = 0) -> None:
+    """Build one key of every kind the graph will write (``graphdb.keys``, the one identity
+    function), so that a label, task, hook or dictionary name that cannot be a key part fails
+    with one sentence before any computation. ``ConfigError`` names the offending input."""
+    from graphdb.keys import node_key
+    from ingest.graph_rows import GraphNames
+    from mechgraph.errors import ConfigError
+
+    names = GraphNames(model=model_label, checkpoint=checkpoint, slots=tuple(slots), n_layers=n_layers)
+    try:
+        node_key(Label.CHECKPOINT, model=model_label, checkpoint=checkpoint)
+    except ConfigError as e:
+        raise ConfigError(f"the model {model_label!r} @ {checkpoint!r} cannot name graph nodes: {e}") from None
+    for task in tasks:
+        try:
+            node_key(Label.TASK, task=task)
+        except ConfigError as e:
+            raise ConfigError(f"the task {task!r} cannot name graph nodes: {e}") from None
+    for s, slot in enumerate(slots):
+        try:
+            names.node_key(s, 0, tasks[0])
+            if slot.dictionary is not None:
+                names.node_key(s, slot.vector, tasks[0])
+                names.dictionary_key(slot)
+        except ConfigError as e:
+            raise ConfigError(f"the dictionary at {slot.hook!r} cannot name graph nodes: {e}") from None
 
 
 def model_labels(spec: Any, graph: str) -> tuple[str, str, list[str]]:

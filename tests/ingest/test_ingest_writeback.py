@@ -1,0 +1,82 @@
+"""Ingest and half-written state (issue 14): key parts checked before any computation (A1),
+a run's edges invisible to the library until its task is finished (A3), and one ingest per
+run at a time (B)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from analysis.cli import app
+from graphdb.sample import SampleSpec, write_sample
+from graphdb.schema import Rel
+from graphdb.writer import GraphWriter
+from ingest.attribution.config import AttributionConfig
+from ingest.pipeline import IngestConfig, ingest
+from queries.loader import run_query
+
+D = 16
+DICTS = (f"identity:{D}/blocks.0.hook_resid_post", f"identity:{D}/blocks.1.hook_resid_post")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_checkpoint) -> Path:
+    return tiny_checkpoint(D, 32, 3)
+
+
+def _env(settings) -> dict[str, str | None]:
+    return {"NEO4J_URI": settings.uri, "NEO4J_USER": settings.user, "NEO4J_PASSWORD": settings.password,
+            "NEO4J_DATABASE": None}
+
+
+def _counts(db) -> tuple[int, int]:
+    return (db.read("MATCH (n) RETURN count(n) AS c")[0]["c"], db.read("MATCH ()-[r]->() RETURN count(r) AS c")[0]["c"])
+
+
+def _ingest_args(model: str, *tasks: str) -> list[str]:
+    args = ["ingest", "--model", model, "--examples", "4", "--batch-size", "2", "--steps", "2", "--threshold", "0.001"]
+    for t in tasks:
+        args += ["--task", t]
+    for d in DICTS:
+        args += ["--dicts", d]
+    return args
+
+
+# -- A1 ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["model", "task"])
+def test_a_key_separator_in_a_key_part_fails_before_any_computation(db, neo4j_settings, model_dir, tmp_path,
+                                                                      monkeypatch, where):
+    from ingest.attribution.engine import AttributionEngine
+    from ingest.tasks import get_task
+
+    write_sample(GraphWriter(db), SampleSpec())
+    before = _counts(db)
+    model, task = model_dir, "ioi"
+    if where == "model":
+        model = tmp_path / "tiny|v2"
+        model.symlink_to(model_dir, target_is_directory=True)
+    else:
+        rows = [{"clean": e.clean, "counterfactual": e.counterfactual, "answer": e.answer, "cf_answer": e.cf_answer}
+                for e in get_task("ioi").examples(8, seed=0, split="test")]
+        path = tmp_path / "my|task.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        task = f"jsonl:{path}"
+
+    def no_computation(*a, **k):
+        raise AssertionError("the attribution ran before the key parts were checked")
+
+    monkeypatch.setattr(AttributionEngine, "attribute", no_computation)
+    res = CliRunner().invoke(app, ["--data-dir", str(tmp_path / "home"), *_ingest_args(f"path:{model}", task)],
+                             env=_env(neo4j_settings))
+    assert res.exit_code == 1, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mechgraph: error: ") and "'|'" in lines[0], res.stderr
+    assert _counts(db) == before
