@@ -12,7 +12,9 @@ resumes to the same graph:
    saving the accumulator after each batch under ``<data dir>/runs/<run id>/``; a restart
    loads it and continues with the next batch (examples and batches are deterministic, so
    the result is the uninterrupted one). Then write nodes, feature edges, ``IN_HEAD`` shares
-   and the head-level graph (all MERGEs: idempotent), and add the task to ``tasks_done``.
+   and the head-level graph (all MERGEs: idempotent) while the run's ``tasks_writing`` names
+   the task (the library's queries hide those edges until then), and in one write add the
+   task to ``tasks_done`` and clear ``tasks_writing``.
 """
 
 from __future__ import annotations
@@ -255,11 +257,15 @@ def ingest(db: Any, config: IngestConfig, *, state_root: Path, device: str = "cp
         acc, budget = _accumulate(resolved, config, task, state_dir, progress, budget)
         if acc is None:
             break
+        # Until the task is in tasks_done, tasks_writing names it: the library's queries
+        # hide the (run, task)'s edges while they are being written, or half-written after
+        # a crash, and resuming the run finishes them.
+        writer.write_nodes(Label.RUN, [{"key": record.key, "tasks_writing": [task]}])
         graph = _write_task(writer, resolved, config, record, task, acc)
         graph.seconds = time.perf_counter() - t1
         results.append(graph)
         done.add(task)
-        writer.write_nodes(Label.RUN, [{"key": record.key, "tasks_done": sorted(done)}])
+        writer.write_nodes(Label.RUN, [{"key": record.key, "tasks_done": sorted(done), "tasks_writing": []}])
         (state_dir / _state_name(task)).unlink(missing_ok=True)
     return IngestResult(run=record.run_id, model=resolved.model_label, checkpoint=resolved.checkpoint,
                         dictionaries=resolved.dict_specs, tasks=results, seconds=time.perf_counter() - t0)

@@ -80,3 +80,52 @@ def test_a_key_separator_in_a_key_part_fails_before_any_computation(db, neo4j_se
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("mechgraph: error: ") and "'|'" in lines[0], res.stderr
     assert _counts(db) == before
+
+
+# -- A3 ----------------------------------------------------------------------------------------
+
+class _DiesInEdges(GraphWriter):
+    """The real writer, raising after its first committed batch of attribution edges."""
+
+    def __init__(self, db) -> None:
+        super().__init__(db, batch_size=3, progress=self._tick)
+        self.current = None
+
+    def write_relationships(self, rel, rows, **kw):
+        self.current = rel
+        return super().write_relationships(rel, rows, **kw)
+
+    def _tick(self, _rows: int) -> None:
+        if self.current is Rel.ATTRIBUTES_TO:
+            raise RuntimeError("killed while writing edges")
+
+
+def test_a_run_still_writing_is_invisible_to_the_library(db, model_dir, tmp_path):
+    config = IngestConfig(model=f"path:{model_dir}", tasks=("ioi",), dicts=DICTS, examples=4, batch_size=2,
+                          attribution=AttributionConfig(steps=2, threshold=1e-3))
+    with pytest.raises(RuntimeError, match="killed"):
+        ingest(db, config, state_root=tmp_path, writer=_DiesInEdges(db))
+    run = db.read("MATCH (r:Run {kind: 'ingest'}) RETURN r.run AS run")[0]["run"]
+    partial = db.read("MATCH ()-[e:ATTRIBUTES_TO {run: $run}]->() RETURN count(e) AS n", {"run": run})[0]["n"]
+    assert partial > 0, "the simulated crash left no partial graph to hide"
+
+    model, task, ckpt = "tiny", "ioi", "path"
+    model = db.read("MATCH ()-[e:ATTRIBUTES_TO {run: $run}]->() RETURN e.model AS m LIMIT 1", {"run": run})[0]["m"]
+
+    def visible() -> dict[str, int]:
+        p = {"model": model, "checkpoint": ckpt, "task": task}
+        out = {name: len(run_query(db, name, {**p, "limit": 10**6})) for name in
+               ("task_subgraph", "hubs", "top_output_contributors")}
+        out["run_edges"] = len(run_query(db, "run_edges", {"run": run, "task": task}))
+        out["subgraph_columns"] = len(run_query(db, "subgraph_columns", p)[0]["weights"])
+        out["graph_summary"] = len([r for r in run_query(db, "graph_summary", {}) if r["run"] == run])
+        out["report_graphs"] = len([r for r in run_query(db, "report_graphs", {}) if r["run"] == run])
+        out["latest_run"] = len(run_query(db, "latest_run", {**p, "kind": "ingest"}))
+        return out
+
+    hidden = visible()
+    assert hidden == dict.fromkeys(hidden, 0), f"a half-written run is visible: {hidden}"
+    done = ingest(db, config, state_root=tmp_path)
+    assert done.run == run and done.tasks[0].edges > partial
+    shown = visible()
+    assert all(n > 0 for n in shown.values()), shown
