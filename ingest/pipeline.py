@@ -7,7 +7,9 @@ resumes to the same graph:
    specs), the slots (hooks exist, widths match), the tasks and their examples (non-empty,
    aligned counterfactuals), and one forward pass over every batch checking that activations
    and latents are finite.
-2. Write the ``:Run`` node (its id is the hash of the whole configuration).
+2. Take the run's lock (``graphdb/runlock.py``; a second ingest of the same run waits for the
+   first, then finds its tasks done) and write the ``:Run`` node (its id is the hash of the
+   whole configuration).
 3. Per task: skip it if the run's ``tasks_done`` names it. Otherwise accumulate batches,
    saving the accumulator after each batch under ``<data dir>/runs/<run id>/``; a restart
    loads it and continues with the next batch (examples and batches are deterministic, so
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from graphdb.provenance import RunRecord, task_edge_counts, tasks_done
+from graphdb.runlock import run_lock
 from graphdb.schema import Granularity, Label, Rel
 from graphdb.writer import GraphWriter
 from ingest.attribution.config import AttributionConfig
@@ -243,30 +246,33 @@ def ingest(db: Any, config: IngestConfig, *, state_root: Path, device: str = "cp
     resolved = resolve(config, device=device)
     record = run_record(config, resolved)
     writer = writer or GraphWriter(db)
-    writer.write_nodes(Label.RUN, [record.row()])
-    done = set(tasks_done(db, record))
     state_dir = state_root / record.run_id
     results, budget = [], stop_after_batches
-    for task in resolved.batches:
-        if task in done:
-            counts = task_edge_counts(db, record.run_id, task)
-            results.append(TaskGraph(task=task, skipped=True, edges=counts.get(str(Granularity.FEATURE), 0),
-                                     head_edges=counts.get(str(Granularity.HEAD), 0)))
-            continue
-        t1 = time.perf_counter()
-        acc, budget = _accumulate(resolved, config, task, state_dir, progress, budget)
-        if acc is None:
-            break
-        # Until the task is in tasks_done, tasks_writing names it: the library's queries
-        # hide the (run, task)'s edges while they are being written, or half-written after
-        # a crash, and resuming the run finishes them.
-        writer.write_nodes(Label.RUN, [{"key": record.key, "tasks_writing": [task]}])
-        graph = _write_task(writer, resolved, config, record, task, acc)
-        graph.seconds = time.perf_counter() - t1
-        results.append(graph)
-        done.add(task)
-        writer.write_nodes(Label.RUN, [{"key": record.key, "tasks_done": sorted(done), "tasks_writing": []}])
-        (state_dir / _state_name(task)).unlink(missing_ok=True)
+    # One process per run: a second ingest of the same configuration waits here, then finds
+    # the tasks the first one finished in tasks_done and skips them (graphdb/runlock.py).
+    with run_lock(state_root, record.run_id):
+        writer.write_nodes(Label.RUN, [record.row()])
+        done = set(tasks_done(db, record))
+        for task in resolved.batches:
+            if task in done:
+                counts = task_edge_counts(db, record.run_id, task)
+                results.append(TaskGraph(task=task, skipped=True, edges=counts.get(str(Granularity.FEATURE), 0),
+                                         head_edges=counts.get(str(Granularity.HEAD), 0)))
+                continue
+            t1 = time.perf_counter()
+            acc, budget = _accumulate(resolved, config, task, state_dir, progress, budget)
+            if acc is None:
+                break
+            # Until the task is in tasks_done, tasks_writing names it: the library's queries
+            # hide the (run, task)'s edges while they are being written, or half-written after
+            # a crash, and resuming the run finishes them.
+            writer.write_nodes(Label.RUN, [{"key": record.key, "tasks_writing": [task]}])
+            graph = _write_task(writer, resolved, config, record, task, acc)
+            graph.seconds = time.perf_counter() - t1
+            results.append(graph)
+            done.add(task)
+            writer.write_nodes(Label.RUN, [{"key": record.key, "tasks_done": sorted(done), "tasks_writing": []}])
+            (state_dir / _state_name(task)).unlink(missing_ok=True)
     return IngestResult(run=record.run_id, model=resolved.model_label, checkpoint=resolved.checkpoint,
                         dictionaries=resolved.dict_specs, tasks=results, seconds=time.perf_counter() - t0)
 
@@ -292,6 +298,8 @@ def _accumulate(resolved: Resolved, config: IngestConfig, task: str, state_dir: 
     acc = (GraphAccumulator.from_state(torch.load(path, weights_only=False)) if path.is_file()
            else GraphAccumulator(config.attribution.beta, n_nodes))
     starts = list(range(0, len(batch), config.batch_size))
+    log.info("run %s: computing the %s graph (%d examples, %d batches done before)", state_dir.name, task,
+             len(batch), acc.batches)
     if progress:
         progress(task, acc.n_examples, len(batch), _n_accumulated(acc))
     for i, start in enumerate(starts):

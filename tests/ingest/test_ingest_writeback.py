@@ -129,3 +129,37 @@ def test_a_run_still_writing_is_invisible_to_the_library(db, model_dir, tmp_path
     assert done.run == run and done.tasks[0].edges > partial
     shown = visible()
     assert all(n > 0 for n in shown.values()), shown
+
+
+# -- B -----------------------------------------------------------------------------------------
+
+def _edges(db) -> dict[tuple[str, str, str, str], float]:
+    rows = db.read("MATCH (a)-[r:ATTRIBUTES_TO]->(b) RETURN a.key AS a, b.key AS b, r.run AS run, "
+                   "r.granularity AS g, r.weight AS w")
+    return {(r["a"], r["b"], r["run"], r["g"]): r["w"] for r in rows}
+
+
+@pytest.mark.slow
+def test_two_concurrent_ingests_of_one_run_compute_it_once(db, neo4j_settings, model_dir, tmp_path):
+    env = {**os.environ, **{k: v for k, v in _env(neo4j_settings).items() if v is not None}}
+    env.pop("NEO4J_DATABASE", None)
+    args = [sys.executable, "-c", "from analysis.cli import main; main()", "-v", "--data-dir", str(tmp_path / "home"),
+            *_ingest_args(f"path:{model_dir}", "ioi", "sva")]
+    args[args.index("--examples") + 1] = "8"   # long enough that the two overlap
+    procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    time.sleep(0.5)
+    procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+    computed = [err.count("computing the") for _, err in outs]
+    assert sorted(computed) == [0, 2], [err for _, err in outs]   # two tasks, by one process only
+    waited = outs[computed.index(0)]
+    assert "up to date" in waited[0]
+    concurrent = _edges(db)
+    counts = _counts(db)
+    db.write("MATCH (n) DETACH DELETE n")
+    config = IngestConfig(model=f"path:{model_dir}", tasks=("ioi", "sva"), dicts=DICTS, examples=8, batch_size=2,
+                          attribution=AttributionConfig(steps=2, threshold=1e-3))
+    ingest(db, config, state_root=tmp_path / "alone")
+    assert _edges(db) == concurrent and _counts(db) == counts
