@@ -28,7 +28,8 @@ from queries.loader import run_query
 
 def ingest_run_config(db: Any, run: str, tasks: tuple[str, ...] = ()) -> dict[str, Any]:
     """The configuration of the named ingest run, checked to exist, to be an ingest run and to
-    have written the graph of every one of ``tasks`` (``ConfigError`` otherwise)."""
+    have finished the graph of every one of ``tasks`` (``ConfigError`` otherwise, saying when a
+    task's graph is still being written)."""
     import json
 
     rows = run_query(db, "run_config", {"run": run})
@@ -41,6 +42,12 @@ def ingest_run_config(db: Any, run: str, tasks: tuple[str, ...] = ()) -> dict[st
     if missing:
         raise ConfigError(f"ingest run {run} has no graph of {', '.join(missing)} "
                           f"(it has {', '.join(config.get('tasks', []))})")
+    writing = [t for t in tasks if t in rows[0]["tasks_writing"]]
+    unfinished = [t for t in tasks if t not in rows[0]["tasks_done"]]
+    if writing or unfinished:
+        raise ConfigError(f"ingest run {run} is in progress: its graph of {', '.join(writing or unfinished)} is not "
+                          "finished (another process is writing it, or it stopped; the same `mechgraph ingest` "
+                          "again finishes it)")
     return config
 
 

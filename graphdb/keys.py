@@ -67,13 +67,16 @@ def node_key(label: Label, **parts: object) -> str:
             + (f"; missing {missing}" if missing else "")
             + (f"; unexpected {extra}" if extra else "")
         )
-    values = []
-    for name in names:
-        value = str(parts[name])
-        if not value or SEPARATOR in value:
-            raise ConfigError(f"key part {name}={value!r} of a {label} must be non-empty and must not contain {SEPARATOR!r}")
-        values.append(value)
-    return SEPARATOR.join([label.lower(), *values])
+    return SEPARATOR.join([label.lower(), *(check_part(name, parts[name], label) for name in names)])
+
+
+def check_part(name: str, value: object, label: str = "node") -> str:
+    """``value`` as a key part (a string), or ``ConfigError`` when it is empty or contains the
+    separator. Callers that take names from users check them here before any work is done."""
+    text = str(value)
+    if not text or SEPARATOR in text:
+        raise ConfigError(f"key part {name}={text!r} of a {label} must be non-empty and must not contain {SEPARATOR!r}")
+    return text
 
 
 def parse_key(key: str) -> tuple[Label, dict[str, str]]:

@@ -7,12 +7,16 @@ resumes to the same graph:
    specs), the slots (hooks exist, widths match), the tasks and their examples (non-empty,
    aligned counterfactuals), and one forward pass over every batch checking that activations
    and latents are finite.
-2. Write the ``:Run`` node (its id is the hash of the whole configuration).
+2. Take the run's lock (``graphdb/runlock.py``; a second ingest of the same run waits for the
+   first, then finds its tasks done) and write the ``:Run`` node (its id is the hash of the
+   whole configuration).
 3. Per task: skip it if the run's ``tasks_done`` names it. Otherwise accumulate batches,
    saving the accumulator after each batch under ``<data dir>/runs/<run id>/``; a restart
    loads it and continues with the next batch (examples and batches are deterministic, so
    the result is the uninterrupted one). Then write nodes, feature edges, ``IN_HEAD`` shares
-   and the head-level graph (all MERGEs: idempotent), and add the task to ``tasks_done``.
+   and the head-level graph (all MERGEs: idempotent) while the run's ``tasks_writing`` names
+   the task (the library's queries hide those edges until then), and in one write add the
+   task to ``tasks_done`` and clear ``tasks_writing``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from graphdb.provenance import RunRecord, task_edge_counts, tasks_done
+from graphdb.runlock import run_lock
 from graphdb.schema import Granularity, Label, Rel
 from graphdb.writer import GraphWriter
 from ingest.attribution.config import AttributionConfig
@@ -134,11 +139,16 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
     if not specs and not config.dicts_all:
         raise SpecError(f"{config.model} has no zoo SAEs to pick for --graph {config.graph}; name dictionaries "
                         "with --dicts (path:DIR, identity:D/HOOK, release:RELEASE/SAE_ID, ...)")
+    # Every part of every key the graph will have is checked now, before the model loads or
+    # runs: a name that cannot be a key part must not cost a whole attribution and then fail
+    # at write time (with a :Run already written).
+    check_key_parts(model_label, checkpoint, [t.name for t in tasks])
     model = load_model(spec, device=device)
     if config.dicts_all:
         specs += _expand_dicts_all(config, model, tasks)
     dictionaries = [load_dictionary(s, device=device) for s in specs]
     slots = build_slots(model, dictionaries, include_embed=config.include_embed)
+    check_key_parts(model_label, checkpoint, [t.name for t in tasks], slots=slots, n_layers=int(model.cfg.n_layers))
     batches, reference, task_specs = {}, {}, {}
     for spec_text, task in zip(config.tasks, tasks, strict=True):
         task_specs[task.name] = canonical_spec(aliased(spec_text) or spec_text)
@@ -172,6 +182,35 @@ def _expand_dicts_all(config: IngestConfig, model: Any, tasks: Sequence[Any]) ->
 
     key = {"model": config.model, "tasks": list(config.tasks), "seed": config.seed, "examples": n}
     return expand_dicts_all(config.dicts_all, model, fit_tokens=fit_tokens, fit_key=key)
+
+
+def check_key_parts(model_label: str, checkpoint: str, tasks: Sequence[str], *, slots: Sequence[Any] = (),
+                    n_layers: int = 0) -> None:
+    """Build one key of every kind the graph will write (``graphdb.keys``, the one identity
+    function), so that a label, task, hook or dictionary name that cannot be a key part fails
+    with one sentence before any computation. ``ConfigError`` names the offending input."""
+    from graphdb.keys import node_key
+    from ingest.graph_rows import GraphNames
+    from mechgraph.errors import ConfigError
+
+    names = GraphNames(model=model_label, checkpoint=checkpoint, slots=tuple(slots), n_layers=n_layers)
+    try:
+        node_key(Label.CHECKPOINT, model=model_label, checkpoint=checkpoint)
+    except ConfigError as e:
+        raise ConfigError(f"the model {model_label!r} @ {checkpoint!r} cannot name graph nodes: {e}") from None
+    for task in tasks:
+        try:
+            node_key(Label.TASK, task=task)
+        except ConfigError as e:
+            raise ConfigError(f"the task {task!r} cannot name graph nodes: {e}") from None
+    for s, slot in enumerate(slots):
+        try:
+            names.node_key(s, 0, tasks[0])
+            if slot.dictionary is not None:
+                names.node_key(s, slot.vector, tasks[0])
+                names.dictionary_key(slot)
+        except ConfigError as e:
+            raise ConfigError(f"the dictionary at {slot.hook!r} cannot name graph nodes: {e}") from None
 
 
 def model_labels(spec: Any, graph: str) -> tuple[str, str, list[str]]:
@@ -235,26 +274,33 @@ def ingest(db: Any, config: IngestConfig, *, state_root: Path, device: str = "cp
     resolved = resolve(config, device=device)
     record = run_record(config, resolved)
     writer = writer or GraphWriter(db)
-    writer.write_nodes(Label.RUN, [record.row()])
-    done = set(tasks_done(db, record))
     state_dir = state_root / record.run_id
     results, budget = [], stop_after_batches
-    for task in resolved.batches:
-        if task in done:
-            counts = task_edge_counts(db, record.run_id, task)
-            results.append(TaskGraph(task=task, skipped=True, edges=counts.get(str(Granularity.FEATURE), 0),
-                                     head_edges=counts.get(str(Granularity.HEAD), 0)))
-            continue
-        t1 = time.perf_counter()
-        acc, budget = _accumulate(resolved, config, task, state_dir, progress, budget)
-        if acc is None:
-            break
-        graph = _write_task(writer, resolved, config, record, task, acc)
-        graph.seconds = time.perf_counter() - t1
-        results.append(graph)
-        done.add(task)
-        writer.write_nodes(Label.RUN, [{"key": record.key, "tasks_done": sorted(done)}])
-        (state_dir / _state_name(task)).unlink(missing_ok=True)
+    # One process per run: a second ingest of the same configuration waits here, then finds
+    # the tasks the first one finished in tasks_done and skips them (graphdb/runlock.py).
+    with run_lock(state_root, record.run_id):
+        writer.write_nodes(Label.RUN, [record.row()])
+        done = set(tasks_done(db, record))
+        for task in resolved.batches:
+            if task in done:
+                counts = task_edge_counts(db, record.run_id, task)
+                results.append(TaskGraph(task=task, skipped=True, edges=counts.get(str(Granularity.FEATURE), 0),
+                                         head_edges=counts.get(str(Granularity.HEAD), 0)))
+                continue
+            t1 = time.perf_counter()
+            acc, budget = _accumulate(resolved, config, task, state_dir, progress, budget)
+            if acc is None:
+                break
+            # Until the task is in tasks_done, tasks_writing names it: the library's queries
+            # hide the (run, task)'s edges while they are being written, or half-written after
+            # a crash, and resuming the run finishes them.
+            writer.write_nodes(Label.RUN, [{"key": record.key, "tasks_writing": [task]}])
+            graph = _write_task(writer, resolved, config, record, task, acc)
+            graph.seconds = time.perf_counter() - t1
+            results.append(graph)
+            done.add(task)
+            writer.write_nodes(Label.RUN, [{"key": record.key, "tasks_done": sorted(done), "tasks_writing": []}])
+            (state_dir / _state_name(task)).unlink(missing_ok=True)
     return IngestResult(run=record.run_id, model=resolved.model_label, checkpoint=resolved.checkpoint,
                         dictionaries=resolved.dict_specs, tasks=results, seconds=time.perf_counter() - t0)
 
@@ -280,6 +326,8 @@ def _accumulate(resolved: Resolved, config: IngestConfig, task: str, state_dir: 
     acc = (GraphAccumulator.from_state(torch.load(path, weights_only=False)) if path.is_file()
            else GraphAccumulator(config.attribution.beta, n_nodes))
     starts = list(range(0, len(batch), config.batch_size))
+    log.info("run %s: computing the %s graph (%d examples, %d batches done before)", state_dir.name, task,
+             len(batch), acc.batches)
     if progress:
         progress(task, acc.n_examples, len(batch), _n_accumulated(acc))
     for i, start in enumerate(starts):

@@ -17,8 +17,9 @@ Write-back: ``:Community`` nodes (method, parameters, level, size, modularity, a
 selection: model, checkpoint, tasks, ``graph_run``, granularity, min_abs_weight, which the
 ``community_*`` library queries filter edges by) keyed by (run, level, index),
 ``(:Node)-[:IN_COMMUNITY {run}]->(:Community)`` and ``(:Community)-[:PRODUCED_BY]->(:Run)``.
-The run id is the hash of the selection and the parameters, so re-running replaces (the
-run's communities are deleted first) instead of duplicating.
+The run id is the hash of the selection and the parameters, so re-running replaces instead of
+duplicating: the new result is written as a new generation and the old one retired only
+once it is complete (``graphdb/generations.py``), so an interrupted re-run keeps the old result.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from analysis.subgraph import Subgraph
 from graphdb.keys import node_key
 from graphdb.provenance import RunRecord
 from graphdb.schema import Label, Rel
-from graphdb.writer import GraphWriter, cypher_template
+from graphdb import generations
+from graphdb.writer import GraphWriter
 
 Method = Literal["leiden", "louvain", "sbm", "hleiden"]
 
@@ -177,9 +179,8 @@ def write_communities(db: Any, sub: Subgraph, part: Partition, config: Community
 
     record = RunRecord(kind="communities", seed=config.seed,
                        config={"selection": asdict(sub.selection), **asdict(config)})
-    db.write(cypher_template("delete_run_communities"), {"run": record.run_id})
     writer = GraphWriter(db)
-    writer.write_nodes(Label.RUN, [record.row()])
+    gen = generations.begin(writer, record)
     params = {k: v for k, v in asdict(config).items() if k != "seed"}
     comms, members = [], []
     for level, labels in enumerate(part.labels):
@@ -197,9 +198,11 @@ def write_communities(db: Any, sub: Subgraph, part: Partition, config: Community
         keys = sub.keys.tolist()
         members += [{"src": keys[i], "dst": node_key(Label.COMMUNITY, run=record.run_id, level=level, index=int(c)),
                      "run": record.run_id} for i, c in enumerate(labels.tolist())]
-    writer.write_nodes(Label.COMMUNITY, comms)
+    tag = {"gen": gen}
+    writer.write_nodes(Label.COMMUNITY, comms, common=tag)
     writer.write_relationships(Rel.PRODUCED_BY, [{"src": c["key"], "dst": record.key} for c in comms],
-                               src=Label.COMMUNITY, dst=Label.RUN)
-    writer.write_relationships(Rel.IN_COMMUNITY, members, src=Label.NODE, dst=Label.COMMUNITY)
+                               src=Label.COMMUNITY, dst=Label.RUN, common=tag)
+    writer.write_relationships(Rel.IN_COMMUNITY, members, src=Label.NODE, dst=Label.COMMUNITY, common=tag)
+    generations.finish(db, record, gen, "finish_run_communities")
     return record.run_id
 

@@ -41,7 +41,7 @@ Write-back: the partition as a communities run (:func:`analysis.communities.part
 a ``:Run`` of kind ``disentangle``, and ``:Disentanglement`` nodes (a ``summary`` and one per
 community) linked by ``PRODUCED_BY`` to that run and by ``DESCRIBES`` to the communities run
 and to each ``:Community``. The run id hashes the configuration and the graph runs, so running
-it again replaces its nodes.
+it again replaces its nodes (a new write generation, the old one retired when it is complete).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from typing import Any, Literal
 from analysis.communities.partition import CommunityConfig, Partition, partition, write_communities
 from analysis.subgraph import Selection, Subgraph, ingest_run_config, pull_subgraph
 from analysis.tasks import stored_tasks
+from graphdb import generations
 from graphdb.keys import node_key, parse_key
 from graphdb.provenance import RunRecord
 from graphdb.schema import Label, Rel
@@ -383,7 +384,8 @@ def disentangle_graphs(db: Any, graphs: Mapping[str, Subgraph], config: Disentan
     sub = kept_subgraph(analysis.alignment, selection)
     communities_run = write_communities(db, sub, Partition(labels=[analysis.labels], modularity=[analysis.modularity]),
                                         config.community)
-    # Rewriting the communities dropped the links of earlier disentangle runs sharing them.
+    # Rewriting the communities retired those no longer in the partition, and with them the
+    # links of earlier disentangle runs sharing the communities run: link them again.
     db.write(cypher_template("relink_disentanglement"), {"run": communities_run})
     record = RunRecord(kind="disentangle", seed=config.seed,
                        config={**asdict(config), "graph_runs": dict(runs), "communities_run": communities_run})
@@ -422,11 +424,11 @@ def write_purity_csv(analysis: Analysis, path: Path) -> Path:
 
 def write_disentanglement(db: Any, record: RunRecord, result: DisentangleResult) -> None:
     """The ``:Run`` and ``:Disentanglement`` nodes (module docstring); replaces a previous write
-    of the same run."""
+    of the same run once this one is complete (``graphdb/generations.py``)."""
     a = result.analysis
-    db.write(cypher_template("delete_run_disentanglement"), {"run": record.run_id})
     writer = GraphWriter(db)
-    writer.write_nodes(Label.RUN, [record.row()])
+    gen = generations.begin(writer, record)
+    tag = {"gen": gen}
     tasks = list(a.alignment.tasks)
     base = {"run": record.run_id, "communities_run": result.communities_run, "model": result.model,
             "checkpoint": result.checkpoint, "tasks": tasks}
@@ -447,8 +449,9 @@ def write_disentanglement(db: Any, record: RunRecord, result: DisentangleResult)
         rows.append(row)
         links.append({"src": row["key"], "dst": node_key(Label.COMMUNITY, run=result.communities_run, level=0,
                                                          index=p.index)})
-    writer.write_nodes(Label.DISENTANGLEMENT, rows)
+    writer.write_nodes(Label.DISENTANGLEMENT, rows, common=tag)
     writer.write_relationships(Rel.PRODUCED_BY, [{"src": r["key"], "dst": record.key} for r in rows],
-                               src=Label.DISENTANGLEMENT, dst=Label.RUN)
-    writer.write_relationships(Rel.DESCRIBES, links[:1], src=Label.DISENTANGLEMENT, dst=Label.RUN)
-    writer.write_relationships(Rel.DESCRIBES, links[1:], src=Label.DISENTANGLEMENT, dst=Label.COMMUNITY)
+                               src=Label.DISENTANGLEMENT, dst=Label.RUN, common=tag)
+    writer.write_relationships(Rel.DESCRIBES, links[:1], src=Label.DISENTANGLEMENT, dst=Label.RUN, common=tag)
+    writer.write_relationships(Rel.DESCRIBES, links[1:], src=Label.DISENTANGLEMENT, dst=Label.COMMUNITY, common=tag)
+    generations.finish(db, record, gen, "finish_run_disentanglement")

@@ -9,8 +9,10 @@ co-activation (activation) graphs. The math is in :mod:`analysis.matching.core`.
 Write-back: both ends MERGE as ``:Feature`` nodes by their key (:func:`graphdb.keys.node_key`,
 the same key ingest writes, so matches join the attribution graphs), the earlier checkpoint's
 feature is the source; every MATCHES carries its run, whose ``:Run`` (kind ``match``) is keyed
-by the hash of the configuration, and the run's matches are deleted before they are written,
-so running the same configuration again replaces rather than duplicates.
+by the hash of the configuration; running the same configuration again writes a new generation
+of the run's matches and retires the old ones only once it is complete
+(``graphdb/generations.py``), so it replaces rather than duplicates, and an interrupted re-run
+keeps the old matches.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from analysis.matching.core import (FeatureMatch, PromptSample, assign, coactiva
 from graphdb.keys import node_key
 from graphdb.provenance import RunRecord
 from graphdb.schema import Label, Rel
-from graphdb.writer import GraphWriter, cypher_template
+from graphdb import generations
+from graphdb.writer import GraphWriter
 from mechgraph.errors import ConfigError
 
 Method = Literal["cosine", "activation", "both"]
@@ -257,8 +260,7 @@ def write_feature_matches(db: Any, result: FeatureMatchResult, *, writer: GraphW
     """Write the matches (module docstring); returns the run id and sets ``result.run``."""
     record = match_record(result)
     writer = writer or GraphWriter(db)
-    writer.write_nodes(Label.RUN, [record.row()])
-    db.write(cypher_template("delete_run_matches"), {"run": record.run_id})
+    gen = generations.begin(writer, record)
     nodes: dict[str, dict[str, Any]] = {}
     rels = []
     for h in result.hooks:
@@ -271,6 +273,7 @@ def write_feature_matches(db: Any, result: FeatureMatchResult, *, writer: GraphW
                 rels.append({"src": src["key"], "dst": dst["key"], "score": float(s), "method": method,
                              "run": record.run_id, "hook": h.hook})
     writer.write_nodes(Label.FEATURE, nodes.values())
-    writer.write_relationships(Rel.MATCHES, rels, src=Label.NODE, dst=Label.NODE)
+    writer.write_relationships(Rel.MATCHES, rels, src=Label.NODE, dst=Label.NODE, common={"gen": gen})
+    generations.finish(db, record, gen, "finish_run_matches")
     result.run = record.run_id
     return record.run_id

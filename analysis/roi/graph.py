@@ -1,7 +1,8 @@
 """ROIs into Neo4j and onto disk: ``:ROI`` nodes, ``IN_ROI``, the ROI-level graph, head tables.
 
-Write-back (idempotent: the run id is the hash of the ROI configuration, and the run's ROIs and
-ROI-level edges are deleted before they are written again):
+Write-back (idempotent: the run id is the hash of the ROI configuration; writing the run again
+writes a new generation and retires the old ROIs and ROI-level edges only once it is complete,
+``graphdb/generations.py``, so an interrupted re-run keeps the old result):
 
 * a ``:Run`` (kind ``roi``; its configuration names the ingest run it reads);
 * per dictionary and block, an ``:ROI`` node keyed by (model, checkpoint, hook, dictionary,
@@ -31,9 +32,10 @@ from typing import Any
 import numpy as np
 
 from graphdb.keys import node_key
-from graphdb.provenance import RunRecord
+from graphdb import generations
+from graphdb.provenance import RunRecord, tasks_done
 from graphdb.schema import Granularity, Label, Rel
-from graphdb.writer import GraphWriter, cypher_template
+from graphdb.writer import GraphWriter
 from queries.loader import run_query
 
 
@@ -82,10 +84,12 @@ def write_rois(db: Any, record: RunRecord, names: Any, rois: list[Any], ingest_r
     """Write the ROIs and the ROI-level graph of every task (module docstring); returns the
     number of ROI-level edges per task."""
     tasks = list(config.tasks)
-    db.write(cypher_template("delete_run_rois"), {"run": record.run_id, "model": names.model,
-                                                   "checkpoint": names.checkpoint, "tasks": tasks})
     writer = GraphWriter(db)
-    writer.write_nodes(Label.RUN, [record.row()])
+    # The first write of a run marks its tasks as being written (the library hides ROI-level
+    # edges of unfinished tasks); a re-write keeps the finished graph visible until it is replaced.
+    first = not tasks_done(db, record)
+    gen = generations.begin(writer, record, **({"tasks_writing": tasks} if first else {}))
+    tag = {"gen": gen}
     writer.write_relationships(Rel.FOR_TASK, [{"src": record.key, "dst": node_key(Label.TASK, task=t)} for t in tasks],
                                src=Label.RUN, dst=Label.TASK)
     ckpt = node_key(Label.CHECKPOINT, model=names.model, checkpoint=names.checkpoint)
@@ -101,18 +105,21 @@ def write_rois(db: Any, record: RunRecord, names: Any, rois: list[Any], ingest_r
     writer.write_nodes(Label.FEATURE, features)
     writer.write_relationships(Rel.OF_DICTIONARY, [{"src": f["key"], "dst": f["dictionary"]} for f in features],
                                dst=Label.DICTIONARY)
-    writer.write_nodes(Label.ROI, rois_)
-    writer.write_relationships(Rel.PRODUCED_BY, [{"src": r["key"], "dst": record.key} for r in rois_], dst=Label.RUN)
-    writer.write_relationships(Rel.AT_CHECKPOINT, [{"src": r["key"], "dst": ckpt} for r in rois_], dst=Label.CHECKPOINT)
-    writer.write_relationships(Rel.IN_ROI, members)
+    writer.write_nodes(Label.ROI, rois_, common=tag)
+    writer.write_relationships(Rel.PRODUCED_BY, [{"src": r["key"], "dst": record.key} for r in rois_], dst=Label.RUN,
+                               common=tag)
+    writer.write_relationships(Rel.AT_CHECKPOINT, [{"src": r["key"], "dst": ckpt} for r in rois_], dst=Label.CHECKPOINT,
+                               common=tag)
+    writer.write_relationships(Rel.IN_ROI, members, common=tag)
     counts = {}
     for task in tasks:
         edges = run_query(db, "run_edges", {"run": ingest_run, "task": task, "granularity": str(Granularity.FEATURE)})
         coarse = contract_edges(edges, roi_of, config.aggregate)
         writer.write_relationships(Rel.ATTRIBUTES_TO, coarse, common={
             **names.base, "task": task, "run": record.run_id, "granularity": str(Granularity.ROI),
-            "aggregation": config.aggregate})
+            "aggregation": config.aggregate, **tag})
         counts[task] = len(coarse)
+    generations.finish(db, record, gen, "finish_run_rois", model=names.model, checkpoint=names.checkpoint, tasks=tasks)
     return counts
 
 

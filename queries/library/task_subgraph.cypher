@@ -9,6 +9,12 @@
 // param limit: int = 1000  at most this many edges
 // returns: source, target, weight, abs_weight, source_layer, target_layer, run
 WITH COLLECT {
+// A run still writing this task's graph (its Run node's tasks_writing names the task) is left out,
+// whichever run is asked for.
+CALL () {
+  MATCH (x:Run) WHERE $task IN x.tasks_writing
+  RETURN collect(x.run) AS writing
+}
   MATCH (x:Run)-[:FOR_TASK]->(:Task {name: $task})
   WHERE (x.kind <> 'ingest' OR $task IN coalesce(x.tasks_done, []))
     AND EXISTS { MATCH ()-[e:ATTRIBUTES_TO]->() WHERE e.model = $model AND e.checkpoint = $checkpoint
@@ -16,7 +22,7 @@ WITH COLLECT {
   RETURN x.run ORDER BY x.created_at DESC LIMIT 1
 } AS newest
 MATCH (a)-[r:ATTRIBUTES_TO]->(b)
-WHERE r.model = $model AND r.checkpoint = $checkpoint AND r.task = $task AND r.abs_weight >= $min_abs_weight
+WHERE r.model = $model AND r.checkpoint = $checkpoint AND r.task = $task AND r.abs_weight >= $min_abs_weight AND NOT r.run IN writing
   AND r.granularity = $granularity AND ($run = '*' OR r.run = coalesce(CASE $run WHEN 'newest' THEN newest[0] ELSE $run END, ''))
 RETURN a.key AS source, b.key AS target, r.weight AS weight, r.abs_weight AS abs_weight,
        a.layer AS source_layer, b.layer AS target_layer, r.run AS run

@@ -7,7 +7,13 @@
 // param granularity: string = feature  feature, head or roi: one granularity, never mixed
 // param limit: int = 20  at most this many nodes
 // returns: node, kind, layer, weight, metric, run
-WITH COLLECT {
+// A run still writing this task's graph (its Run node's tasks_writing names the task) is left out,
+// whichever run is asked for.
+CALL () {
+  MATCH (x:Run) WHERE $task IN x.tasks_writing
+  RETURN collect(x.run) AS writing
+}
+WITH writing, COLLECT {
   MATCH (x:Run)-[:FOR_TASK]->(:Task {name: $task})
   WHERE (x.kind <> 'ingest' OR $task IN coalesce(x.tasks_done, []))
     AND EXISTS { MATCH ()-[e:ATTRIBUTES_TO]->() WHERE e.model = $model AND e.checkpoint = $checkpoint
@@ -15,7 +21,7 @@ WITH COLLECT {
   RETURN x.run ORDER BY x.created_at DESC LIMIT 1
 } AS newest
 MATCH (n)-[r:ATTRIBUTES_TO]->(o:Output)
-WHERE r.model = $model AND r.checkpoint = $checkpoint AND r.task = $task AND r.granularity = $granularity
+WHERE r.model = $model AND r.checkpoint = $checkpoint AND r.task = $task AND r.granularity = $granularity AND NOT r.run IN writing
   AND ($run = '*' OR r.run = coalesce(CASE $run WHEN 'newest' THEN newest[0] ELSE $run END, ''))
 RETURN n.key AS node, [l IN labels(n) WHERE l <> 'Node'][0] AS kind, n.layer AS layer,
        r.weight AS weight, o.metric AS metric, r.run AS run
