@@ -8,13 +8,13 @@
 // param min_abs_weight: float = 0.0  keep edges with |weight| at or above this
 // param limit: int = 1000  at most this many edges
 // returns: source, target, weight, abs_weight, source_layer, target_layer, run
-WITH COLLECT {
 // A run still writing this task's graph (its Run node's tasks_writing names the task) is left out,
 // whichever run is asked for.
 CALL () {
   MATCH (x:Run) WHERE $task IN x.tasks_writing
   RETURN collect(x.run) AS writing
 }
+WITH writing, COLLECT {
   MATCH (x:Run)-[:FOR_TASK]->(:Task {name: $task})
   WHERE (x.kind <> 'ingest' OR $task IN coalesce(x.tasks_done, []))
     AND EXISTS { MATCH ()-[e:ATTRIBUTES_TO]->() WHERE e.model = $model AND e.checkpoint = $checkpoint
