@@ -17,7 +17,7 @@ async function api(path, params) {
 
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
-const fmt = (x) => (typeof x === "number" ? (Math.abs(x) >= 1000 || (x !== 0 && Math.abs(x) < 0.01) ? x.toExponential(2) : x.toFixed(3)) : esc(x));
+const fmt = (x) => (typeof x === "number" ? (Number.isInteger(x) ? String(x) : Math.abs(x) >= 1000 || (x !== 0 && Math.abs(x) < 0.01) ? x.toExponential(2) : x.toFixed(3)) : esc(x));
 function status(text) { $("status").textContent = text; }
 function option(sel, value, text) { const o = document.createElement("option"); o.value = value; o.textContent = text ?? value; sel.appendChild(o); }
 
@@ -71,6 +71,7 @@ function propsTable(props) {
   }).join("") + "</table>";
 }
 async function showDetails(panel, key, filters, extra) {
+  panel.dataset.key = key;
   panel.innerHTML = "<p class='muted'>loading…</p>";
   const d = await api("/api/node", { key, ...(filters || {}) });
   const p = d.props;
@@ -239,7 +240,7 @@ function addPage(page, centre) {
   const added = cy.nodes().length - before;
   const opts = { name: "cose", animate: false, fit: true, padding: 20, randomize: false, nodeRepulsion: () => 6000, numIter: 500 };
   cy.layout(opts).run();
-  if (centre) cy.getElementById(centre).select();
+  if (centre) { cy.$(":selected").unselect(); cy.getElementById(centre).select(); }
   $("explore-status").textContent = `${cy.nodes().length} nodes, ${cy.edges().length} edges (+${added} nodes)`;
   $("explore-cy").dataset.nodes = String(cy.nodes().length);
   return added;
@@ -357,8 +358,8 @@ async function main() {
   state.exploreCy.on("dbltap", "node", (ev) => expand(ev.target.id()).catch((e) => status(e.message)));
   $("explore-details").addEventListener("click", (ev) => {
     const b = ev.target.closest("button.compare");
-    const sel = state.exploreCy.$("node:selected");
-    if (b && sel.nonempty()) compare(b.dataset.key, b.dataset.checkpoint, sel[0].id()).catch((e) => status(e.message));
+    const shown = $("explore-details").dataset.key;
+    if (b && shown) compare(b.dataset.key, b.dataset.checkpoint, shown).catch((e) => status(e.message));
   });
   for (const b of document.querySelectorAll("button.tab")) b.onclick = () => showTab(b.dataset.tab);
   $("prompt-select").onchange = () => loadPrompt(true).catch((e) => status(e.message));
