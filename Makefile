@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.mechgraph-installed
+WEB     = analysis/view/web
 
-.PHONY: demo test bench-write bench-attribution bench-evaluate system-deps install neo4j clean
+.PHONY: demo test bench-write bench-attribution bench-evaluate bench-view system-deps install neo4j clean
 
 demo: install neo4j            ## the main job, end to end: zoo, graphs, analyses and report (mechgraph demo), then SmolLM2
 	$(BIN)/mechgraph demo
@@ -29,7 +30,15 @@ bench-attribution: install     ## the attribution benchmark (engine vs one backw
 bench-evaluate: install        ## edge- vs node-ablation curve time on zoo:mt-small@final
 	$(BIN)/python bench/evaluate.py
 
-install: system-deps $(STAMP)
+bench-view: install neo4j      ## request latency of `mechgraph view` on a 1M-edge store
+	$(BIN)/python bench/view_latency.py
+
+install: system-deps $(STAMP) $(WEB)/node_modules/.package-lock.json
+
+# The explorer's JavaScript libraries (cytoscape, Chart.js), exactly as locked in package-lock.json;
+# served from node_modules by analysis/view/server.py, never copied or bundled.
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package.json $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --no-audit --no-fund
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else "mechgraph needs Python 3.11 or 3.12")'
@@ -48,6 +57,12 @@ system-deps:
 	@command -v java >/dev/null && command -v mvn >/dev/null || { \
 	  echo "installing Java 17 and Maven from Debian's packages"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless maven; }
+	@command -v npm >/dev/null || { \
+	  echo "installing Node.js and npm from Debian's packages (the explorer's JavaScript libraries)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing Chromium and its driver from Debian's packages (the browser tests)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
 clean:                         ## stop the embedded server; remove the venv (keeps .mechgraph data)
 	-test -x $(BIN)/mechgraph && $(BIN)/mechgraph db stop

@@ -24,6 +24,7 @@ from analysis.evaluate.cli import evaluate, shortcut
 from analysis.matching.cli import match_app
 from analysis.report.cli import report
 from analysis.roi.cli import roi_app
+from analysis.view.cli import db_bloom_perspective, db_browser, view
 from graphdb.cli import app as db_app
 from ingest.cli import ingest_command, model_app, zoo_app
 from ingest.dictionaries.cli import dict_app
@@ -56,6 +57,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
+# `db browser` and `db bloom-perspective` offer the query library, which graphdb may not import.
+db_app.command("browser")(db_browser)
+db_app.command("bloom-perspective")(db_bloom_perspective)
 app.add_typer(db_app, name="db")
 app.add_typer(query_app, name="query")
 app.add_typer(zoo_app, name="zoo")
@@ -64,7 +68,7 @@ app.add_typer(dict_app, name="dict", help="Make dictionaries for your own model 
 app.add_typer(roi_app, name="roi", help="Regions of Interest: fit blocks of functionally similar latents (SBM), list them.")
 app.add_typer(match_app, name="match", help="Match features and communities across checkpoints and model sizes: MATCHES, the emergence timeline, recurring communities.")
 app.command("ingest")(ingest_command)
-for command in (demo, evaluate, report, shortcut, communities, disentangle):
+for command in (demo, evaluate, report, shortcut, communities, disentangle, view):
     app.command()(command)
 
 

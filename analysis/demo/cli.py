@@ -48,6 +48,10 @@ def demo(
                " `mechgraph query list`. For example:")
     for cypher in demo_queries(state):
         typer.echo(f"  {cypher}")
+    dd = f" --data-dir {home}" if ctx.obj.data_dir else ""
+    typer.echo(f"\nThe graph explorer (prompt graphs, the task graphs, evaluations): run `mechgraph{dd} view` and open the"
+               " http://127.0.0.1:.../?token=... URL it prints. Neo4j Browser, served locally:"
+               f" `mechgraph{dd} db browser`.")
 
 
 def demo_queries(state: Any) -> list[str]:
