@@ -4,6 +4,7 @@ the reason, when either is missing."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -15,7 +16,9 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+#: Where screenshots go: a temporary folder, so a test run leaves the tree clean; set
+#: MECHGRAPH_SCREENSHOTS=docs/screenshots to refresh the README's pictures.
+SCREENSHOTS = Path(os.environ.get("MECHGRAPH_SCREENSHOTS") or Path(tempfile.gettempdir()) / "mechgraph-screenshots")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--window-size=1280,820")
@@ -63,7 +66,7 @@ def wait_for(what: Callable[[], Any], timeout: float = 30.0, message: str = "") 
 
 
 def screenshot(browser: Any, name: str) -> Path:
-    """Save the page as ``docs/screenshots/<name>.png`` (the README shows these)."""
+    """Save the page as ``<SCREENSHOTS>/<name>.png`` (the README shows those in docs/screenshots)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     browser.save_screenshot(str(path))
