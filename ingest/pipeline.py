@@ -112,22 +112,28 @@ class Resolved:
 
 
 def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
-    """Load and check the model, dictionaries, slots and task data (step 1)."""
-    import torch
-
-    from ingest.attribution.slots import build_slots
-    from ingest.dictionaries import load_dictionary
+    """Load and check the model, dictionaries, slots and task data (step 1). Specs, tasks and
+    example counts are checked before torch is even imported (seconds on a busy machine)."""
+    from ingest.dictionaries import check_dictionary_spec, load_dictionary
     from ingest.tasks import get_task
     from ingest.tasks.encode import encode_examples
     from ingest.zoo.specs import load_model, parse_model_spec
 
     spec = parse_model_spec(config.model)
     tasks = [get_task(t) for t in config.tasks]  # unknown tasks fail before the model loads
+    for task in tasks:  # so do requests for more examples than a task can provide
+        task.check_count(config.examples, config.split)
     model_label, checkpoint, default_dicts = model_labels(spec, config.graph)
     specs = list(config.dicts) or default_dicts
     if not specs:
         raise SpecError(f"{config.model} has no zoo SAEs to pick for --graph {config.graph}; name dictionaries "
                         "with --dicts (path:DIR, identity:D/HOOK, release:RELEASE/SAE_ID, ...)")
+    for s in specs:  # a missing directory or an unreachable release fails in well under a second
+        check_dictionary_spec(s)
+    import torch
+
+    from ingest.attribution.slots import build_slots
+
     model = load_model(spec, device=device)
     dictionaries = [load_dictionary(s, device=device) for s in specs]
     slots = build_slots(model, dictionaries, include_embed=config.include_embed)
@@ -136,10 +142,12 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
         examples = task.examples(config.examples, seed=config.seed, split=config.split)
         if not examples:
             raise TaskError(f"task {task.name!r} produced no examples")
-        batches[task.name] = encode_examples(model.tokenizer, examples)
+        batches[task.name] = encode_examples(model.tokenizer, examples, n_ctx=model.cfg.n_ctx)
         if config.attribution.baseline == "mean":
-            ref = task.examples(config.attribution.mean_examples, seed=config.seed + 1, split="train")
-            reference[task.name] = encode_examples(model.tokenizer, ref)
+            # the reference set of a JSONL task is at most its training rows
+            ref = task.examples(min(config.attribution.mean_examples, max(task.available("train"), 1)),
+                                seed=config.seed + 1, split="train")
+            reference[task.name] = encode_examples(model.tokenizer, ref, n_ctx=model.cfg.n_ctx)
     with torch.no_grad():
         for name, batch in batches.items():
             _check_finite(model, slots, batch, config.batch_size, name)

@@ -86,7 +86,7 @@ def load_model(spec: str | ModelSpec, *, device: str = "cpu", zoo: Path | None =
 def zoo_model_dir(name: str, zoo: Path | None = None) -> Path:
     from ingest.zoo.store import list_models, zoo_root
     root = zoo_root(zoo)
-    if not (root / name / "manifest.json").is_file():
+    if not _is_file(root / name / "manifest.json"):
         built = ", ".join(list_models(root)) or "none"
         raise ModelUnavailableError(f"zoo model {name!r} is not built in {root} (built: {built}); "
                                     "run `mechgraph zoo build`")
@@ -101,10 +101,17 @@ def zoo_manifest(model_dir: Path, name: str) -> dict[str, Any]:
     return manifest
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the file system: no such file
+        return False
+
+
 def _load_path(directory: Path, device: str) -> Any:
     from ingest.zoo.store import load_checkpoint
-    if not (directory / "tl_config.json").is_file():
-        raise ModelUnavailableError(f"{directory} is not a mechgraph checkpoint (no tl_config.json)")
+    if not _is_file(directory / "tl_config.json"):
+        raise ModelUnavailableError(f"{str(directory)[:200]} is not a mechgraph checkpoint (no tl_config.json)")
     for tok in (directory / "tokenizer", directory.parent.parent / "tokenizer"):
         if tok.is_dir():
             return load_checkpoint(directory, tok, device)
