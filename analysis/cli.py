@@ -5,11 +5,19 @@ Each command's body lives beside its capability (``analysis/<capability>/cli.py`
 owns the global options. Errors a user can cause (``MechgraphError``) become one line on
 stderr and exit code 1; ``--debug`` shows the traceback instead. Nothing heavy is imported
 here or by the sub-apps at import time, so ``mechgraph --help`` is instant.
+
+Two rules hold for every option of every command, applied here once (:func:`numbers_checked`):
+a float option takes only finite numbers (``nan`` compares false with everything, so a
+threshold of ``nan`` would silently select nothing; no option gives ``inf`` a meaning), and an
+integer option fits in 64 bits (what Neo4j and torch hold).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -28,7 +36,7 @@ from analysis.view.cli import db_bloom_perspective, db_browser, view
 from graphdb.cli import app as db_app
 from ingest.cli import ingest_command, model_app, zoo_app
 from ingest.dictionaries.cli import dict_app
-from mechgraph.errors import MechgraphError
+from mechgraph.errors import ConfigError, MechgraphError
 from queries.cli import app as query_app
 
 
@@ -51,6 +59,37 @@ class _OneLineErrors(TyperGroup):
             ctx.exit(1)
 
 
+def numbers_checked(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` refusing (:class:`ConfigError`) a non-finite float or an integer outside 64
+    bits in any of its options, lists included, before its body runs."""
+    if getattr(command, "_numbers_checked", False):
+        return command
+
+    @functools.wraps(command)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        for name, value in kwargs.items():
+            option = "--" + name.replace("_", "-")
+            for v in value if isinstance(value, list | tuple) else (value,):
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ConfigError(f"{option} must be a finite number, got {v}")
+                if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+                    raise ConfigError(f"{option} must fit in a 64-bit integer, got {v}")
+        return command(*args, **kwargs)
+
+    checked._numbers_checked = True  # type: ignore[attr-defined]
+    return checked
+
+
+def _check_numbers_of(sub_app: typer.Typer) -> typer.Typer:
+    for info in sub_app.registered_commands:
+        if info.callback is not None:
+            info.callback = numbers_checked(info.callback)
+    for group in sub_app.registered_groups:
+        if group.typer_instance is not None:
+            _check_numbers_of(group.typer_instance)
+    return sub_app
+
+
 app = typer.Typer(
     cls=_OneLineErrors,
     no_args_is_help=True,
@@ -60,16 +99,16 @@ app = typer.Typer(
 # `db browser` and `db bloom-perspective` offer the query library, which graphdb may not import.
 db_app.command("browser")(db_browser)
 db_app.command("bloom-perspective")(db_bloom_perspective)
-app.add_typer(db_app, name="db")
-app.add_typer(query_app, name="query")
-app.add_typer(zoo_app, name="zoo")
-app.add_typer(model_app, name="model")
-app.add_typer(dict_app, name="dict", help="Make dictionaries for your own model on your own text: `dict train` (SAEs), `dict svd` (PCA bases), one per hook in -o DIR, for `ingest --dicts-all 'path:DIR/{hook}@SITES'`.")
-app.add_typer(roi_app, name="roi", help="Regions of Interest: fit blocks of functionally similar latents (SBM), list them.")
-app.add_typer(match_app, name="match", help="Match features and communities across checkpoints and model sizes: MATCHES, the emergence timeline, recurring communities.")
-app.command("ingest")(ingest_command)
+app.add_typer(_check_numbers_of(db_app), name="db")
+app.add_typer(_check_numbers_of(query_app), name="query")
+app.add_typer(_check_numbers_of(zoo_app), name="zoo")
+app.add_typer(_check_numbers_of(model_app), name="model")
+app.add_typer(_check_numbers_of(dict_app), name="dict", help="Make dictionaries for your own model on your own text: `dict train` (SAEs), `dict svd` (PCA bases), one per hook in -o DIR, for `ingest --dicts-all 'path:DIR/{hook}@SITES'`.")
+app.add_typer(_check_numbers_of(roi_app), name="roi", help="Regions of Interest: fit blocks of functionally similar latents (SBM), list them.")
+app.add_typer(_check_numbers_of(match_app), name="match", help="Match features and communities across checkpoints and model sizes: MATCHES, the emergence timeline, recurring communities.")
+app.command("ingest")(numbers_checked(ingest_command))
 for command in (demo, evaluate, report, shortcut, communities, disentangle, view):
-    app.command()(command)
+    app.command()(numbers_checked(command))
 
 
 @app.callback()

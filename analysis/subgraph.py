@@ -91,8 +91,10 @@ class Selection:
     def __post_init__(self) -> None:
         if not self.tasks:
             raise ValueError("select at least one task")
-        if self.min_abs_weight < 0:
+        if not self.min_abs_weight >= 0:  # NaN too
             raise ValueError(f"min_abs_weight must be >= 0, got {self.min_abs_weight}")
+        if self.granularity not in ("feature", "head", "roi"):
+            raise ValueError(f"granularity must be feature, head or roi, got {self.granularity!r}")
         unknown = sorted(set(self.kinds) - set(NODE_KINDS))
         if unknown:
             raise ValueError(f"unknown node kind {', '.join(unknown)}; kinds: {', '.join(NODE_KINDS)}")

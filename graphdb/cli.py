@@ -55,11 +55,14 @@ def install(force: Annotated[bool, typer.Option(help="Rebuild even if a build ex
 @app.command()
 def start(
     ctx: typer.Context,
-    port: Annotated[int | None, typer.Option(help="Bolt port on 127.0.0.1 [default: $MECHGRAPH_BOLT_PORT, else 7687 or any free port]")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Bolt port on 127.0.0.1 [default: $MECHGRAPH_BOLT_PORT, else 7687 or any free port]")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for Bolt to answer.")] = 180.0,
 ) -> None:
     """Start the embedded Neo4j server (idempotent) and wait until Bolt answers."""
     from graphdb.embedded import EmbeddedServer
+
+    if not timeout > 0:
+        raise typer.BadParameter(f"--timeout must be a positive number of seconds, got {timeout}")
 
     if external_settings() is not None:
         typer.echo("NEO4J_URI is set: mechgraph uses that server, not the embedded one; nothing to start.", err=True)
@@ -132,7 +135,7 @@ def init(ctx: typer.Context) -> None:
 def sample(
     ctx: typer.Context,
     seed: Annotated[int, typer.Option(help="Seed of the sample graph's weights.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Rows per write transaction.")] = 10_000,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per write transaction.")] = 10_000,
 ) -> None:
     """Write the small sample graph (two tasks, two checkpoints, three layers) idempotently."""
     from graphdb.connection import connect

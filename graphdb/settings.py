@@ -40,9 +40,41 @@ class Neo4jSettings:
 
 
 def data_dir(override: str | os.PathLike[str] | None = None) -> Path:
-    """The project data directory: ``override``, else ``$MECHGRAPH_HOME``, else ``./.mechgraph``."""
+    """The project data directory: ``override``, else ``$MECHGRAPH_HOME``, else ``./.mechgraph``.
+
+    :class:`ConfigError` when it cannot be a directory: the path, or the nearest of its parents
+    that exists, is something else (a file such as ``/etc/passwd``)."""
     raw = override or os.environ.get("MECHGRAPH_HOME") or DEFAULT_DATA_DIR
-    return Path(raw).expanduser().absolute()
+    return output_dir(raw, what="the data directory",
+                      hint="--data-dir or MECHGRAPH_HOME names a directory, created if missing")
+
+
+def output_dir(raw: str | os.PathLike[str], *, what: str = "the output directory", hint: str = "") -> Path:
+    """``raw`` as an absolute path that is, or can be created as, a directory; else
+    :class:`ConfigError` (it, or the nearest of its parents that exists, is a file; or the
+    name cannot be a path at all). Checked before any work whose results go there."""
+    shown = str(raw) if len(str(raw)) <= 120 else str(raw)[:117] + "..."
+    if "\0" in str(raw):
+        raise ConfigError(f"{what} {shown!r} contains a NUL character")
+    path = Path(raw).expanduser().absolute()
+    try:
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    except OSError as e:  # e.g. a name longer than the file system allows
+        raise ConfigError(f"{what} {shown} cannot be used: {e.strerror or e}") from None
+    if existing is not None and not existing.is_dir():
+        where = "is" if existing == path else f"is inside {existing}, which is"
+        raise ConfigError(f"{what} {shown} {where} not a directory" + (f" ({hint})" if hint else ""))
+    return path
+
+
+def output_file(raw: str | os.PathLike[str], *, what: str = "the output file") -> Path:
+    """``raw`` as an absolute path a file can be written to (its directory created if
+    missing); :class:`ConfigError` if it is a directory or its directory cannot be one."""
+    path = Path(raw).expanduser().absolute()
+    output_dir(path.parent, what=f"the directory of {what}")
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory; name a file")
+    return path
 
 
 def cache_dir() -> Path:

@@ -17,8 +17,16 @@ model_app = typer.Typer(help="Load and check a model named by a spec (zoo:NAME@C
 ZooOpt = Annotated[str | None, typer.Option("--zoo", envvar="MECHGRAPH_ZOO",
                                             help="Zoo directory.", show_default="zoo/ in the mechgraph cache, shared by every clone")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+
+
+def _device(value: str) -> str:
+    # Checked while the command line is parsed: before the graph store opens or a model loads.
+    from ingest.device import check_device
+    return check_device(value)
+
+
 #: The torch device of every command that runs a model.
-DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu or cuda.")]
+DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:N or mps.", callback=_device)]
 
 
 class Bars:

@@ -21,8 +21,9 @@ Progress = Callable[[int, int], None]
 
 
 def shared_prompts(tokenizer: Any, tasks: Sequence[str], examples: int, *, seed: int = 0,
-                   split: str = "test") -> Any:
-    """One :class:`TaskBatch` with ``examples`` prompts of every task (clean prompts only matter)."""
+                   split: str = "test", n_ctx: int | None = None) -> Any:
+    """One :class:`TaskBatch` with ``examples`` prompts of every task (clean prompts only matter);
+    ``n_ctx``: the model's context, which no prompt may exceed."""
     from ingest.tasks import get_task
     from ingest.tasks.encode import encode_examples
 
@@ -34,7 +35,7 @@ def shared_prompts(tokenizer: Any, tasks: Sequence[str], examples: int, *, seed:
         if not got:
             raise TaskError(f"task {name!r} produced no examples")
         rows += got
-    return encode_examples(tokenizer, rows)
+    return encode_examples(tokenizer, rows, n_ctx=n_ctx)
 
 
 def valid_positions(batch: Any, skip_bos: bool = True) -> Any:

@@ -122,11 +122,9 @@ class Resolved:
 
 
 def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
-    """Load and check the model, dictionaries, slots and task data (step 1)."""
-    import torch
-
-    from ingest.attribution.slots import build_slots
-    from ingest.dictionaries import load_dictionary
+    """Load and check the model, dictionaries, slots and task data (step 1). Specs, tasks and
+    example counts are checked before torch is even imported (seconds on a busy machine)."""
+    from ingest.dictionaries import check_dictionary_spec, load_dictionary
     from ingest.tasks import get_task
     from ingest.tasks.encode import encode_examples
     from ingest.tasks.names import aliased, canonical_spec
@@ -134,6 +132,8 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
 
     spec = parse_model_spec(config.model)
     tasks = [get_task(t) for t in config.tasks]  # unknown tasks fail before the model loads
+    for task in tasks:  # so do requests for more examples than a task can provide
+        task.check_count(config.examples, config.split)
     model_label, checkpoint, default_dicts = model_labels(spec, config.graph)
     specs = list(config.dicts) or ([] if config.dicts_all else default_dicts)
     if not specs and not config.dicts_all:
@@ -141,8 +141,14 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
                         "with --dicts (path:DIR, identity:D/HOOK, release:RELEASE/SAE_ID, ...)")
     # Every part of every key the graph will have is checked now, before the model loads or
     # runs: a name that cannot be a key part must not cost a whole attribution and then fail
-    # at write time (with a :Run already written).
+    # at write time (with a :Run already written). The hooks' keys are checked once the slots exist.
     check_key_parts(model_label, checkpoint, [t.name for t in tasks])
+    for s in specs:  # a missing directory or an unreachable release fails in well under a second
+        check_dictionary_spec(s)
+    import torch
+
+    from ingest.attribution.slots import build_slots
+
     model = load_model(spec, device=device)
     if config.dicts_all:
         specs += _expand_dicts_all(config, model, tasks)
@@ -155,10 +161,12 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
         examples = task.examples(config.examples, seed=config.seed, split=config.split)
         if not examples:
             raise TaskError(f"task {task.name!r} produced no examples")
-        batches[task.name] = encode_examples(model.tokenizer, examples)
+        batches[task.name] = encode_examples(model.tokenizer, examples, n_ctx=model.cfg.n_ctx)
         if config.attribution.baseline == "mean":
-            ref = task.examples(config.attribution.mean_examples, seed=config.seed + 1, split="train")
-            reference[task.name] = encode_examples(model.tokenizer, ref)
+            # the reference set of a JSONL task is at most its training rows
+            ref = task.examples(min(config.attribution.mean_examples, max(task.available("train"), 1)),
+                                seed=config.seed + 1, split="train")
+            reference[task.name] = encode_examples(model.tokenizer, ref, n_ctx=model.cfg.n_ctx)
     with torch.no_grad():
         for name, batch in batches.items():
             _check_finite(model, slots, batch, config.batch_size, name)

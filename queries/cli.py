@@ -14,11 +14,15 @@ app = typer.Typer(help="List, show and run the named Cypher queries of the analy
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:
+    """``NAME=VALUE`` pairs as a dict; a name given twice is refused rather than the last
+    value silently winning."""
     out: dict[str, str] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
             raise QueryError(f"--param takes NAME=VALUE, got {pair!r}")
+        if name.strip() in out:
+            raise QueryError(f"--param {name.strip()} is given twice; give each parameter once")
         out[name.strip()] = value
     return out
 

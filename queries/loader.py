@@ -9,13 +9,15 @@ Each file starts with a header of ``//`` comments that this loader parses::
     // param hops: int = 2 [1..3]  ...                   (optional, with an allowed range)
     // returns: source, target, weight
 
-Types are ``string``, ``int``, ``float`` and ``bool``. Values always reach Neo4j as Cypher
+Types are ``string``, ``int`` (64-bit, as Neo4j stores integers), ``float`` (finite: NaN
+compares false with everything, so it would silently match nothing) and ``bool``. Values always reach Neo4j as Cypher
 parameters (``$name``), never spliced into the text; the loader checks that every ``$name``
 in the body is declared and every declared parameter is used.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +36,8 @@ _PARAM_RE = re.compile(
     r"(?:\s*=\s*(?P<default>[^\s\[]+))?(?:\s*\[(?P<lo>-?[\d.]+)\.\.(?P<hi>-?[\d.]+)\])?\s*(?P<doc>.*)$"
 )
 _USE_RE = re.compile(r"\$([A-Za-z_]\w*)")
+#: Neo4j integers are signed 64-bit; the driver cannot send a larger Python int.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -58,11 +62,21 @@ class Param:
                 raise ValueError(value)
             else:
                 out = kind(value)
-        except (TypeError, ValueError):
-            raise QueryError(f"parameter {self.name} must be {self.type}, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise QueryError(f"parameter {self.name} must be {self.type}, got {_shown(value)}") from None
+        if kind is int and not INT_MIN <= out <= INT_MAX:
+            raise QueryError(f"parameter {self.name} must be a 64-bit integer "
+                             f"({INT_MIN}..{INT_MAX}), got {_shown(value)}")
+        if kind is float and not math.isfinite(out):
+            raise QueryError(f"parameter {self.name} must be a finite number, got {_shown(value)}")
         if self.low is not None and self.high is not None and not self.low <= out <= self.high:
             raise QueryError(f"parameter {self.name} must be in {self.low:g}..{self.high:g}, got {out!r}")
         return out
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass(frozen=True)

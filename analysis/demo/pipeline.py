@@ -45,6 +45,12 @@ class DemoConfig:
             raise ValueError("the demo compares tasks: name at least two")
         if self.examples < 4:
             raise ValueError("examples must be at least 4")
+        from ingest.tasks.registry import MAX_GENERATED_EXAMPLES
+
+        if self.examples > MAX_GENERATED_EXAMPLES:
+            raise ValueError(f"examples is at most {MAX_GENERATED_EXAMPLES:,} per task, got {self.examples:,}")
+        if any(step < 0 for step in self.steps):
+            raise ValueError(f"steps are training steps, at least 0, got {list(self.steps)}")
         if self.eval_task not in self.tasks:
             raise ValueError(f"eval_task {self.eval_task!r} is not one of the tasks")
 

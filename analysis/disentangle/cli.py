@@ -6,7 +6,6 @@ Imports nothing heavy at import time (the work runs inside the command), so ``me
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -47,6 +46,7 @@ def disentangle(
     from analysis.communities.partition import CommunityConfig
     from analysis.disentangle.measure import DisentangleConfig
     from analysis.disentangle.measure import disentangle as run_disentangle
+    from graphdb.settings import output_dir
     from graphdb.cli import open_store
     from ingest.cli import Bars
 
@@ -58,11 +58,12 @@ def disentangle(
             top_k=top_k, examples=examples, baseline=baseline, min_abs_weight=min_abs_weight, seed=seed)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    out_root = output_dir(out) if out else None
     bars = Bars()
     with open_store(ctx) as (home, db), bars.progress:
-        handle = bars.progress.add_task("communities × tasks: kill table", total=None, visible=kill)
-        result = run_disentangle(db, config, out_root=Path(out) if out else home / "disentangle", device=device,
-                                 progress=lambda done, total: bars.progress.update(handle, completed=done, total=total))
+        progress = bars.stages()  # the bar appears with the first measurement, not before an early error
+        result = run_disentangle(db, config, out_root=out_root or home / "disentangle", device=device,
+                                 progress=lambda done, total: progress("communities × tasks: kill table", done, total))
     a = result.analysis
     typer.echo(f"{result.model} @ {result.checkpoint}, {', '.join(config.tasks)} (graphs "
                f"{', '.join(sorted(set(result.graph_runs.values())))}): {len(a.keys)} nodes "

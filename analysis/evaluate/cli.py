@@ -7,7 +7,6 @@ Imports nothing heavy at import time (the work runs inside the command), so ``me
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -24,7 +23,7 @@ def evaluate(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Or: a model spec; its newest ingest run of --task is used.")] = None,
     ablation: Annotated[str, typer.Option(help="edge (each node reads only its kept in-edges), node (nodes outside the graph at baseline) or both.")] = "both",
     baseline: Annotated[str | None, typer.Option(help="Value of an ablated node: mean (over reference prompts), zero or counterfactual.", show_default="the baseline the graph was ingested with")] = None,
-    sweep: Annotated[int, typer.Option(help="Edge budgets: top-n edges by |weight|, log-spaced from 1% to 100% of the stored graph.")] = 10,
+    sweep: Annotated[int, typer.Option(help="Edge budgets: top-n edges by |weight|, log-spaced from 1% to 100% of the stored graph (at most 100; a small graph has fewer distinct budgets, each measured once).")] = 10,
     examples: Annotated[int, typer.Option("--examples", "-n", help="Held-out prompts the graph is run on.")] = 32,
     min_abs_weight: Annotated[float, typer.Option(help="Only stored edges with |weight| >= this.")] = 0.0,
     granularity: Annotated[str, typer.Option(help="Which stored graph of the run: feature, head (features contracted by head) or roi (a `mechgraph roi fit` run's graph; pass its run with --run). A coarse node is run as the set of its features.")] = "feature",
@@ -53,14 +52,15 @@ def evaluate(
     from analysis.evaluate.sweep import evaluate as run_evaluation
     from graphdb.cli import open_store
     from ingest.cli import Bars
+    from graphdb.settings import output_dir
+    from queries.cli import parse_params
+    from queries.loader import get_query
 
     kinds = ("edge", "node") if ablation == "both" else (ablation,)
     try:
         if community and roi:
             raise ValueError("restrict to one of --community or --roi")
-        params = tuple(tuple(p.split("=", 1)) for p in param or ())
-        if any(len(p) != 2 for p in params):
-            raise ValueError("--param takes name=value")
+        params = tuple(parse_params(param or []).items())  # QueryError (one line) on a malformed or repeated name
         selection = EdgeSelection(granularity=granularity, min_abs_weight=min_abs_weight, query=query,
                                   params=params, edges=edges, group=community or roi, touching=touching,  # type: ignore[arg-type]
                                   top_n=top_n)
@@ -69,11 +69,17 @@ def evaluate(
                                 keep_errors=not drop_errors)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    if query is not None:  # an unknown query or bad parameters fail before the store opens or a model loads
+        get_query(query).bind(dict(params))
+    out_dir = output_dir(out) if out else None
     bars = Bars()
     with open_store(ctx) as (home, db), bars.progress:
-        handle = bars.progress.add_task(f"{task}: ablation curves", total=None)
-        result = run_evaluation(db, config, out_dir=Path(out) if out else home / "evaluations", device=device,
-                                progress=lambda done, total: bars.progress.update(handle, completed=done, total=total))
+        progress = bars.stages()  # the bar appears with the first point, not before an early error
+        result = run_evaluation(db, config, out_dir=out_dir or home / "evaluations", device=device,
+                                progress=lambda done, total: progress(f"{task}: ablation curves", done, total))
+    if len(result.budgets) < sweep:
+        typer.echo(f"--sweep {sweep}: the graph's {result.total_edges} edges give {len(result.budgets)} distinct "
+                   f"budgets between 1% and 100%; measured those", err=True)
     rows = [{k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(p).items() if k != "budget"}
             for p in result.points]
     render(rows, list(rows[0]), Format.TABLE,
@@ -105,20 +111,21 @@ def shortcut(
     accuracy and logit difference, and how much of G's gender difference is still there.
     """
     from analysis.evaluate.shortcut import ShortcutConfig, run_shortcut
-    from graphdb.settings import data_dir
+    from graphdb.settings import data_dir, output_file
 
     try:
         config = ShortcutConfig(model=model, examples=examples, min_selectivity=min_selectivity,
                                 min_pronoun_selectivity=min_pronoun_selectivity)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    target = output_file(out, what="the shortcut table") if out else None
     with console_status(f"{model}: gender features, node and edge ablation"):
         result = run_shortcut(config, device=device)
     rows = result.table()
     render(rows, list(rows[0]), Format.TABLE,
            title=f"{model}: {len(result.gender_features)} gender features of {result.hook}")
     name = model.replace(":", "-").replace("@", "-").replace("/", "-")
-    path = result.write_csv(Path(out) if out else data_dir(ctx.obj.data_dir) / "evaluations" / f"shortcut-{name}.csv")
+    path = result.write_csv(target or data_dir(ctx.obj.data_dir) / "evaluations" / f"shortcut-{name}.csv")
     typer.echo(f"table: {path}")
 
 

@@ -59,8 +59,10 @@ class EdgeSelection:
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}")
-        if self.min_abs_weight < 0:
+        if not self.min_abs_weight >= 0:  # NaN too
             raise ValueError(f"min_abs_weight must be >= 0, got {self.min_abs_weight}")
+        if self.params and self.query is None:
+            raise ValueError("--param values are for a --query; name the query")
         if self.top_n is not None and self.top_n < 1:
             raise ValueError(f"top_n must be at least 1, got {self.top_n}")
         if self.query is not None and self.edges is not None:

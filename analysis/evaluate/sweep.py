@@ -41,6 +41,9 @@ from mechgraph.errors import ConfigError
 from queries.loader import run_query
 
 Ablation = Literal["edge", "node"]
+#: The most edge budgets one sweep measures: 100 log-spaced points between 1% and 100% of a
+#: graph are finer than any curve needs, and each point runs the model once per ablation.
+MAX_SWEEP = 100
 #: progress(done, total) over (budget, ablation) evaluations
 Progress = Callable[[int, int], None]
 
@@ -67,6 +70,9 @@ class EvaluateConfig:
             raise ValueError("name the graph with exactly one of --run RUN or --model SPEC")
         if self.examples < 1 or self.batch_size < 1 or self.sweep < 1:
             raise ValueError("examples, batch_size and sweep must be at least 1")
+        if self.sweep > MAX_SWEEP:
+            raise ValueError(f"sweep is at most {MAX_SWEEP} edge budgets (log-spaced from 1% to 100% of the "
+                             f"graph), got {self.sweep}")
         if not self.ablations or set(self.ablations) - {"edge", "node"}:
             raise ValueError(f"ablations are edge and/or node, got {self.ablations!r}")
         if self.baseline not in (None, "mean", "zero", "counterfactual"):
@@ -101,6 +107,8 @@ class EvaluationResult:
     clean_logit_diff: float
     ablated_logit_diff: float
     baseline: str = ""
+    budgets: list[int] = field(default_factory=list)
+    """The distinct edge budgets measured: fewer than ``sweep`` when the graph is small."""
     points: list[CurvePoint] = field(default_factory=list)
     summary: dict[str, dict[str, float]] = field(default_factory=dict)
     csv: Path | None = None
@@ -137,7 +145,7 @@ def evaluate(db: Any, config: EvaluateConfig, *, out_dir: Path, device: str = "c
     sweep = AblationSweep(engine, resolved.batches[config.task], config.batch_size, keep_errors=config.keep_errors)
     result = EvaluationResult(run="", graph_run=graph_run, model=names.model, checkpoint=names.checkpoint,
                               task=config.task, total_edges=len(selected), clean_logit_diff=sweep.m_full,
-                              ablated_logit_diff=sweep.m_empty, baseline=str(config.baseline))
+                              ablated_logit_diff=sweep.m_empty, baseline=str(config.baseline), budgets=budgets)
     total, done = len(budgets) * len(config.ablations), 0
     for budget in budgets:
         for kind in config.ablations:
@@ -160,7 +168,8 @@ def evaluate(db: Any, config: EvaluateConfig, *, out_dir: Path, device: str = "c
 
 def sweep_budgets(total: int, points: int) -> list[int]:
     """Edge budgets: ``points`` log-spaced counts from 1% to 100% of ``total`` (distinct, sorted;
-    one point: the whole graph)."""
+    one point: the whole graph). A small graph has fewer distinct budgets than ``points``
+    (never more than ``total``); the duplicates are measured once."""
     if points == 1:
         return [total]
     return sorted({max(1, math.ceil(total * 10 ** (-2 + 2 * i / (points - 1)))) for i in range(points)})

@@ -186,8 +186,10 @@ def _activations(config: FeatureMatchConfig, source: Side, target: Side, d_src: 
 
     m_src, m_dst = load_model(source.spec, device=device), load_model(target.spec, device=device)
     tasks = config.tasks or default_tasks(source.model)
-    batch = shared_prompts(m_src.tokenizer, tasks, config.examples, seed=config.seed, split=config.split)
-    other = shared_prompts(m_dst.tokenizer, tasks, config.examples, seed=config.seed, split=config.split)
+    batch = shared_prompts(m_src.tokenizer, tasks, config.examples, seed=config.seed, split=config.split,
+                           n_ctx=m_src.cfg.n_ctx)
+    other = shared_prompts(m_dst.tokenizer, tasks, config.examples, seed=config.seed, split=config.split,
+                           n_ctx=m_dst.cfg.n_ctx)
     if other.tokens.shape != batch.tokens.shape or bool((other.tokens != batch.tokens).any()):
         raise ConfigError(f"{source.spec} and {target.spec} tokenize the prompts differently; activation "
                           "correlation needs the same tokens through both")

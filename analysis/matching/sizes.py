@@ -131,7 +131,8 @@ def _latents(run: CommunityRun, model: str, tasks: tuple[str, ...], config: Size
     if not dicts:
         raise ConfigError(f"community run {run.run} has no feature members")
     m = load_model(side.spec, device=device)
-    batch = shared_prompts(m.tokenizer, tasks, config.examples, seed=config.seed, split=config.split)
+    batch = shared_prompts(m.tokenizer, tasks, config.examples, seed=config.seed, split=config.split,
+                           n_ctx=m.cfg.n_ctx)
     bar = (lambda done, total: progress(f"{side.spec} latents", done, total)) if progress else None
     F = collect_latents(m, dicts, batch, batch_size=config.batch_size, progress=bar)
     return batch.tokens, {h: standardise(x) for h, x in F.items()}

@@ -6,7 +6,6 @@ Imports nothing heavy at import time (the work runs inside the command), so ``me
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,6 +25,9 @@ def report(
     """
     from analysis.report.html import write_report
     from graphdb.cli import open_store
+    from graphdb.settings import output_file
+
+    target = output_file(out, what="the report") if out else None  # checked before the store opens
     with open_store(ctx) as (home, db):
-        path = write_report(db, home, Path(out) if out else home / "report" / "index.html", title=title)
+        path = write_report(db, home, target or home / "report" / "index.html", title=title)
     typer.echo(f"report: {path}")

@@ -6,7 +6,6 @@ Imports nothing heavy at import time (the analysis runs inside the commands), so
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -58,11 +57,14 @@ def fit(
                            aggregate=aggregate)  # type: ignore[arg-type]
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    from graphdb.settings import output_dir
+
+    out_root = output_dir(out) if out else None
     bars = Bars()
     progress = bars.stages()
 
     with open_store(ctx) as (home, db), bars.progress:
-        result = fit_run_rois(db, config, out_root=Path(out) if out else home / "rois", device=device,
+        result = fit_run_rois(db, config, out_root=out_root or home / "rois", device=device,
                               progress=progress)
     render([_round(r) for r in result.summary], list(result.summary[0]) if result.summary else ["hook"], Format.TABLE,
            title=f"ROIs of {result.model} @ {result.checkpoint}, {', '.join(result.tasks)} (ingest run "

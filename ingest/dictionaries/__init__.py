@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ingest.dictionaries.load import (
     SCHEME_PROVIDERS,
     Resolver,
+    check_dictionary_spec,
     dictionary_schemes,
     load_dictionary,
     parse_spec,
@@ -42,7 +43,7 @@ _LAZY = {
 
 __all__ = [
     "Dictionary", "IdentityDictionary", "SAEDictionary", "SVDDictionary",
-    "SCHEME_PROVIDERS", "Resolver", "dictionary_schemes", "load_dictionary", "parse_spec",
+    "SCHEME_PROVIDERS", "Resolver", "check_dictionary_spec", "dictionary_schemes", "load_dictionary", "parse_spec",
     "register_dictionary_scheme",
 ]
 

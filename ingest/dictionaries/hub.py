@@ -7,16 +7,26 @@ against the registry first (that works offline), then the hub's host is probed w
 short TCP connect; if it does not answer, the download runs in huggingface_hub's offline
 mode, so that an SAE already in the local cache (``HF_HOME``) still loads and one that is
 not fails at once. Setting ``HF_HUB_OFFLINE=1`` skips the probe.
+
+:func:`preflight` does all of that without importing sae_lens (whose import alone takes
+seconds to a minute on a busy machine): it reads only the release's block of the registry
+file and looks for the release's repository in the local Hugging Face cache, so that
+``mechgraph ingest`` can refuse an unreachable ``release:`` spec in well under a second,
+before it loads any model.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib.util
+import re
 import socket
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -28,24 +38,76 @@ T = TypeVar("T")
 PROBE_TIMEOUT_S = 3.0
 
 
-def check_release(release: str, sae_id: str) -> None:
-    """Raise :class:`DictionaryError` unless the registry knows ``release`` and its ``sae_id``.
+def check_release(release: str, sae_id: str) -> str:
+    """The Hugging Face repo of ``release``; :class:`DictionaryError` unless the registry knows
+    ``release`` and its ``sae_id``.
 
     A ``release`` with a ``/`` that the registry does not know is taken as a Hugging Face
-    repo id, which sae_lens loads directly; it is not checked.
+    repo id, which sae_lens loads directly; its SAE id is not checked.
     """
-    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
-
-    directory = get_pretrained_saes_directory()
-    if release not in directory:
+    entry = _registry_entry(release)
+    if entry is None:
         if "/" in release:
-            return
+            return release
         raise DictionaryError(f"sae_lens knows no SAE release {release!r} (see its pretrained_saes.yaml)"
-                              + _did_you_mean(release, directory))
-    ids = directory[release].saes_map
+                              + _did_you_mean(release, _release_names()))
+    ids = [str(sae.get("id")) for sae in entry.get("saes") or () if isinstance(sae, dict)]
     if sae_id not in ids:
         raise DictionaryError(f"SAE release {release!r} has no SAE {sae_id!r} (it has {len(ids)}, "
                               "listed in sae_lens' pretrained_saes.yaml)" + _did_you_mean(sae_id, ids))
+    return str(entry.get("repo_id") or release)
+
+
+def preflight(release: str, sae_id: str) -> None:
+    """Fail at once, in one sentence, if SAE ``sae_id`` of ``release`` cannot be loaded here:
+    the registry does not know it, or the hub is unreachable (or ``HF_HUB_OFFLINE``) and its
+    repository is not in the local cache. Imports neither sae_lens nor torch."""
+    repo = check_release(release, sae_id)
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode() or not hub_reachable():
+        cached = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "snapshots"
+        if not cached.is_dir() or not any(cached.iterdir()):
+            raise DictionaryError(
+                f"could not fetch SAE {sae_id!r} of release {release!r} from the Hugging Face hub (offline, and "
+                f"{repo} is not in the cache under HF_HOME); fetch it once where the hub is reachable, "
+                "or save it with sae_lens and load that directory with path:DIR")
+
+
+def _registry_file() -> Path:
+    spec = importlib.util.find_spec("sae_lens")  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise DictionaryError("release: specs need sae_lens, which is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "pretrained_saes.yaml"
+
+
+@cache
+def _registry_text() -> str:
+    try:
+        return _registry_file().read_text(encoding="utf-8")
+    except OSError as e:
+        raise DictionaryError(f"cannot read sae_lens' SAE registry: {e}") from e
+
+
+@cache
+def _release_names() -> tuple[str, ...]:
+    return tuple(re.findall(r"^([^\s#:][^:\n]*):\s*$", _registry_text(), flags=re.MULTILINE))
+
+
+def _registry_entry(release: str) -> dict[str, Any] | None:
+    """The registry's entry for ``release``, parsing only its block of the 1.5 MB file (a
+    full parse takes seconds)."""
+    import yaml
+
+    text = _registry_text()
+    start = re.search(rf"^{re.escape(release)}:\s*$", text, flags=re.MULTILINE)
+    if start is None:
+        return None
+    end = re.search(r"^[^\s#]", text[start.end():], flags=re.MULTILINE)
+    block = text[start.start():start.end() + (end.start() if end else len(text))]
+    loaded = yaml.load(block, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    entry = loaded.get(release) if isinstance(loaded, dict) else None
+    return entry if isinstance(entry, dict) else None
 
 
 def fetch(release: str, sae_id: str, load: Callable[[], T]) -> T:

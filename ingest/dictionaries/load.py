@@ -92,16 +92,43 @@ def load_dictionary(spec: str, *, device: str = "cpu",
     return dictionary.to(device)
 
 
+def check_dictionary_spec(spec: str) -> None:
+    """Check a spec without loading anything heavy (no torch, no sae_lens): it parses, its
+    scheme is known, a ``path:`` directory exists, an ``identity:`` body parses, and a
+    ``release:`` SAE is known and obtainable here (:func:`ingest.dictionaries.hub.preflight`).
+    Run before a model is loaded, so that a bad spec costs well under a second."""
+    scheme, body = parse_spec(spec)
+    if scheme == "path":
+        if not _is_dir(Path(body).expanduser()):
+            raise DictionaryError(f"dictionary directory {Path(body).expanduser()} does not exist")
+    elif scheme == "release":
+        release, sae_id = _release_parts(body)
+        from ingest.dictionaries import hub
+
+        hub.preflight(release, sae_id)
+    elif scheme == "identity":
+        _identity_parts(body)
+    else:
+        _resolver_for(scheme, {}, spec)
+
+
 def parse_spec(spec: str) -> tuple[str, str]:
     """Split ``SCHEME:BODY``; :class:`SpecError` unless both parts are there."""
     if not isinstance(spec, str):
         raise SpecError(f"a dictionary spec is a string, got {type(spec).__name__}; {_FORMS}")
     scheme, sep, body = spec.strip().partition(":")
     if not sep or not _SCHEME_RE.fullmatch(scheme) or not body.strip():
-        is_dir = bool(spec.strip()) and Path(spec.strip()).expanduser().is_dir()
+        is_dir = bool(spec.strip()) and _is_dir(Path(spec.strip()).expanduser())
         hint = f" (for a local directory write path:{spec.strip()})" if is_dir else ""
         raise SpecError(f"cannot parse dictionary spec {spec!r}{hint}; {_FORMS}")
     return scheme, body.strip()
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long for the file system, a permission error: not a usable directory
+        return False
 
 
 # -- built-in schemes -----------------------------------------------------------------------
@@ -109,7 +136,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 def _resolve_path(body: str) -> Dictionary:
     directory = Path(body).expanduser()
-    if not directory.is_dir():
+    if not _is_dir(directory):
         raise DictionaryError(f"dictionary directory {directory} does not exist")
     from ingest.dictionaries.svd import SVDDictionary
 
@@ -120,24 +147,42 @@ def _resolve_path(body: str) -> Dictionary:
     return SAEDictionary.from_disk(directory)
 
 
-def _resolve_release(body: str) -> Dictionary:
+def _release_parts(body: str) -> tuple[str, str]:
     release, sep, sae_id = body.partition("/")
     if not sep or not release or not sae_id:
         raise SpecError(f"cannot parse release:{body}: it is release:RELEASE/SAE_ID, "
                         "e.g. release:gpt2-small-res-jb/blocks.0.hook_resid_pre")
+    return release, sae_id
+
+
+def _resolve_release(body: str) -> Dictionary:
+    release, sae_id = _release_parts(body)
     from ingest.dictionaries.sae import SAEDictionary
 
     return SAEDictionary.from_pretrained(release, sae_id)
 
 
-def _resolve_identity(body: str) -> Dictionary:
+#: The widest identity dictionary a spec may name (a basis of 2^20 directions is far past any
+#: model's width; larger numbers are typos that would allocate a D_IN x D_IN decoder).
+MAX_IDENTITY_WIDTH = 1 << 20
+
+
+def _identity_parts(body: str) -> tuple[int, str | None]:
     width, sep, hook_name = body.partition("/")
-    if not width.isdigit() or int(width) < 1 or (sep and not hook_name):
+    if not width.isascii() or not width.isdigit() or int(width) < 1 or (sep and not hook_name):
         raise SpecError(f"cannot parse identity:{body}: it is identity:D_IN or identity:D_IN/HOOK_NAME "
                         "with D_IN a positive integer, e.g. identity:768/blocks.0.hook_resid_post")
+    if int(width) > MAX_IDENTITY_WIDTH:
+        raise SpecError(f"identity:{body}: a width of {int(width):,} is larger than any model's "
+                        f"(at most {MAX_IDENTITY_WIDTH:,})")
+    return int(width), hook_name or None
+
+
+def _resolve_identity(body: str) -> Dictionary:
+    width, hook_name = _identity_parts(body)
     from ingest.dictionaries.identity import IdentityDictionary
 
-    return IdentityDictionary(int(width), hook_name=hook_name or None)
+    return IdentityDictionary(width, hook_name=hook_name)
 
 
 _BUILTIN_RESOLVERS: dict[str, Resolver] = {

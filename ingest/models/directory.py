@@ -38,10 +38,17 @@ ACCEPTED = ("a path:DIR holds either a mechgraph checkpoint (tl_config.json + mo
             "vocab.txt with one token per line (line i = id i)")
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long for the file system: no such directory
+        return False
+
+
 def checkpoint_kind(directory: Path) -> str:
     """``"mechgraph"`` or ``"hf"``; a ``ModelUnavailableError`` saying what is accepted otherwise."""
-    if not directory.is_dir():
-        raise ModelUnavailableError(f"{directory} is not a directory; {ACCEPTED}")
+    if not _is_dir(directory):
+        raise ModelUnavailableError(f"{str(directory)[:200]} is not a directory; {ACCEPTED}")
     if (directory / "tl_config.json").is_file():
         return "mechgraph"
     if (directory / "config.json").is_file():

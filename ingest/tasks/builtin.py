@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import random
 
+from ingest.errors import TaskError
 from ingest.tasks.registry import Example, get_task, register_task
 
 FEMALE = ("Mary", "Alice", "Sarah", "Anna", "Emma", "Lucy", "Kate", "Jane")
@@ -175,7 +176,7 @@ def bias_in_bios(rng: random.Random, gender_bias: float = 1.0, neutral_fraction:
     Counterfactual: the whole bio swapped to the other profession (cue, name and pronoun).
     """
     if variant not in ("biased", "anti", "balanced"):
-        raise ValueError(f"bias_in_bios variant must be biased, anti or balanced, not {variant!r}")
+        raise TaskError(f"bias_in_bios variant must be biased, anti or balanced, not {variant!r}")
     profession = rng.choice(PROFESSIONS)
     stereotype = "f" if profession == "nurse" else "m"
     other = "m" if stereotype == "f" else "f"

@@ -66,9 +66,11 @@ def _answer_ids(tokenizer: Any, examples: Sequence[Example]) -> dict[tuple[str, 
 
 
 def encode_examples(tokenizer: Any, examples: Sequence[Example], *, prepend_bos: bool = True,
-                    require_aligned: bool = True) -> TaskBatch:
+                    require_aligned: bool = True, n_ctx: int | None = None) -> TaskBatch:
     """Tokenize examples. ``require_aligned``: clean and counterfactual prompts must have the
-    same length, so per-position patching and baselines line up."""
+    same length, so per-position patching and baselines line up. ``n_ctx``: the model's
+    context length; a longer prompt (BOS included) is a :class:`TaskError`, not a shape error
+    deep inside the forward pass."""
     import torch
 
     if not examples:
@@ -89,6 +91,11 @@ def encode_examples(tokenizer: Any, examples: Sequence[Example], *, prepend_bos:
                             f"{len(clean)} and {len(cf)} tokens; they must align position by "
                             f"position ({ex.clean!r} vs {ex.counterfactual!r})")
         prefix = [bos] if bos is not None else []
+        longest = len(prefix) + max(len(clean), len(cf))
+        if n_ctx is not None and longest > n_ctx:
+            shown = ex.clean if len(ex.clean) <= 60 else ex.clean[:57] + "..."
+            raise TaskError(f"task {ex.task!r}: prompt {shown!r} is {longest} tokens"
+                            f"{' with BOS' if prefix else ''}, longer than the model's context of {n_ctx} tokens")
         rows.append(prefix + clean)
         cf_rows.append(prefix + cf)
     width = max(max(map(len, rows)), max(map(len, cf_rows)))

@@ -10,6 +10,10 @@ deterministic, split-disjoint example sets:
   falls in the held-out bucket (``HELD_OUT_FRACTION``); a generator's draws that land in
   the other split are rejected. No coordination between generators is needed, so a user's
   function gets the same guarantee, and a train prompt can never appear held out.
+- **Bounded.** A call asks for at most what the task can provide: a JSONL task's rows in the
+  split, a generated task :data:`MAX_GENERATED_EXAMPLES` (drawing is by rejection, and past a
+  few thousand draws a generator mostly repeats prompts). A larger request is refused before
+  anything is generated.
 
 Built-in tasks live in :mod:`ingest.tasks.builtin`; users add tasks with
 :func:`register_task` (a Python function) or a JSONL file (``jsonl:PATH``), and any task
@@ -34,6 +38,11 @@ Split = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
 HELD_OUT_FRACTION = 0.2
 _MAX_REJECTIONS = 1000
+#: The most examples one call may ask of a generated task (per task and split). Generation is
+#: rejection sampling (a held-out prompt costs about five draws), so 10,000 take seconds, and a
+#: generator's distinct prompts run out well before that for some tasks (greater_than has about
+#: 1,900 held-out prompts, ioi about 24,000); the zoo's largest pool is 8,000 training prompts.
+MAX_GENERATED_EXAMPLES = 10_000
 
 
 @dataclass(frozen=True)
@@ -83,26 +92,46 @@ class Task:
     rows: tuple[Example, ...] = ()  # fixed examples (JSONL tasks) instead of a generator
     params: tuple[tuple[str, Any], ...] = ()
 
-    def examples(self, n: int, *, seed: int = 0, split: Split = "train") -> list[Example]:
-        """``n`` examples of ``split``, the same ones for the same (task, seed, split)."""
+    def available(self, split: Split) -> int:
+        """How many examples of ``split`` one call may ask for: a JSONL task's rows in the
+        split, a generated task :data:`MAX_GENERATED_EXAMPLES`."""
         if split not in SPLITS:
             raise TaskError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+        if self.rows:
+            return sum(split_of(ex.clean) == split for ex in self.rows)
+        return MAX_GENERATED_EXAMPLES
+
+    def check_count(self, n: int, split: Split) -> None:
+        """Raise :class:`TaskError` unless ``n`` examples of ``split`` can be provided."""
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TaskError(f"number of examples must be an integer, got {n!r}")
         if n < 0:
             raise TaskError(f"number of examples must be >= 0, got {n}")
+        most = self.available(split)
+        if self.rows and most == 0:
+            raise TaskError(f"task {self.name!r} has no {split} examples "
+                            f"({len(self.rows)} rows in all; held out by prompt hash)")
+        if n > most:
+            where = (f"its file has {most} {split} rows of {len(self.rows)} (split by prompt hash)" if self.rows
+                     else f"a generated task gives at most {most:,} per task and split")
+            raise TaskError(f"task {self.name!r} cannot provide {n:,} {split} examples: {where}")
+
+    def examples(self, n: int, *, seed: int = 0, split: Split = "train") -> list[Example]:
+        """``n`` examples of ``split``, the same ones for the same (task, seed, split).
+
+        A JSONL task gives ``n`` distinct rows of the split. Asking for more than
+        :meth:`available` is a :class:`TaskError`, raised before anything is generated."""
+        self.check_count(n, split)
         rng = random.Random(f"{self.name}|{seed}|{split}")
         if self.rows:
-            pool = [ex for ex in self.rows if split_of(ex.clean) == split]
-            if not pool:
-                raise TaskError(f"task {self.name!r} has no {split} examples "
-                                f"({len(self.rows)} rows in all; held out by prompt hash)")
-            return [pool[rng.randrange(len(pool))] for _ in range(n)]
+            return rng.sample([ex for ex in self.rows if split_of(ex.clean) == split], n)
         generate = self.generate
         if generate is None:
             raise TaskError(f"task {self.name!r} has neither a generator nor fixed rows")
         out = []
         for _ in range(n):
             for _attempt in range(_MAX_REJECTIONS):
-                ex = generate(rng)
+                ex = _draw(self.name, generate, rng)
                 if split_of(ex.clean) == split:
                     break
             else:
@@ -110,6 +139,21 @@ class Task:
                                 f"{_MAX_REJECTIONS} draws; is its prompt space too small?")
             out.append(ex if ex.task == self.name else _with_task(ex, self.name))
         return out
+
+
+def _draw(name: str, generate: Generator, rng: random.Random) -> Example:
+    """One example from a generator (a user's function too): its failures, and anything it
+    returns that is not an :class:`Example`, become one :class:`TaskError` sentence."""
+    try:
+        ex = generate(rng)
+    except TaskError:
+        raise
+    except Exception as e:  # the generator's own error (a parameter value it refuses, a bug): cause chained
+        raise TaskError(f"task {name!r} could not generate an example: {type(e).__name__}: {e}") from e
+    if not isinstance(ex, Example):
+        raise TaskError(f"task {name!r} returned a {type(ex).__name__}, not an Example "
+                        "(a task function is fn(rng: random.Random, **params) -> Example)")
+    return ex
 
 
 def _with_task(ex: Example, name: str) -> Example:
@@ -175,9 +219,22 @@ def get_task(spec: str | Task) -> Task:
                         "(or jsonl:PATH, py:MODULE:FUNCTION)")
     params = _parse_params(rest, spec)
     try:
-        return _REGISTRY[name](**params)
+        task = _REGISTRY[name](**params)
     except TypeError as e:
         raise TaskError(f"bad parameters for task {name!r}: {e}") from e
+    if params:
+        _probe(task, spec)
+    return task
+
+
+def _probe(task: Task, spec: str) -> None:
+    """Draw one example now, so that a parameter value the generator refuses (or a function
+    that is not a task) fails when the spec is read, before any model is loaded."""
+    if task.generate is not None:
+        try:
+            _draw(task.name, task.generate, random.Random(f"{task.name}|probe"))
+        except TaskError as e:
+            raise TaskError(f"task spec {spec!r}: {e}") from e
 
 
 def _parse_params(text: str, spec: str) -> dict[str, Any]:
@@ -195,21 +252,34 @@ def _parse_params(text: str, spec: str) -> dict[str, Any]:
 
 def load_jsonl_task(path: Path, name: str | None = None) -> Task:
     """A task from a JSONL file of examples; the task name defaults to the file stem."""
-    if not path.is_file():
-        raise TaskError(f"task file {path} does not exist")
+    try:
+        is_file = path.is_file()
+    except OSError:  # a name too long for the file system
+        is_file = False
+    if not is_file:
+        raise TaskError(f"task file {str(path)[:200]} does not exist")
     task_name = name or path.stem
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise TaskError(f"cannot read task file {path}: {type(e).__name__}: {e}") from e
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
+            meta = obj.get("meta")
+            if meta is not None and not isinstance(meta, dict):
+                raise TaskError(f"meta must be a JSON object, got a {type(meta).__name__}")
             rows.append(Example(clean=obj["clean"], counterfactual=obj["counterfactual"],
                                 answer=obj["answer"], cf_answer=obj["cf_answer"],
-                                task=task_name, meta=dict(obj.get("meta", {}))))
+                                task=task_name, meta=dict(meta or {})))
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             raise TaskError(f"{path}:{lineno}: expected a JSON object with clean, "
                             f"counterfactual, answer, cf_answer ({type(e).__name__}: {e})") from e
+        except TaskError as e:  # a field of the right name but the wrong kind
+            raise TaskError(f"{path}:{lineno}: {e}") from e
     if not rows:
         raise TaskError(f"task file {path} has no examples")
     return Task(name=task_name, rows=tuple(rows), description=f"examples from {path}")
@@ -226,6 +296,20 @@ def _load_python_task(target: str) -> Task:
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise TaskError(f"module {module_name!r} has no function {fn_name!r}")
-    if fn_name not in _REGISTRY:
+    spec = f"py:{target}"
+    try:
+        inspect.signature(fn).bind(None)
+    except (TypeError, ValueError) as e:  # ValueError: a builtin without a signature
+        raise TaskError(f"{spec}: {module_name}.{fn_name} does not have a task's signature "
+                        f"fn(rng: random.Random, **params) -> Example ({e})") from e
+    registered_here = fn_name not in _REGISTRY
+    if registered_here:
         register_task(fn_name, fn)
-    return _REGISTRY[fn_name]()
+    task = _REGISTRY[fn_name]()
+    try:
+        _probe(task, spec)
+    except TaskError:
+        if registered_here:  # a function that is not a task does not stay registered
+            del _REGISTRY[fn_name]
+        raise
+    return task

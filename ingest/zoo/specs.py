@@ -86,7 +86,7 @@ def load_model(spec: str | ModelSpec, *, device: str = "cpu", zoo: Path | None =
 def zoo_model_dir(name: str, zoo: Path | None = None) -> Path:
     from ingest.zoo.store import list_models, zoo_root
     root = zoo_root(zoo)
-    if not (root / name / "manifest.json").is_file():
+    if not _is_file(root / name / "manifest.json"):
         built = ", ".join(list_models(root)) or "none"
         raise ModelUnavailableError(f"zoo model {name!r} is not built in {root} (built: {built}); "
                                     "run `mechgraph zoo build`")
@@ -99,6 +99,13 @@ def zoo_manifest(model_dir: Path, name: str) -> dict[str, Any]:
     if manifest is None:
         raise ModelUnavailableError(f"zoo model {name!r} has no manifest in {model_dir}")
     return manifest
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the file system: no such file
+        return False
 
 
 def _load_path(directory: Path, device: str) -> Any:

@@ -102,7 +102,7 @@ def test_jsonl_task(tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     t = get_task(f"jsonl:{path}")
     assert t.name == "colors"
-    train, test = t.examples(100, split="train"), t.examples(50, split="test")
+    train, test = t.examples(100, split="train"), t.examples(40, split="test")
     assert not {e.clean for e in train} & {e.clean for e in test}
     assert t.examples(100, split="train") == train
     assert train[0].meta["i"] == int(re.findall(r"\d+", train[0].clean)[0])
