@@ -103,15 +103,18 @@ def _clean_run(model: Any, tokens: Tensor) -> _Clean:
 
 @dataclass
 class _Sources:
-    """Source vectors grouped by where they write, and their column in the adjacency."""
+    """Source vectors grouped by where they write, and their columns in the adjacency.
+
+    Features are numbered in (layer, position, feature) order, so the features read at one
+    layer and position are one contiguous block of columns: ``blocks[out_layer]`` lists
+    ``(position, first column, vectors [n d_model])``, the vectors already times the activation.
+    """
 
     active: Int[Tensor, "n 3"]
     values: Float[Tensor, " n"]
     pre: Float[Tensor, " n"]
-    # per output layer: positions, vectors (already times the activation) and feature index
-    dec_pos: list[Tensor]
-    dec_vec: list[Tensor]
-    dec_feat: list[Tensor]
+    blocks: list[list[tuple[int, int, Tensor]]]
+    padded: list[tuple[Tensor, Tensor, Tensor] | None]   # per out layer: [pos k d], flat mask, columns
     errors: Float[Tensor, "n_layers pos d_model"]
     tokens: Float[Tensor, "pos d_model"]
     residual_fixed: list[Tensor]     # per layer: the frozen bracket minus the sources in it
@@ -120,10 +123,8 @@ class _Sources:
 def _sources(model: Any, tc: Transcoders, tokens: Tensor, clean: _Clean, zero_bos: bool) -> _Sources:
     L, T = model.cfg.n_layers, tokens.shape[0]
     actives, values, pres = [], [], []
-    dec_pos: list[list[Tensor]] = [[] for _ in range(L)]
-    dec_vec: list[list[Tensor]] = [[] for _ in range(L)]
-    dec_feat: list[list[Tensor]] = [[] for _ in range(L)]
-    recon = [tc.b_dec(l).expand(T, -1).clone() for l in range(L)]
+    blocks: list[list[tuple[int, int, Tensor]]] = [[] for _ in range(L)]
+    decoded = [torch.zeros(T, model.cfg.d_model, dtype=clean.y[0].dtype) for _ in range(L)]
     n_before = 0
     with torch.no_grad():
         for l in range(L):
@@ -139,29 +140,47 @@ def _sources(model: Any, tc: Transcoders, tokens: Tensor, clean: _Clean, zero_bo
             values.append(a)
             pres.append(pre[pos, feat])
             dec = tc.decoder(l, feat) * a[:, None, None]                 # [n n_out d_model]
-            for j, lo in enumerate(tc.out_layers(l)):
-                dec_pos[lo].append(pos)
-                dec_vec[lo].append(dec[:, j])
-                dec_feat[lo].append(torch.arange(n_before, n_before + len(feat)))
-                recon[lo].index_add_(0, pos, dec[:, j])
+            counts = torch.bincount(pos, minlength=T).tolist()
+            first = n_before
+            for p, c in enumerate(counts):
+                if c:
+                    for j, lo in enumerate(tc.out_layers(l)):
+                        block = dec[first - n_before:first - n_before + c, j]
+                        blocks[lo].append((p, first, block))
+                        decoded[lo][p] += block.sum(0)
+                    first += c
             n_before += len(feat)
-        errors = torch.stack([clean.y[l] - recon[l] - tc.skip(l, clean.x_in[l]) for l in range(L)])
+        recon = [decoded[l] + tc.b_dec(l) + tc.skip(l, clean.x_in[l]) for l in range(L)]
+        errors = torch.stack([clean.y[l] - recon[l] for l in range(L)])
         if zero_bos:
             errors[:, 0] = 0
         # What the frozen bracket holds besides the sources: mlp_out - skip(x_in) - decoded - error.
-        residual_fixed = []
-        for l in range(L):
-            decoded = torch.zeros_like(recon[l])
-            if dec_pos[l]:
-                decoded.index_add_(0, torch.cat(dec_pos[l]), torch.cat(dec_vec[l]))
-            residual_fixed.append(clean.y[l] - tc.skip(l, clean.x_in[l]) - decoded - errors[l])
-    cat = lambda xs, like: torch.cat(xs) if xs else like  # noqa: E731
-    empty_i, empty_f = torch.zeros(0, dtype=torch.long), torch.zeros(0)
-    return _Sources(active=torch.cat(actives), values=torch.cat(values), pre=torch.cat(pres),
-                    dec_pos=[cat(p, empty_i) for p in dec_pos],
-                    dec_vec=[cat(v, torch.zeros(0, model.cfg.d_model)) for v in dec_vec],
-                    dec_feat=[cat(f, empty_i) for f in dec_feat], errors=errors,
-                    tokens=model.W_E[tokens].detach(), residual_fixed=residual_fixed)
+        residual_fixed = [clean.y[l] - tc.skip(l, clean.x_in[l]) - decoded[l] - errors[l] for l in range(L)]
+    return _Sources(active=torch.cat(actives), values=torch.cat(values), pre=torch.cat(pres), blocks=blocks,
+                    padded=[_pad(b, T) for b in blocks], errors=errors, tokens=model.W_E[tokens].detach(), residual_fixed=residual_fixed)
+
+
+def _pad(blocks: list[tuple[int, int, Tensor]], T: int) -> tuple[Tensor, Tensor, Tensor] | None:
+    """The vectors written into one layer, per position, padded to ``[pos k d_model]`` so that
+    one batched matmul contracts them all; with the flat mask of real entries and their columns."""
+    if not blocks:
+        return None
+    per_pos: list[list[tuple[int, Tensor]]] = [[] for _ in range(T)]
+    for p, first, block in blocks:
+        per_pos[p].append((first, block))
+    k = max(sum(len(b) for _, b in lst) for lst in per_pos)
+    d = blocks[0][2].shape[1]
+    V = blocks[0][2].new_zeros(T, k, d)
+    cols = torch.full((T, k), -1, dtype=torch.long)
+    for p, lst in enumerate(per_pos):
+        i = 0
+        for first, b in lst:
+            V[p, i:i + len(b)] = b
+            cols[p, i:i + len(b)] = torch.arange(first, first + len(b))
+            i += len(b)
+    flat = cols.flatten()
+    mask = flat >= 0
+    return V, mask, flat[mask]
 
 
 class _FrozenGraph:
@@ -205,7 +224,8 @@ class _FrozenGraph:
         for lo in layer.unique().tolist():
             m = layer == lo
             read = self.read[lo]
-            assert read is not None
+            if read is None:
+                raise AttributionError(f"the frozen forward pass did not reach read point {lo}")
             g = torch.zeros_like(read)
             g[rows[m], pos[m]] = vec[m].to(g.dtype)
             outputs.append(read)
@@ -226,9 +246,12 @@ def _rows(fg: _FrozenGraph, src: _Sources, n_cols: int, layer: Tensor, pos: Tens
         if g is None:
             continue
         g = g[:n]
-        if len(src.dec_pos[lo]):
-            contrib = torch.einsum("bnd,nd->bn", g[:, src.dec_pos[lo]], src.dec_vec[lo])
-            buf.index_add_(1, src.dec_feat[lo], contrib)
+        # One batched matmul over positions (features padded per position): no [B n d] gather.
+        padded = src.padded[lo]
+        if padded is not None:
+            V, mask, cols = padded
+            R = torch.bmm(g.transpose(0, 1), V.transpose(1, 2))          # [pos B k]
+            buf.index_add_(1, cols, R.transpose(0, 1).reshape(n, -1)[:, mask])
         start = n_feat + lo * n_pos
         buf[:, start:start + n_pos] = torch.einsum("btd,td->bt", g, src.errors[lo])
     if g_embed is not None:
@@ -320,8 +343,10 @@ def trace_prompt(model: Any, transcoders: Transcoders, tokens: Int[Tensor, " pos
                 pending = rank[~visited[rank]][:min(4 * B, n_sel - done)]
             for a in range(0, len(pending), B):
                 idx = pending[a:a + B]
-                enc = torch.stack([transcoders.encoder_rows(int(lo), f_feat[i:i + 1])[0]
-                                   for lo, i in zip(f_layer[idx].tolist(), idx.tolist(), strict=True)])
+                enc = torch.empty(len(idx), model.cfg.d_model, dtype=dtype)
+                for lo in f_layer[idx].unique().tolist():
+                    m = f_layer[idx] == lo
+                    enc[m] = transcoders.encoder_rows(lo, f_feat[idx][m]).to(dtype)
                 feat_rows[done:done + len(idx)] = _rows(fg, src, n_src, f_layer[idx], f_pos[idx], enc.to(dtype), L, T)
                 order[done:done + len(idx)] = idx
                 visited[idx] = True
@@ -341,10 +366,11 @@ def trace_prompt(model: Any, transcoders: Transcoders, tokens: Int[Tensor, " pos
         fixed = torch.zeros(n_nodes, dtype=dtype)
         value = torch.zeros(n_nodes, dtype=dtype)
         with torch.no_grad():
-            for i, a in enumerate(selected.tolist()):
-                lo, p, f = src.active[a].tolist()
-                fixed[i] = transcoders.pre_activation(lo, x0[lo][p])[f]
-                value[i] = src.pre[a]
+            s_layer, s_pos, s_feat = src.active[selected].unbind(1)
+            for lo in s_layer.unique().tolist():
+                m = s_layer == lo
+                fixed[:n_sel][m] = transcoders.pre_activation(lo, x0[lo])[s_pos[m], s_feat[m]].to(dtype)
+            value[:n_sel] = src.pre[selected]
             for j, t in enumerate(targets):
                 fixed[n_nodes - len(targets) + j] = final0[-1] @ t.direction.to(dtype) + t.bias
                 value[n_nodes - len(targets) + j] = target_value(t, clean.logits[-1])
