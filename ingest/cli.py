@@ -175,7 +175,8 @@ def ingest_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Model spec: zoo:NAME[@CKPT], smollm2-135m, hf:NAME or path:DIR.")],
     task: Annotated[list[str], typer.Option("--task", "-t", help="Task spec (repeatable): one task-labelled graph each. Built in: ioi, induction, greater_than, sva, bracket_depth, bias_in_bios.")],
     dicts: Annotated[list[str] | None, typer.Option("--dicts", "-d", help="Dictionary spec (repeatable): zoo:NAME@CKPT/HOOK, path:DIR, identity:D/HOOK, release:RELEASE/SAE_ID. [default: the model's zoo SAEs picked by --graph]")] = None,
-    graph: Annotated[str, typer.Option(help="Which zoo SAEs to use without --dicts: resid (resid_post of every layer) or module (attn_out and mlp_out of every layer).")] = "resid",
+    graph: Annotated[str, typer.Option(help="Which zoo SAEs to use without --dicts: resid (resid_post of every layer) or module (attn_out and mlp_out of every layer); or transcoders: one replacement graph per prompt (with --transcoders), aggregated into the task graph.")] = "resid",
+    transcoders: Annotated[str | None, typer.Option("--transcoders", "-T", help="With --graph transcoders: the transcoder spec (path:DIR, SPEC,SPEC,..., release:RELEASE).")] = None,
     examples: Annotated[int, typer.Option("--examples", "-n", help="Examples per task.")] = 32,
     batch_size: Annotated[int, typer.Option(help="Examples per forward/backward batch (memory vs speed).")] = 8,
     split: Annotated[str, typer.Option(help="Task split the examples come from: test (held out from training) or train.")] = "test",
@@ -194,6 +195,10 @@ def ingest_command(
 ) -> None:
     """Compute a model's attribution graph for each task and write it into Neo4j.
 
+    With --graph transcoders: one replacement graph per example (transcoders in place of the
+    MLPs, the task's logit difference as target), each stored pruned and position-resolved,
+    then aggregated into the task graph (--beta mean or sum over prompts).
+
     Nodes: the latents of each dictionary active on the task's prompts, one error node per
     dictionary, the embedding and the task's output (logit difference). Edges: integrated
     gradients of each downstream latent (or the metric) with respect to each upstream node,
@@ -203,6 +208,9 @@ def ingest_command(
     Resumable: interrupted, the same command continues where it stopped; re-running a
     finished run changes nothing. Starts the embedded Neo4j unless NEO4J_URI is set.
     """
+    if graph == "transcoders":
+        _ingest_transcoders(ctx, model, task, transcoders, examples, split, seed, beta, device, fmt)
+        return
     from graphdb.connection import connect
     from graphdb.embedded import ensure_running
     from graphdb.settings import data_dir
@@ -234,3 +242,27 @@ def ingest_command(
         if t.heads:
             render(t.heads, list(t.heads[0]), fmt, title=f"{t.task}: features per argmax head (IN_HEAD), mean "
                                                          "share and assignment entropy (0 = one head, 1 = even)")
+
+
+def _ingest_transcoders(ctx: typer.Context, model: str, tasks: list[str], transcoders: str | None, examples: int,
+                        split: str, seed: int, beta: str, device: str, fmt: Format) -> None:
+    """``ingest --graph transcoders``: the prompt graphs of each task and their task graph."""
+    from graphdb.connection import connect
+    from graphdb.embedded import ensure_running
+    from graphdb.settings import data_dir
+    from ingest.replacement.jobs import TaskTraceConfig, check_transcoder_spec, ingest_task
+
+    try:
+        config = TaskTraceConfig(model=model, transcoders=check_transcoder_spec(transcoders), tasks=tuple(tasks),
+                                 examples=examples, split=split, seed=seed, beta=beta)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    home = data_dir(ctx.obj.data_dir if ctx.obj else None)
+    ensure_running(home)
+    bars = Bars()
+    with connect(data=home) as db, bars.progress:
+        run, results = ingest_task(db, config, device=device, progress=bars.stages())
+    rows = [{"task": r.task, "prompts": len(r.prompts), "prompt_nodes": r.nodes, "prompt_edges": r.edges,
+             "task_edges": r.task_edges, "replacement": round(r.replacement, 4),
+             "completeness": round(r.completeness, 4), "seconds": round(r.seconds, 1)} for r in results]
+    render(rows, list(rows[0]), fmt, title=f"run {run}: {model}, transcoders {transcoders}, beta {beta}")
