@@ -94,3 +94,23 @@ def test_sets_must_cover_every_layer_once() -> None:
 def test_release_set_fails_in_one_sentence_offline() -> None:
     with pytest.raises(DictionaryError, match="knows no release"):
         load_transcoders("release:no-such-transcoders")
+
+
+def test_release_transcoder_fails_fast_offline_in_one_sentence(tmp_path, monkeypatch) -> None:
+    import time
+
+    from huggingface_hub import constants
+
+    from ingest.dictionaries import hub
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    start = time.monotonic()
+    release, sae_id = "gemma-scope-2-4b-pt-transcoders-all", "layer_0_width_16k_l0_big"
+    for load in (lambda: load_dictionary(f"release:{release}/{sae_id}"),
+                 lambda: TranscoderDictionary.from_pretrained(release, sae_id)):
+        with pytest.raises(DictionaryError, match=r"could not fetch SAE .* \(offline\)") as e:
+            load()
+        assert "\n" not in str(e.value)
+    assert time.monotonic() - start < 10
+    assert hub  # the same offline policy as every release: ingest.dictionaries.hub
