@@ -61,11 +61,18 @@ def _frozen_names(model: Any) -> list[str]:
 
 @contextmanager
 def _mlp_hooks(model: Any, pre: Callable[[int, Tensor], None] | None,
-               post: Callable[[int, Tensor, Tensor], Tensor] | None) -> Iterator[None]:
-    """Forward (pre-)hooks on every ``blocks.l.mlp`` module, removed on exit."""
+               post: Callable[[int, Tensor, Tensor], Tensor] | None,
+               replace: Callable[[int, Tensor], Tensor] | None = None) -> Iterator[None]:
+    """Forward (pre-)hooks on every ``blocks.l.mlp`` module, removed on exit. ``replace``
+    stands in for the MLP's own forward meanwhile (the frozen model never needs the MLP
+    recomputed: its output is a constant there), restored on exit."""
     handles = []
+    replaced = []
     try:
         for layer, block in enumerate(model.blocks):
+            if replace is not None:
+                block.mlp.forward = lambda x, layer=layer: replace(layer, x)
+                replaced.append(block.mlp)
             if pre is not None:
                 handles.append(block.mlp.register_forward_pre_hook(
                     lambda mod, args, layer=layer: pre(layer, args[0])))
@@ -76,6 +83,8 @@ def _mlp_hooks(model: Any, pre: Callable[[int, Tensor], None] | None,
     finally:
         for h in handles:
             h.remove()
+        for mlp in replaced:
+            del mlp.forward
 
 
 def _clean_run(model: Any, tokens: Tensor) -> _Clean:
@@ -186,7 +195,7 @@ def _pad(blocks: list[tuple[int, int, Tensor]], T: int) -> tuple[Tensor, Tensor,
 class _FrozenGraph:
     """The frozen model's autograd graph over ``B`` copies of the prompt (built once)."""
 
-    def __init__(self, model: Any, tc: Transcoders, tokens: Tensor, B: int) -> None:
+    def __init__(self, model: Any, tc: Transcoders, tokens: Tensor, B: int, clean_y: list[Tensor]) -> None:
         L = model.cfg.n_layers
         self.read: list[Tensor | None] = [None] * (L + 1)   # read points: mlp inputs, final stream
         self.write: list[Tensor | None] = [None] * L        # where features and errors write
@@ -211,8 +220,11 @@ class _FrozenGraph:
             self.write[layer] = w
             return w
 
+        def clean_output(layer: int, x: Tensor) -> Tensor:
+            return clean_y[layer].expand(x.shape[0], -1, -1)
+
         hooks = [(n, detach) for n in _frozen_names(model)] + [("hook_embed", leaf)]
-        with torch.enable_grad(), _mlp_hooks(model, pre, post), model.hooks(fwd_hooks=hooks):
+        with torch.enable_grad(), _mlp_hooks(model, pre, post, clean_output), model.hooks(fwd_hooks=hooks):
             resid = model(tokens[None].expand(B, -1), stop_at_layer=L)
             self.read[L] = model.ln_final(resid)
 
@@ -279,8 +291,11 @@ def fixed_terms(model: Any, tc: Transcoders, tokens: Tensor, clean: _Clean, src:
     def post(layer: int, x: Tensor, out: Tensor) -> Tensor:
         return tc.skip(layer, x) + src.residual_fixed[layer][None]
 
+    def no_mlp(layer: int, x: Tensor) -> Tensor:
+        return torch.zeros_like(x[..., :1]).expand(*x.shape[:-1], model.cfg.d_model)
+
     hooks = [(n, frozen) for n in _frozen_names(model)] + [("hook_embed", zero)]
-    with torch.no_grad(), _mlp_hooks(model, pre, post), model.hooks(fwd_hooks=hooks):
+    with torch.no_grad(), _mlp_hooks(model, pre, post, no_mlp), model.hooks(fwd_hooks=hooks):
         resid = model(tokens[None], stop_at_layer=L)
         final = model.ln_final(resid)[0]
     return x0, final  # type: ignore[return-value]
@@ -317,7 +332,7 @@ def trace_prompt(model: Any, transcoders: Transcoders, tokens: Int[Tensor, " pos
         n_sel = n_active if config.max_feature_nodes is None else min(config.max_feature_nodes, n_active)
         n_src = n_active + L * T + T
         B = max(1, min(config.batch_size, n_sel + len(targets)))
-        fg = _FrozenGraph(model, transcoders, tokens, B)
+        fg = _FrozenGraph(model, transcoders, tokens, B, clean.y)
         dtype = src.tokens.dtype
         # Target rows first, then features (all, or the most influential ones so far).
         t_vec = torch.stack([t.direction for t in targets]).to(dtype)
