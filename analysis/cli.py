@@ -21,6 +21,7 @@ from graphdb.cli import app as db_app
 from graphdb.errors import MechgraphError
 from graphdb.tables import Format, render
 from ingest.cli import ingest_command, model_app, zoo_app
+from ingest.replacement.cli import trace_command
 from queries.cli import app as query_app
 
 
@@ -56,6 +57,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(roi_app, name="roi", help="Regions of Interest: fit blocks of functionally similar latents (SBM), list them.")
 app.add_typer(match_app, name="match", help="Match features and communities across checkpoints and model sizes: MATCHES, the emergence timeline, recurring communities.")
 app.command("ingest")(ingest_command)
+app.command("trace")(trace_command)
 
 
 @app.callback()
