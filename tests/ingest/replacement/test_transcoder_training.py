@@ -3,6 +3,7 @@ saves is a ``path:DIR`` set the replacement model traces exactly."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ingest.dictionaries.transcoder import load_transcoders
@@ -12,6 +13,7 @@ from ingest.zoo.transcoders import TranscoderTrainConfig, train_transcoder_set
 from tests.ingest.replacement.conftest import PROMPT
 
 
+@pytest.mark.slow
 def test_trained_topk_transcoders_learn_and_load(tiny_model, tmp_path) -> None:
     from ingest.tasks import get_task
     from ingest.tasks.encode import encode_examples
