@@ -130,7 +130,7 @@ def mechgraph_side(case: Path) -> None:
     import numpy as np
     import torch
 
-    from ingest.dictionaries.transcoder import load_transcoders
+    from ingest.dictionaries.transcoder_set import load_transcoders
     from ingest.replacement.attribute import trace_prompt
     from ingest.replacement.config import TraceConfig
     from ingest.replacement.prune import Layout, prune, scores

@@ -96,7 +96,7 @@ def prune_and_score(graph: PromptGraph, config: TraceConfig) -> tuple[Pruned, Sc
 def trace(request: TraceRequest, *, db: Any | None = None, progress: Progress | None = None,
           writer: GraphWriter | None = None) -> TraceResult:
     """Trace one prompt; store it when ``db`` is given (see the module docstring)."""
-    from ingest.dictionaries.transcoder import load_transcoders
+    from ingest.dictionaries.transcoder_set import load_transcoders
     from ingest.replacement.attribute import trace_prompt
     from ingest.replacement.store import GraphLabels, write_prompt_graph
     from ingest.replacement.targets import logit_diff_target
@@ -165,7 +165,7 @@ class TaskTraceResult:
 def ingest_task(db: Any, config: TaskTraceConfig, *, device: str = "cpu", progress: Progress | None = None,
                 writer: GraphWriter | None = None) -> tuple[str, list[TaskTraceResult]]:
     """Trace and store every example's prompt graph per task, then write the task graph."""
-    from ingest.dictionaries.transcoder import load_transcoders
+    from ingest.dictionaries.transcoder_set import load_transcoders
     from ingest.replacement.aggregate import aggregate, read_prompt_edges, write_task_graph
     from ingest.replacement.attribute import trace_prompt
     from ingest.replacement.store import GraphLabels, write_prompt_graph

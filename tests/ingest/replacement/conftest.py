@@ -85,3 +85,16 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tok = build_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer")
     cfg = ToyModelConfig(name="tiny", n_layers=N_LAYERS, d_model=D_MODEL, n_heads=2, d_mlp=D_MLP, steps=100, seed=3)
     return build_model(cfg, tok).eval()
+
+
+@pytest.fixture(scope="session")
+def saved(tiny_model, tmp_path_factory) -> tuple[str, str]:
+    """The tiny model as a ``path:DIR`` checkpoint and its skip transcoders as a ``path:DIR`` set."""
+    from ingest.zoo.store import save_checkpoint
+
+    root = tmp_path_factory.mktemp("saved")
+    save_checkpoint(tiny_model, root / "model")
+    tiny_model.tokenizer.save_pretrained(str(root / "model" / "tokenizer"))
+    for layer, t in enumerate(make_set("skip", seed=1).layers):
+        t.module.save_model(root / "tc" / f"layer_{layer}")
+    return f"path:{root / 'model'}", f"path:{root / 'tc'}"

@@ -8,11 +8,10 @@ from typer.testing import CliRunner
 
 from ingest.replacement.cli import trace_command
 from tests.ingest.replacement.conftest import PROMPT
-from tests.ingest.replacement.test_store import saved  # noqa: F401 - the module fixture
 
 
 @pytest.mark.slow
-def test_trace_prints_counts_scores_and_run(saved) -> None:  # noqa: F811
+def test_trace_prints_counts_scores_and_run(saved) -> None:
     model, tcs = saved
     app = typer.Typer()
     app.command("trace")(trace_command)

@@ -4,8 +4,6 @@ prompt graphs."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from graphdb.writer import GraphWriter
@@ -13,20 +11,7 @@ from ingest.replacement.config import TraceConfig
 from ingest.replacement.jobs import TaskTraceConfig, TraceRequest, ingest_task, trace
 from ingest.replacement.store import read_prompt_graph, stored_scores
 from queries.loader import run_query
-from tests.ingest.replacement.conftest import PROMPT, make_set
-
-
-@pytest.fixture(scope="module")
-def saved(tiny_model, tmp_path_factory) -> tuple[str, str]:
-    """The tiny model as a ``path:DIR`` checkpoint and its skip transcoders as a ``path:DIR`` set."""
-    from ingest.zoo.store import save_checkpoint
-
-    root = tmp_path_factory.mktemp("saved")
-    save_checkpoint(tiny_model, root / "model")
-    tiny_model.tokenizer.save_pretrained(str(root / "model" / "tokenizer"))
-    for layer, t in enumerate(make_set("skip", seed=1).layers):
-        t.module.save_model(root / "tc" / f"layer_{layer}")
-    return f"path:{root / 'model'}", f"path:{root / 'tc'}"
+from tests.ingest.replacement.conftest import PROMPT
 
 
 def counts(db) -> tuple[int, int]:  # noqa: ANN001

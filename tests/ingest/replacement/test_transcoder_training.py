@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ingest.dictionaries.transcoder import load_transcoders
+from ingest.dictionaries.transcoder_set import load_transcoders
 from ingest.replacement.attribute import trace_prompt
 from ingest.replacement.config import TraceConfig
 from ingest.zoo.transcoders import TranscoderTrainConfig, train_transcoder_set
