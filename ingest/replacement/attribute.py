@@ -248,11 +248,12 @@ class _FrozenGraph:
 
 
 def _rows(fg: _FrozenGraph, src: _Sources, n_cols: int, layer: Tensor, pos: Tensor, vec: Tensor,
-          n_layers: int, n_pos: int) -> Float[Tensor, "n n_cols"]:
-    """Adjacency rows (sources only: features, errors, tokens) of one batch of targets."""
+          n_layers: int, n_pos: int, out: Tensor | None = None) -> Float[Tensor, "n n_cols"]:
+    """Adjacency rows (sources only: features, errors, tokens) of one batch of targets, written
+    into ``out`` (a zeroed ``[n n_cols]`` view, e.g. of the adjacency itself) when given."""
     n = len(layer)
     grads, g_embed = fg.backward(layer, pos, vec)
-    buf = torch.zeros(n, n_cols, dtype=vec.dtype)
+    buf = torch.zeros(n, n_cols, dtype=vec.dtype) if out is None else out
     n_feat = len(src.values)
     for lo, g in enumerate(grads):
         if g is None:
@@ -334,48 +335,62 @@ def trace_prompt(model: Any, transcoders: Transcoders, tokens: Int[Tensor, " pos
         B = max(1, min(config.batch_size, n_sel + len(targets)))
         fg = _FrozenGraph(model, transcoders, tokens, B, clean.y)
         dtype = src.tokens.dtype
-        # Target rows first, then features (all, or the most influential ones so far).
+        K = len(targets)
+        n_nodes = n_sel + L * T + T + K
         t_vec = torch.stack([t.direction for t in targets]).to(dtype)
-        t_rows = []
-        for a in range(0, len(targets), B):
-            b = min(a + B, len(targets))
-            t_rows.append(_rows(fg, src, n_src, torch.full((b - a,), L), torch.full((b - a,), T - 1),
-                                t_vec[a:b], L, T))
-        target_rows = torch.cat(t_rows)
         f_layer, f_pos, f_feat = src.active.unbind(1)
-        feat_rows = torch.zeros(n_sel, n_src, dtype=dtype)
-        order = torch.zeros(n_sel, dtype=torch.long)
-        visited = torch.zeros(n_active, dtype=torch.bool)
-        done = 0
         weights = torch.tensor([t.weight for t in targets], dtype=dtype)
-        while done < n_sel:
-            if n_sel == n_active:
-                pending = torch.arange(n_active)
-            else:
+
+        def encoders(idx: Tensor) -> Tensor:
+            enc = torch.empty(len(idx), model.cfg.d_model, dtype=dtype)
+            for lo in f_layer[idx].unique().tolist():
+                m = f_layer[idx] == lo
+                enc[m] = transcoders.encoder_rows(lo, f_feat[idx][m]).to(dtype)
+            return enc
+
+        if n_sel == n_active:
+            # Every feature: rows go straight into the adjacency (columns already in node order).
+            A = torch.zeros(n_nodes, n_nodes, dtype=dtype)
+            for a in range(0, K, B):
+                b = min(a + B, K)
+                _rows(fg, src, n_src, torch.full((b - a,), L), torch.full((b - a,), T - 1), t_vec[a:b], L, T,
+                      out=A[n_sel + L * T + T + a:n_sel + L * T + T + b, :n_src])
+            for a in range(0, n_active, B):
+                idx = torch.arange(a, min(a + B, n_active))
+                _rows(fg, src, n_src, f_layer[idx], f_pos[idx], encoders(idx), L, T, out=A[a:a + len(idx), :n_src])
+                if progress:
+                    progress("features", a + len(idx), n_sel)
+            selected = torch.arange(n_active)
+        else:
+            # The most influential features so far first (circuit-tracer's queue), then select columns.
+            target_rows = torch.cat([_rows(fg, src, n_src, torch.full((min(a + B, K) - a,), L),
+                                           torch.full((min(a + B, K) - a,), T - 1), t_vec[a:a + B], L, T)
+                                     for a in range(0, K, B)])
+            feat_rows = torch.zeros(n_sel, n_src, dtype=dtype)
+            order = torch.zeros(n_sel, dtype=torch.long)
+            visited = torch.zeros(n_active, dtype=torch.bool)
+            done = 0
+            while done < n_sel:
                 infl = _partial_influence(torch.cat([target_rows, feat_rows[:done]]), weights,
-                                          torch.cat([torch.arange(len(targets)) + n_src, order[:done]]), n_src)
+                                          torch.cat([torch.arange(K) + n_src, order[:done]]), n_src)
                 rank = torch.argsort(infl[:n_active], descending=True)
                 pending = rank[~visited[rank]][:min(4 * B, n_sel - done)]
-            for a in range(0, len(pending), B):
-                idx = pending[a:a + B]
-                enc = torch.empty(len(idx), model.cfg.d_model, dtype=dtype)
-                for lo in f_layer[idx].unique().tolist():
-                    m = f_layer[idx] == lo
-                    enc[m] = transcoders.encoder_rows(lo, f_feat[idx][m]).to(dtype)
-                feat_rows[done:done + len(idx)] = _rows(fg, src, n_src, f_layer[idx], f_pos[idx], enc.to(dtype), L, T)
-                order[done:done + len(idx)] = idx
-                visited[idx] = True
-                done += len(idx)
-                if progress:
-                    progress("features", done, n_sel)
+                for a in range(0, len(pending), B):
+                    idx = pending[a:a + B]
+                    _rows(fg, src, n_src, f_layer[idx], f_pos[idx], encoders(idx), L, T,
+                          out=feat_rows[done:done + len(idx)])
+                    order[done:done + len(idx)] = idx
+                    visited[idx] = True
+                    done += len(idx)
+                    if progress:
+                        progress("features", done, n_sel)
+            selected = torch.where(visited)[0]
+            cols = torch.cat([selected, torch.arange(n_active, n_src)])
+            A = torch.zeros(n_nodes, n_nodes, dtype=dtype)
+            A[:n_sel, :n_nodes - K] = feat_rows[torch.argsort(order)][:, cols]
+            A[n_nodes - K:, :n_nodes - K] = target_rows[:, cols]
+            del feat_rows, target_rows
         del fg
-        selected = torch.where(visited)[0]
-        feat_rows = feat_rows[torch.argsort(order)]
-        cols = torch.cat([selected, torch.arange(n_active, n_src)])
-        n_nodes = n_sel + L * T + T + len(targets)
-        A = torch.zeros(n_nodes, n_nodes, dtype=dtype)
-        A[:n_sel, :n_nodes - len(targets)] = feat_rows[:, cols]
-        A[n_nodes - len(targets):, :n_nodes - len(targets)] = target_rows[:, cols]
         # Fixed terms and values (for the exactness identity and for the store).
         x0, final0 = fixed_terms(model, transcoders, tokens, clean, src)
         fixed = torch.zeros(n_nodes, dtype=dtype)
