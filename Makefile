@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.mechgraph-installed
 
-.PHONY: demo test bench-write bench-attribution bench-evaluate system-deps install neo4j clean
+.PHONY: demo test bench-write bench-attribution bench-evaluate bench-circuit-tracer system-deps install neo4j clean
 
 demo: install neo4j            ## the main job, end to end: zoo, graphs, analyses and report (mechgraph demo), then SmolLM2
 	$(BIN)/mechgraph demo
@@ -28,6 +28,9 @@ bench-attribution: install     ## the attribution benchmark (engine vs one backw
 
 bench-evaluate: install        ## edge- vs node-ablation curve time on zoo:mt-small@final
 	$(BIN)/python bench/evaluate.py
+
+bench-circuit-tracer: install  ## prompt graphs side by side with circuit-tracer 0.5.0 (its own venv in bench/out/ct-venv)
+	$(BIN)/python bench/vs_circuit_tracer.py
 
 install: system-deps $(STAMP)
 
