@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.mechgraph-installed
 WEB     = analysis/view/web
 
-.PHONY: demo test bench-write bench-attribution bench-evaluate bench-view system-deps install neo4j clean
+.PHONY: demo test bench-write bench-attribution bench-evaluate bench-view bench-circuit-tracer system-deps install neo4j clean
 
 demo: install neo4j            ## the main job, end to end: zoo, graphs, analyses and report (mechgraph demo), then SmolLM2
 	$(BIN)/mechgraph demo
@@ -32,6 +32,9 @@ bench-evaluate: install        ## edge- vs node-ablation curve time on zoo:mt-sm
 
 bench-view: install neo4j      ## request latency of `mechgraph view` on a 1M-edge store
 	$(BIN)/python bench/view_latency.py
+
+bench-circuit-tracer: install  ## prompt graphs side by side with circuit-tracer 0.5.0 (its own venv in bench/out/ct-venv)
+	$(BIN)/python bench/vs_circuit_tracer.py
 
 install: system-deps $(STAMP) $(WEB)/node_modules/.package-lock.json
 

@@ -36,6 +36,7 @@ from analysis.view.cli import db_bloom_perspective, db_browser, view
 from graphdb.cli import app as db_app
 from ingest.cli import ingest_command, model_app, zoo_app
 from ingest.dictionaries.cli import dict_app
+from ingest.replacement.cli import trace_command
 from mechgraph.errors import ConfigError, MechgraphError
 from queries.cli import app as query_app
 
@@ -109,6 +110,7 @@ app.add_typer(_check_numbers_of(match_app), name="match", help="Match features a
 app.command("ingest")(numbers_checked(ingest_command))
 for command in (demo, evaluate, report, shortcut, communities, disentangle, view):
     app.command()(numbers_checked(command))
+app.command("trace")(numbers_checked(trace_command))
 
 
 @app.callback()

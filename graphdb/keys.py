@@ -44,6 +44,11 @@ KEY_PARTS: dict[Label, tuple[str, ...]] = {
     Label.COMMUNITY: ("run", "level", "index"),
     Label.EVALUATION: ("run", "name"),
     Label.DISENTANGLEMENT: ("run", "name"),
+    # A prompt's replacement graph: the prompt is a hash of run, tokens and targets; its nodes
+    # are position-resolved (kind: feature, error, token or target; index: the feature, or the
+    # target's number, else 0).
+    Label.PROMPT: ("prompt",),
+    Label.PROMPT_NODE: ("prompt", "kind", "layer", "position", "index"),
 }
 
 _KIND_OF: dict[str, Label] = {label.lower(): label for label in KEY_PARTS}

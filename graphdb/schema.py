@@ -15,6 +15,8 @@ Model (one Neo4j database holds many models, checkpoints, tasks and runs side by
     (:Feature)-[:MATCHES {score, method}]->(:Feature)        (across checkpoints / sizes)
     (:Evaluation)-[:PRODUCED_BY]->(:Run)        (:Run)-[:FOR_TASK]->(:Task)
     (:Disentanglement)-[:PRODUCED_BY]->(:Run)   (:Disentanglement)-[:DESCRIBES]->(:Community) / (:Run)
+    (:PromptNode:Node)-[:IN_PROMPT]->(:Prompt)-[:PRODUCED_BY]->(:Run)   (a prompt's replacement graph,
+        position-resolved; its ATTRIBUTES_TO edges have granularity 'prompt')
 
 Every node that can be an endpoint of ``ATTRIBUTES_TO`` also carries the ``:Node`` label, so
 one uniqueness constraint (``Node.key``) serves every edge-endpoint lookup in the writer.
@@ -46,12 +48,14 @@ class Label(StrEnum):
     COMMUNITY = "Community"
     EVALUATION = "Evaluation"
     DISENTANGLEMENT = "Disentanglement"
+    PROMPT = "Prompt"
+    PROMPT_NODE = "PromptNode"
     NODE = "Node"
 
 
 #: Labels whose nodes are vertices of the computational graph (endpoints of ATTRIBUTES_TO).
 GRAPH_NODE_LABELS: frozenset[Label] = frozenset(
-    {Label.FEATURE, Label.ERROR, Label.HEAD, Label.ROI, Label.OUTPUT, Label.INPUT}
+    {Label.FEATURE, Label.ERROR, Label.HEAD, Label.ROI, Label.OUTPUT, Label.INPUT, Label.PROMPT_NODE}
 )
 
 
@@ -70,6 +74,7 @@ class Rel(StrEnum):
     FOR_TASK = "FOR_TASK"
     EVALUATES = "EVALUATES"
     DESCRIBES = "DESCRIBES"
+    IN_PROMPT = "IN_PROMPT"
 
 
 class Granularity(StrEnum):
@@ -78,6 +83,7 @@ class Granularity(StrEnum):
     FEATURE = "feature"
     HEAD = "head"
     ROI = "roi"
+    PROMPT = "prompt"   # a prompt's position-resolved replacement graph (transcoder features)
 
 
 #: Relationship properties that, with the two endpoints, identify one relationship. The
@@ -103,6 +109,7 @@ KEYED_LABELS: tuple[Label, ...] = (
     Label.COMMUNITY,
     Label.EVALUATION,
     Label.DISENTANGLEMENT,
+    Label.PROMPT,
     Label.NODE,
 )
 
@@ -126,6 +133,10 @@ INDEXES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     # range index, not a uniqueness constraint: a 64-bit collision should not fail an ingest;
     # the pull detects it instead.
     ("node_nid", f"(n:{Label.NODE})", ("nid",)),
+    # A position-free feature's occurrences across prompt graphs (recurring features, edges
+    # of a feature across prompts).
+    ("prompt_node_feature", f"(n:{Label.PROMPT_NODE})", ("feature",)),
+    ("prompt_task", f"(n:{Label.PROMPT})", ("model", "checkpoint", "task")),
 )
 
 

@@ -208,8 +208,9 @@ def ingest_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Model spec: zoo:NAME[@CKPT], smollm2-135m, hf:NAME or path:DIR (a Hugging Face or mechgraph checkpoint directory with its tokenizer; `mechgraph model check --help` says what it may contain).")],
     task: Annotated[list[str], typer.Option("--task", "-t", help="Task spec (repeatable): one task-labelled graph each. Built in: ioi, induction, greater_than, sva, bracket_depth, bias_in_bios.")],
     dicts: Annotated[list[str] | None, typer.Option("--dicts", "-d", help="Dictionary spec (repeatable): zoo:NAME@CKPT/HOOK, path:DIR, identity:D/HOOK, release:RELEASE/SAE_ID. [default: the model's zoo SAEs picked by --graph]")] = None,
-    graph: Annotated[str, typer.Option(help="Which zoo SAEs to use without --dicts: resid (resid_post of every layer) or module (attn_out and mlp_out of every layer).")] = "resid",
+    graph: Annotated[str, typer.Option(help="Which zoo SAEs to use without --dicts: resid (resid_post of every layer) or module (attn_out and mlp_out of every layer); or transcoders: one replacement graph per prompt (with --transcoders), aggregated into the task graph.")] = "resid",
     dicts_all: Annotated[list[str] | None, typer.Option("--dicts-all", help="One dictionary kind on sites of every layer (repeatable): SOURCE[@SITES], SOURCE = identity, svd (fitted on the tasks' train prompts) or a spec with a {hook} / {layer} placeholder (path:DIR/{hook}); SITES = comma list of resid_pre, attn_out, resid_mid, mlp_out, resid_post [default: resid_post]. E.g. identity@resid_post, svd@attn_out,mlp_out.")] = None,
+    transcoders: Annotated[str | None, typer.Option("--transcoders", "-T", help="With --graph transcoders: the transcoder spec (path:DIR, SPEC,SPEC,..., release:RELEASE).")] = None,
     examples: Annotated[int, typer.Option("--examples", "-n", help="Examples per task.")] = 32,
     batch_size: Annotated[int, typer.Option(help="Examples per forward/backward batch (memory vs speed).")] = 8,
     split: Annotated[str, typer.Option(help="Task split the examples come from: test (held out from training) or train.")] = "test",
@@ -228,6 +229,10 @@ def ingest_command(
 ) -> None:
     """Compute a model's attribution graph for each task and write it into Neo4j.
 
+    With --graph transcoders: one replacement graph per example (transcoders in place of the
+    MLPs, the task's logit difference as target), each stored pruned and position-resolved,
+    then aggregated into the task graph (--beta mean or sum over prompts).
+
     Nodes: the latents of each dictionary active on the task's prompts, one error node per
     dictionary, the embedding and the task's output (logit difference). Edges: integrated
     gradients of each downstream latent (or the metric) with respect to each upstream node,
@@ -237,6 +242,9 @@ def ingest_command(
     Resumable: interrupted, the same command continues where it stopped; re-running a
     finished run changes nothing. Starts the embedded Neo4j unless NEO4J_URI is set.
     """
+    if graph == "transcoders":
+        _ingest_transcoders(ctx, model, task, transcoders, examples, split, seed, beta, device, fmt)
+        return
     from graphdb.cli import open_store
     from ingest.attribution.config import AttributionConfig
     from ingest.pipeline import IngestConfig, ingest
@@ -271,3 +279,23 @@ def ingest_command(
             render(heads, list(heads[0]), fmt, title=f"{t.task}: features per argmax head (IN_HEAD), mean "
                                                      "share and assignment entropy (0 = one head, 1 = even)"
                                                      + (f"; {idle} heads are no active feature's argmax" if idle else ""))
+
+
+def _ingest_transcoders(ctx: typer.Context, model: str, tasks: list[str], transcoders: str | None, examples: int,
+                        split: str, seed: int, beta: str, device: str, fmt: Format) -> None:
+    """``ingest --graph transcoders``: the prompt graphs of each task and their task graph."""
+    from graphdb.cli import open_store
+    from ingest.replacement.jobs import TaskTraceConfig, check_transcoder_spec, ingest_task
+
+    try:
+        config = TaskTraceConfig(model=model, transcoders=check_transcoder_spec(transcoders), tasks=tuple(tasks),
+                                 examples=examples, split=split, seed=seed, beta=beta)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    bars = Bars()
+    with open_store(ctx) as (_, db), bars.progress:
+        run, results = ingest_task(db, config, device=device, progress=bars.stages())
+    rows = [{"task": r.task, "prompts": len(r.prompts), "prompt_nodes": r.nodes, "prompt_edges": r.edges,
+             "task_edges": r.task_edges, "replacement": round(r.replacement, 4),
+             "completeness": round(r.completeness, 4), "seconds": round(r.seconds, 1)} for r in results]
+    render(rows, list(rows[0]), fmt, title=f"run {run}: {model}, transcoders {transcoders}, beta {beta}")

@@ -33,16 +33,18 @@ if TYPE_CHECKING:  # typing only; at run time these load lazily through __getatt
     from ingest.dictionaries.identity import IdentityDictionary
     from ingest.dictionaries.sae import SAEDictionary
     from ingest.dictionaries.svd import SVDDictionary
+    from ingest.dictionaries.transcoder import TranscoderDictionary
 
 _LAZY = {
     "Dictionary": "ingest.dictionaries.base",
     "IdentityDictionary": "ingest.dictionaries.identity",
     "SAEDictionary": "ingest.dictionaries.sae",
     "SVDDictionary": "ingest.dictionaries.svd",
+    "TranscoderDictionary": "ingest.dictionaries.transcoder",
 }
 
 __all__ = [
-    "Dictionary", "IdentityDictionary", "SAEDictionary", "SVDDictionary",
+    "Dictionary", "IdentityDictionary", "SAEDictionary", "SVDDictionary", "TranscoderDictionary",
     "SCHEME_PROVIDERS", "Resolver", "check_dictionary_spec", "dictionary_schemes", "load_dictionary", "parse_spec",
     "register_dictionary_scheme",
 ]

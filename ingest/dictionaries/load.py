@@ -3,7 +3,8 @@
 A spec is ``SCHEME:BODY``. Built in:
 
 ``path:DIR``
-    A local directory: a sae_lens SAE (``cfg.json`` + ``sae_weights.safetensors``, as
+    A local directory: a transcoder (a sae_lens transcoder or a mechgraph TopK transcoder,
+    :mod:`.transcoder`), a sae_lens SAE (``cfg.json`` + ``sae_weights.safetensors``, as
     written by sae_lens' ``save_model``/``save_inference_model`` and its training runner),
     or an SVD basis written by :meth:`SVDDictionary.save` (``svd.json``). ``~`` expands.
 ``release:RELEASE/SAE_ID``
@@ -142,6 +143,10 @@ def _resolve_path(body: str) -> Dictionary:
 
     if SVDDictionary.is_saved_at(directory):
         return SVDDictionary.load(directory)
+    from ingest.dictionaries.transcoder import TranscoderDictionary, is_transcoder_dir
+
+    if is_transcoder_dir(directory):
+        return TranscoderDictionary.from_disk(directory)
     from ingest.dictionaries.sae import SAEDictionary
 
     return SAEDictionary.from_disk(directory)
@@ -157,9 +162,15 @@ def _release_parts(body: str) -> tuple[str, str]:
 
 def _resolve_release(body: str) -> Dictionary:
     release, sae_id = _release_parts(body)
-    from ingest.dictionaries.sae import SAEDictionary
+    from sae_lens.saes import Transcoder
 
-    return SAEDictionary.from_pretrained(release, sae_id)
+    from ingest.dictionaries.sae import SAEDictionary
+    from ingest.dictionaries.transcoder import TranscoderDictionary, load_release_sae
+
+    sae = load_release_sae(release, sae_id)
+    if isinstance(sae, Transcoder):
+        return TranscoderDictionary(sae, source=f"release:{release}/{sae_id}")
+    return SAEDictionary(sae, source=f"release:{release}/{sae_id}")
 
 
 #: The widest identity dictionary a spec may name (a basis of 2^20 directions is far past any

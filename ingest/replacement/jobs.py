@@ -1,0 +1,219 @@
+"""The two jobs on replacement graphs, as the CLI and notebooks call them.
+
+* :func:`trace` — one prompt: load the model and transcoders, compute the full graph, prune,
+  score, and (given a database) store the pruned graph under a ``trace`` run.
+* :func:`ingest_task` — a task's prompts (``mechgraph ingest --graph transcoders``): one
+  prompt graph per example, its target the task's logit difference (answer − counterfactual
+  answer), each stored; then the position-free task graph aggregated from the stored graphs.
+
+Both are idempotent: the run id is the hash of the configuration, prompt ids hash run, tokens
+and targets, and every write MERGEs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from graphdb.provenance import RunRecord
+from graphdb.writer import GraphWriter
+from ingest.errors import SpecError, TaskError
+from ingest.replacement.config import TraceConfig
+from ingest.replacement.graph import PromptGraph
+from ingest.replacement.prune import Layout, Pruned, Scores, masked, prune, scores
+
+#: progress(stage, done, total)
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    """One prompt to trace. ``target``: ``None`` (salient logits) or ``"ANSWER/COUNTER"``
+    (the logit difference of two single-token answers)."""
+
+    model: str
+    transcoders: str
+    prompt: str
+    target: str | None = None
+    config: TraceConfig = field(default_factory=TraceConfig)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not self.prompt.strip():
+            raise ValueError("the prompt is empty")
+        if self.target is not None and len(self.target.split("/")) != 2:
+            raise ValueError(f"a target is ANSWER/COUNTERFACTUAL_ANSWER (two tokens), got {self.target!r}")
+
+
+@dataclass
+class TraceResult:
+    graph: PromptGraph
+    pruned: Pruned
+    full: Scores
+    pruned_scores: Scores
+    run: str
+    prompt: str | None          # the stored prompt id (None when not stored)
+    stored_nodes: int = 0
+    stored_edges: int = 0
+    seconds: float = 0.0
+
+    @property
+    def pruned_nodes(self) -> int:
+        return int(self.pruned.node_mask.sum())
+
+    @property
+    def pruned_edges(self) -> int:
+        return int((self.pruned.edge_mask & (self.graph.adjacency != 0)).sum())
+
+
+def model_and_labels(model_spec: str, device: str) -> tuple[Any, str, str]:
+    """The model and its (model label, checkpoint label) in the store."""
+    from ingest.pipeline import model_labels
+    from ingest.zoo.specs import load_model, parse_model_spec
+
+    spec = parse_model_spec(model_spec)
+    label, checkpoint, _ = model_labels(spec, "resid")
+    return load_model(spec, device=device), label, checkpoint
+
+
+def _token_id(model: Any, text: str) -> int:
+    ids = model.to_tokens(text, prepend_bos=False)[0].tolist()
+    if len(ids) != 1:
+        raise TaskError(f"target {text!r} is {len(ids)} tokens for this model's tokenizer; it must be one")
+    return int(ids[0])
+
+
+def prune_and_score(graph: PromptGraph, config: TraceConfig) -> tuple[Pruned, Scores, Scores]:
+    layout = Layout(graph.n_features, graph.n_errors, graph.n_pos, graph.n_targets)
+    p = prune(graph.adjacency, layout, graph.target_weights, node_threshold=config.node_threshold,
+              edge_threshold=config.edge_threshold)
+    return p, scores(graph.adjacency, layout, graph.target_weights), \
+        scores(masked(graph.adjacency, p), layout, graph.target_weights)
+
+
+def trace(request: TraceRequest, *, db: Any | None = None, progress: Progress | None = None,
+          writer: GraphWriter | None = None) -> TraceResult:
+    """Trace one prompt; store it when ``db`` is given (see the module docstring)."""
+    from ingest.dictionaries.transcoder_set import load_transcoders
+    from ingest.replacement.attribute import trace_prompt
+    from ingest.replacement.store import GraphLabels, write_prompt_graph
+    from ingest.replacement.targets import logit_diff_target
+
+    t0 = time.perf_counter()
+    model, label, checkpoint = model_and_labels(request.model, request.device)
+    tcs = load_transcoders(request.transcoders, device=request.device)
+    tokens = model.to_tokens(request.prompt)[0]
+    targets = None
+    if request.target is not None:
+        a, c = request.target.split("/")
+        targets = [logit_diff_target(_token_id(model, a), _token_id(model, c), model.W_U.detach(),
+                                     model.b_U.detach(), model.tokenizer.decode)]
+    graph = trace_prompt(model, tcs, tokens, request.config, prompt=request.prompt, targets=targets,
+                         progress=progress)
+    pruned, full, ps = prune_and_score(graph, request.config)
+    record = RunRecord(kind="trace", seed=0, config={
+        "model": request.model, "model_label": label, "checkpoint": checkpoint, "transcoders": request.transcoders,
+        "transcoder_kind": tcs.kind, "target": request.target, "trace": request.config.as_dict()})
+    result = TraceResult(graph=graph, pruned=pruned, full=full, pruned_scores=ps, run=record.run_id, prompt=None)
+    if db is not None:
+        writer = writer or GraphWriter(db)
+        stored = write_prompt_graph(writer, graph, pruned, GraphLabels(label, checkpoint, tcs.kind), record,
+                                    transcoders=request.transcoders, full=full, pruned_scores=ps)
+        result.prompt, result.stored_nodes, result.stored_edges = stored.prompt, stored.nodes, stored.edges
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+@dataclass(frozen=True)
+class TaskTraceConfig:
+    """``mechgraph ingest --graph transcoders``: a task's prompts through the replacement model."""
+
+    model: str
+    transcoders: str
+    tasks: tuple[str, ...]
+    examples: int = 8
+    split: Literal["train", "test"] = "test"
+    seed: int = 0
+    beta: Literal["mean", "sum"] = "mean"
+    trace: TraceConfig = field(default_factory=TraceConfig)
+
+    def __post_init__(self) -> None:
+        if not self.transcoders:
+            raise ValueError("--graph transcoders needs --transcoders SPEC")
+        if not self.tasks:
+            raise ValueError("name at least one task (--task)")
+        if self.examples < 1:
+            raise ValueError(f"examples must be at least 1, got {self.examples}")
+        if self.beta not in ("mean", "sum"):
+            raise ValueError(f"beta must be mean or sum for transcoder graphs, got {self.beta!r}")
+
+
+@dataclass
+class TaskTraceResult:
+    task: str
+    prompts: list[str]
+    nodes: int
+    edges: int
+    task_edges: int
+    replacement: float
+    completeness: float
+    seconds: float
+
+
+def ingest_task(db: Any, config: TaskTraceConfig, *, device: str = "cpu", progress: Progress | None = None,
+                writer: GraphWriter | None = None) -> tuple[str, list[TaskTraceResult]]:
+    """Trace and store every example's prompt graph per task, then write the task graph."""
+    from ingest.dictionaries.transcoder_set import load_transcoders
+    from ingest.replacement.aggregate import aggregate, read_prompt_edges, write_task_graph
+    from ingest.replacement.attribute import trace_prompt
+    from ingest.replacement.store import GraphLabels, write_prompt_graph
+    from ingest.replacement.targets import logit_diff_target
+    from ingest.tasks import get_task
+    from ingest.tasks.encode import encode_examples
+
+    tasks = [get_task(t) for t in config.tasks]
+    model, label, checkpoint = model_and_labels(config.model, device)
+    tcs = load_transcoders(config.transcoders, device=device)
+    record = RunRecord(kind="ingest-transcoders", seed=config.seed, config={
+        "model": config.model, "model_label": label, "checkpoint": checkpoint, "transcoders": config.transcoders,
+        "transcoder_kind": tcs.kind, "tasks": list(config.tasks), "examples": config.examples,
+        "split": config.split, "beta": config.beta, "trace": config.trace.as_dict()})
+    writer = writer or GraphWriter(db)
+    out = []
+    for task in tasks:
+        t0 = time.perf_counter()
+        examples = task.examples(config.examples, seed=config.seed, split=config.split)
+        if not examples:
+            raise TaskError(f"task {task.name!r} produced no examples")
+        batch = encode_examples(model.tokenizer, examples)
+        labels = GraphLabels(label, checkpoint, tcs.kind, task=task.name)
+        prompts, nodes, edges, reps, comps = [], 0, 0, [], []
+        for i in range(len(batch)):
+            tokens = batch.tokens[i, :int(batch.last[i]) + 1]
+            target = logit_diff_target(int(batch.answer[i]), int(batch.cf_answer[i]), model.W_U.detach(),
+                                       model.b_U.detach(), model.tokenizer.decode)
+            graph = trace_prompt(model, tcs, tokens, config.trace, prompt=examples[i].clean, targets=[target])
+            pruned, full, ps = prune_and_score(graph, config.trace)
+            stored = write_prompt_graph(writer, graph, pruned, labels, record, transcoders=config.transcoders,
+                                        full=full, pruned_scores=ps)
+            prompts.append(stored.prompt)
+            nodes, edges = nodes + stored.nodes, edges + stored.edges
+            reps.append(full.replacement)
+            comps.append(full.completeness)
+            if progress:
+                progress(task.name, i + 1, len(batch))
+        weights = aggregate(read_prompt_edges(db, prompts), len(prompts), config.beta)
+        n_task = write_task_graph(writer, weights, record, model=label, checkpoint=checkpoint, task=task.name,
+                                  dictionary=tcs.kind)
+        out.append(TaskTraceResult(task=task.name, prompts=prompts, nodes=nodes, edges=edges, task_edges=n_task,
+                                   replacement=sum(reps) / len(reps), completeness=sum(comps) / len(comps),
+                                   seconds=time.perf_counter() - t0))
+    return record.run_id, out
+
+
+def check_transcoder_spec(spec: str | None) -> str:
+    if not spec:
+        raise SpecError("--graph transcoders needs --transcoders SPEC (path:DIR, SPEC,SPEC,..., release:RELEASE)")
+    return spec
