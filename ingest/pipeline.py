@@ -35,6 +35,7 @@ from graphdb.schema import Granularity, Label, Rel
 from graphdb.writer import GraphWriter
 from ingest.attribution.config import AttributionConfig
 from ingest.errors import AttributionError, ModelUnavailableError, SpecError, TaskError
+from mechgraph.errors import require_positive
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,7 @@ class IngestConfig:
             parse_dicts_all(text)  # a SpecError (a ValueError) names the accepted forms
         if self.graph not in GRAPH_HOOKS:
             raise ValueError(f"graph must be one of {', '.join(GRAPH_HOOKS)}, got {self.graph!r}")
-        if self.examples < 1:
-            raise ValueError(f"examples must be at least 1, got {self.examples}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        require_positive(examples=self.examples, batch_size=self.batch_size)
         if self.split not in ("train", "test"):
             raise ValueError(f"split must be train or test, got {self.split!r}")
 

@@ -17,3 +17,13 @@ class MechgraphError(Exception):
 
 class ConfigError(MechgraphError, ValueError):
     """A setting, option or parameter value is invalid."""
+
+
+def require_positive(**counts: int) -> None:
+    """Raise ``ValueError`` naming the first of ``counts`` (option name → value) that is below 1.
+
+    Configs call it in ``__post_init__`` for their counts (examples, batch sizes, ...), so every
+    such check words its error the same way."""
+    for name, value in counts.items():
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value!r}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mechgraph.errors import require_positive
+
 
 @dataclass(frozen=True)
 class TraceConfig:
@@ -24,20 +26,17 @@ class TraceConfig:
     """
 
     max_n_logits: int = 10
+    max_feature_nodes: int | None = None
     desired_logit_prob: float = 0.95
     batch_size: int = 256
-    max_feature_nodes: int | None = None
     node_threshold: float = 0.8
     edge_threshold: float = 0.98
     zero_bos: bool = True
 
     def __post_init__(self) -> None:
-        if self.max_n_logits < 1:
-            raise ValueError(f"max_n_logits must be at least 1, got {self.max_n_logits}")
+        require_positive(max_n_logits=self.max_n_logits, batch_size=self.batch_size)
         if not 0 < self.desired_logit_prob <= 1:
             raise ValueError(f"desired_logit_prob must be in (0, 1], got {self.desired_logit_prob}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.max_feature_nodes is not None and self.max_feature_nodes < 1:
             raise ValueError(f"max_feature_nodes must be at least 1 (or unset), got {self.max_feature_nodes}")
         for name in ("node_threshold", "edge_threshold"):

@@ -23,6 +23,7 @@ from ingest.errors import SpecError, TaskError
 from ingest.replacement.config import TraceConfig
 from ingest.replacement.graph import PromptGraph
 from ingest.replacement.prune import Layout, Pruned, Scores, masked, prune, scores
+from mechgraph.errors import require_positive
 
 #: progress(stage, done, total)
 Progress = Callable[[str, int, int], None]
@@ -144,8 +145,7 @@ class TaskTraceConfig:
             raise ValueError("--graph transcoders needs --transcoders SPEC")
         if not self.tasks:
             raise ValueError("name at least one task (--task)")
-        if self.examples < 1:
-            raise ValueError(f"examples must be at least 1, got {self.examples}")
+        require_positive(examples=self.examples)
         if self.beta not in ("mean", "sum"):
             raise ValueError(f"beta must be mean or sum for transcoder graphs, got {self.beta!r}")
 
