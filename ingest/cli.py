@@ -30,13 +30,17 @@ DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:N or
 
 
 class Bars:
-    """``progress(description, total) -> advance`` on a rich progress display (stderr)."""
+    """``progress(description, total) -> advance`` on a rich progress display (stderr, when it is a terminal)."""
 
     def __init__(self) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        console = Console(stderr=True)
+        # Bars only on a terminal: captured stderr (a log file, a pipe, CI) holds the messages
+        # and the error line, not frames of bars.
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                                 disable=not console.is_terminal)
 
     def __call__(self, description: str, total: int) -> Any:
         task = self.progress.add_task(description, total=total)
