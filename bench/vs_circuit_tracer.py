@@ -67,7 +67,8 @@ def build_case(kind: str, size: str, seed: int, n_prompts: int, batch_size: int,
     from safetensors.torch import save_file
     from sae_lens.saes import SkipTranscoder, SkipTranscoderConfig
 
-    from ingest.dictionaries.transcoder import CrossLayerTranscoder, in_hook
+    from ingest.dictionaries.transcoder import in_hook
+    from ingest.dictionaries.transcoder_set import CrossLayerTranscoder
     from ingest.zoo.store import save_checkpoint
     from ingest.zoo.tokenizer import build_tokenizer
     from ingest.zoo.train import ToyModelConfig, build_model

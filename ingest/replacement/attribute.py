@@ -35,7 +35,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ingest.dictionaries.transcoder import Transcoders
+from ingest.dictionaries.transcoder_set import Transcoders
 from ingest.errors import AttributionError
 from ingest.replacement.config import TraceConfig
 from ingest.replacement.graph import PromptGraph

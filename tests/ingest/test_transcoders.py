@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ingest.dictionaries import TranscoderDictionary, load_dictionary
-from ingest.dictionaries.transcoder import CrossLayerTranscoders, PerLayerTranscoders
+from ingest.dictionaries.transcoder_set import CrossLayerTranscoders, PerLayerTranscoders
 from ingest.dictionaries.transcoder_set import load_transcoders
 from ingest.errors import DictionaryError
 from tests.ingest.replacement.conftest import D_MODEL, KINDS, make_clt, make_plt

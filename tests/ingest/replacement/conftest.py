@@ -12,13 +12,11 @@ import pytest
 import torch
 
 from ingest.dictionaries.transcoder import (
-    CrossLayerTranscoder,
-    CrossLayerTranscoders,
-    PerLayerTranscoders,
     TopKTranscoder,
     TranscoderDictionary,
     in_hook,
 )
+from ingest.dictionaries.transcoder_set import CrossLayerTranscoder, CrossLayerTranscoders, PerLayerTranscoders
 
 D_MODEL, D_MLP, D_DICT, N_LAYERS = 16, 32, 24, 2
 PROMPT = "When Mary and John went to the store , John gave a ring to"

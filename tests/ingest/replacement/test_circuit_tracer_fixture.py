@@ -18,12 +18,10 @@ import pytest
 import torch
 
 from ingest.dictionaries.transcoder import (
-    CrossLayerTranscoder,
-    CrossLayerTranscoders,
-    PerLayerTranscoders,
     TranscoderDictionary,
     in_hook,
 )
+from ingest.dictionaries.transcoder_set import CrossLayerTranscoder, CrossLayerTranscoders, PerLayerTranscoders
 from ingest.replacement.attribute import trace_prompt
 from ingest.replacement.config import TraceConfig
 from ingest.replacement.prune import Layout, prune, scores
