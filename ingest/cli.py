@@ -190,8 +190,11 @@ def check(spec: Annotated[str, typer.Argument(help="zoo:NAME[@CKPT], smollm2-135
     rows, skipped = [], []
     for name in task or builtin_task_names():
         t = get_task(name)
+        n = min(examples, t.available("test"))  # a check clamps to what the task has, and says so
+        if n < examples:
+            typer.echo(f"{t.name}: {n} held-out examples (of the {examples} asked for) are all it has", err=True)
         try:
-            batch = encode_examples(model.tokenizer, t.examples(examples, seed=0, split="test")).to(device)
+            batch = encode_examples(model.tokenizer, t.examples(n, seed=0, split="test")).to(device)
         except TaskError as e:
             if task:  # a task the user named must work
                 raise

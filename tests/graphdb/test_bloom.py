@@ -51,7 +51,7 @@ def test_the_perspective_names_only_what_the_schema_has(tmp_path: Path) -> None:
     assert any(rule["basedOn"] == "abs_weight" and rule["applySize"] for rule in attr["styleRules"])
     assert [t["name"] for t in doc["templates"]] == list(library())
     hubs = next(t for t in doc["templates"] if t["name"] == "hubs")
-    assert {p["name"] for p in hubs["params"]} == {"$model", "$checkpoint", "$task", "$limit"}
+    assert {p["name"] for p in hubs["params"]} == {"$model", "$checkpoint", "$task", "$run", "$granularity", "$limit"}
     assert next(p for p in hubs["params"] if p["name"] == "$limit")["dataType"] == "Integer"
     assert "wrote" in result.output and "search phrases" in result.output
 

@@ -206,6 +206,7 @@ def test_a_data_dir_that_is_a_file_is_one_error_line(tmp_path, env):
     r = subprocess.run([*CLI, "--data-dir", str(not_a_dir), "db", "start"],
                        env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
-    assert r.stderr.splitlines() == [
-        f"mechgraph: error: the data directory {not_a_dir} exists and is not a directory: "
-        "choose another with --data-dir or MECHGRAPH_HOME"]
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"mechgraph: error: the data directory {not_a_dir} ")
+    assert "not a directory" in lines[0] and "--data-dir or MECHGRAPH_HOME" in lines[0]
