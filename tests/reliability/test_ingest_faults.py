@@ -16,8 +16,6 @@ from typing import Any
 
 import pytest
 
-from ingest.attribution.config import AttributionConfig
-from ingest.pipeline import IngestConfig, ingest
 
 D = 16
 DICTS = (f"identity:{D}/blocks.0.hook_resid_post", f"identity:{D}/blocks.1.hook_resid_post")
@@ -49,11 +47,13 @@ def _graph(db: Any) -> tuple[dict[tuple[str, str, str, str], float], int, int]:
     return {(r["a"], r["b"], r["run"], r["g"]): r["w"] for r in rows}, nodes, rels
 
 
-def _uninterrupted(db: Any, model_dir: Path, tmp_path: Path) -> tuple[Any, int, int]:
+def _uninterrupted(db: Any, settings: Any, model_dir: Path, tmp_path: Path) -> tuple[Any, int, int]:
+    """The graph one uninterrupted ``mechgraph ingest`` process writes (a process of its own, as
+    the interrupted ones are: nothing of this test process's state can leak into it)."""
     db.write("MATCH (n) DETACH DELETE n")
-    config = IngestConfig(model=f"path:{model_dir}", tasks=TASKS, dicts=DICTS, examples=EXAMPLES, batch_size=BATCH,
-                          attribution=AttributionConfig(steps=2, threshold=1e-3))
-    ingest(db, config, state_root=tmp_path / "alone")
+    done = subprocess.run(_args(model_dir, tmp_path / "alone"), env=_env(settings), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
     graph = _graph(db)
     db.write("MATCH (n) DETACH DELETE n")
     return graph
@@ -85,7 +85,7 @@ def _env(settings: Any) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("phase", ["accumulating", "writing"])
 def test_ingest_killed_then_rerun_writes_the_uninterrupted_graph(db, neo4j_settings, model_dir, tmp_path, phase):
-    expected = _uninterrupted(db, model_dir, tmp_path)
+    expected = _uninterrupted(db, neo4j_settings, model_dir, tmp_path)
     home = tmp_path / "home"
     args, env = _args(model_dir, home), _env(neo4j_settings)
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -109,14 +109,14 @@ def test_ingest_killed_then_rerun_writes_the_uninterrupted_graph(db, neo4j_setti
 
 
 @pytest.mark.slow
-def test_server_killed_mid_ingest_then_rerun_writes_the_uninterrupted_graph(db, model_dir, tmp_path):
+def test_server_killed_mid_ingest_then_rerun_writes_the_uninterrupted_graph(db, neo4j_settings, model_dir, tmp_path):
     """Against its own embedded server (the ingest starts it): SIGKILL of the server while the
     ingest accumulates; the ingest fails with one error line; the re-run (which restarts the
     server) writes the uninterrupted graph."""
     from graphdb.connection import connect
     from graphdb.embedded import EmbeddedServer
 
-    expected = _uninterrupted(db, model_dir, tmp_path)
+    expected = _uninterrupted(db, neo4j_settings, model_dir, tmp_path)
     home = tmp_path / "own"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEO4J_")}
     args = _args(model_dir, home)
