@@ -39,12 +39,16 @@ def _args(model_dir: Path, home: Path) -> list[str]:
     return args
 
 
-def _graph(db: Any) -> tuple[dict[tuple[str, str, str, str], float], int, int]:
+def _graph(db: Any) -> tuple[dict[tuple[str, str, str, str, str], float], int, int]:
     rows = db.read("MATCH (a)-[r:ATTRIBUTES_TO]->(b) RETURN a.key AS a, b.key AS b, r.run AS run, "
-                   "r.granularity AS g, r.weight AS w")
+                   "r.task AS task, r.granularity AS g, r.weight AS w")
     nodes = db.read("MATCH (n) RETURN count(n) AS c")[0]["c"]
     rels = db.read("MATCH ()-[r]->() RETURN count(r) AS c")[0]["c"]
-    return {(r["a"], r["b"], r["run"], r["g"]): r["w"] for r in rows}, nodes, rels
+    # One entry per relationship: the task is part of the key (without it, the edges two tasks
+    # share endpoints for would collapse to whichever the store returned last).
+    edges = {(r["a"], r["b"], r["run"], r["task"], r["g"]): r["w"] for r in rows}
+    assert len(edges) == len(rows)
+    return edges, nodes, rels
 
 
 def _uninterrupted(db: Any, settings: Any, model_dir: Path, tmp_path: Path) -> tuple[Any, int, int]:
@@ -83,7 +87,6 @@ def _env(settings: Any) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="in the full suite, two mechgraph ingest processes of the same run wrote different weights (alone they agree); the cause is not found yet: see the closing note of the stop that added this", strict=False)
 @pytest.mark.parametrize("phase", ["accumulating", "writing"])
 def test_ingest_killed_then_rerun_writes_the_uninterrupted_graph(db, neo4j_settings, model_dir, tmp_path, phase):
     expected = _uninterrupted(db, neo4j_settings, model_dir, tmp_path)
