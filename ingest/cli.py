@@ -73,6 +73,7 @@ class Bars:
 def build(
     size: Annotated[list[str] | None, typer.Option("--size", "-s", help="Build only this size (repeatable): mt-small, mt-large.")] = None,
     smollm2: Annotated[bool, typer.Option("--smollm2/--no-smollm2", help="Also train SAEs on SmolLM2-135M layers (needs the smollm2 extra).")] = False,
+    transcoders: Annotated[bool, typer.Option("--transcoders/--no-transcoders", help="Also train TopK transcoders: every MLP of every mt-small checkpoint and of the final mt-large, and a cross-layer transcoder for the final mt-small (a separate cached step; `mechgraph demo` runs it).")] = False,
     device: DeviceOpt = "cpu",
     zoo: ZooOpt = None,
 ) -> None:
@@ -91,6 +92,11 @@ def build(
         if smollm2:  # says itself whether it was up to date
             from ingest.zoo.smollm2_saes import build_smollm2_saes
             build_smollm2_saes(root, device=device, progress=bars.progress.console.log)
+        if transcoders:
+            from ingest.zoo.transcoder_build import build_zoo_transcoders
+            made, kept = build_zoo_transcoders(root, device=device, say=bars.progress.console.log)
+            if not made:
+                typer.echo(f"zoo transcoders up to date ({', '.join(kept) or 'no toy models'})", err=True)
     if not result.built:
         typer.echo(f"toy models up to date in {root}: nothing to do ({', '.join(result.cached)} cached)",
                    err=True)
@@ -141,6 +147,12 @@ def _print_zoo(manifests: dict[str, Any], root: Path, fmt: Format, *, saes: bool
                         "build_min": round(m.get("build_seconds", 0) / 60, 1)})
     if summary:
         render(summary, list(summary[0]), fmt, title="SAEs per model")
+    from ingest.zoo.transcoder_build import transcoder_rows
+    trows = transcoder_rows(manifests, root)
+    if trows:
+        columns = list(dict.fromkeys(k for r in trows for k in r))
+        render(trows, columns, fmt, title="transcoders: max FVU (unexplained MLP-output variance) and L0 over "
+                                          "layers, replacement-model accuracy / clean per task")
     if saes:
         srows = sae_rows(manifests)
         if srows:

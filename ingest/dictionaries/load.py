@@ -48,6 +48,14 @@ _BUILTIN = ("path", "release", "identity")
 _FORMS = ("a dictionary spec is path:DIR, release:RELEASE/SAE_ID, identity:D_IN[/HOOK_NAME]"
           " or SCHEME:... for a registered scheme")
 _resolvers: dict[str, Resolver] = {}
+#: Schemes that also name a whole transcoder set (``load_transcoders``): ``resolver(body) ->
+#: spec`` of another form, for bodies without ``/`` or ending in ``/clt`` (the zoo's ``zoo:``).
+SET_RESOLVERS: dict[str, Callable[[str], str]] = {}
+
+
+def register_transcoder_set_scheme(scheme: str, resolver: Callable[[str], str]) -> None:
+    """Make ``load_transcoders("SCHEME:BODY")`` load ``resolver(BODY)``; see :data:`SET_RESOLVERS`."""
+    SET_RESOLVERS[scheme] = resolver
 
 
 def register_dictionary_scheme(scheme: str, resolver: Resolver) -> None:

@@ -9,6 +9,7 @@ offline it fails in one sentence).
 
 from __future__ import annotations
 
+import importlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from ingest.dictionaries.base import DescribeValue, Dictionary
-from ingest.dictionaries.load import load_dictionary, parse_spec
+from ingest.dictionaries.load import SCHEME_PROVIDERS, SET_RESOLVERS, load_dictionary, parse_spec
 from ingest.dictionaries.transcoder import (
     MECHGRAPH_FILE,
     SET_FILE,
@@ -254,6 +255,10 @@ def load_transcoders(spec: str, *, device: str = "cpu") -> Transcoders:
     scheme, body = parse_spec(spec)
     if scheme == "release" and "/" not in body:
         return _load_release_set(body, device)
+    if scheme in SCHEME_PROVIDERS:   # its module registers its set resolver (the zoo's: zoo:NAME@CKPT[/clt])
+        importlib.import_module(SCHEME_PROVIDERS[scheme])
+    if scheme in SET_RESOLVERS and ("/" not in body or body.endswith("/clt")):
+        return load_transcoders(SET_RESOLVERS[scheme](body), device=device)
     if scheme != "path":
         d = load_dictionary(spec, device=device)
         return PerLayerTranscoders([_as_transcoder(d, spec)], source=spec).to(device)

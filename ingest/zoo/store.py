@@ -8,6 +8,7 @@ Layout (one directory per model, written whole or not at all)::
       <model>/tokenizer/              the word-level tokenizer (Hugging Face format)
       <model>/checkpoints/step-000020/{tl_config.json, model.safetensors}
       <model>/saes/step-000020/<hook>/{cfg.json, sae_weights.safetensors, ...}   (sae_lens)
+      <model>/transcoders/            TopK transcoders (zoo build --transcoders; transcoder_build.py)
 """
 
 from __future__ import annotations

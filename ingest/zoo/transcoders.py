@@ -107,3 +107,52 @@ def train_transcoder_set(model: Any, tokens: Tensor, mask: Tensor, out_dir: Path
         t, evs[layer] = train_topk_transcoder(x, y, layer, cfg)
         t.save(Path(out_dir) / f"layer_{layer}")
     return evs
+
+
+def train_topk_clt(acts: list[tuple[Tensor, Tensor]], cfg: TranscoderTrainConfig) -> tuple[Any, list[float]]:
+    """One TopK cross-layer transcoder on every layer's (MLP input, MLP output) pairs, the rows
+    aligned across layers (the same tokens): encoder ``l`` reads layer ``l``'s MLP input, and
+    layer ``l'``'s output is predicted from the features of every layer ``l <= l'``, all trained
+    jointly on the summed squared error. Returns the CLT and each layer's explained variance."""
+    from ingest.dictionaries.transcoder import apply_activation
+    from ingest.dictionaries.transcoder_set import CrossLayerTranscoder
+
+    L = len(acts)
+    d_model = acts[0][0].shape[1]
+    d_dict = cfg.expansion * d_model
+    g = torch.Generator().manual_seed(cfg.seed + 1000)
+    clt = CrossLayerTranscoder(L, d_model, d_dict, activation="topk", k=cfg.k, skip=cfg.skip)
+    xs = [x for x, _ in acts]
+    ys = [y for _, y in acts]
+    with torch.no_grad():
+        for layer in range(L):
+            clt.W_enc[layer].copy_(torch.randn(d_model, d_dict, generator=g) / d_model ** 0.5)
+            W = torch.randn(d_dict, L - layer, d_model, generator=g)
+            # the decoders of one feature share a unit norm over all the layers it writes
+            clt.W_dec[layer].copy_(W / W.norm(dim=(1, 2), keepdim=True) / (L - layer) ** 0.5)
+            clt.b_dec[layer].copy_(ys[layer].mean(0))
+    opt = torch.optim.Adam(clt.parameters(), lr=cfg.lr)
+
+    def predict(idx: Tensor | None) -> list[Tensor]:
+        outs = []
+        feats = []
+        for layer in range(L):
+            x = xs[layer] if idx is None else xs[layer][idx]
+            feats.append(apply_activation("topk", x @ clt.W_enc[layer] + clt.b_enc[layer], k=cfg.k))
+            y = clt.b_dec[layer] + sum(feats[src] @ clt.W_dec[src][:, layer - src] for src in range(layer + 1))
+            if clt.W_skip is not None:
+                y = y + x @ clt.W_skip[layer].T
+            outs.append(y)
+        return outs
+
+    n = len(xs[0])
+    for _ in range(cfg.steps):
+        idx = torch.randint(0, n, (min(cfg.batch_tokens, n),), generator=g)
+        loss = sum(((p - y[idx]) ** 2).sum(-1).mean() for p, y in zip(predict(idx), ys, strict=True))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        evs = [float(1 - ((p - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
+               for p, y in zip(predict(None), ys, strict=True)]
+    return clt, evs
