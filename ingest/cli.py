@@ -229,7 +229,7 @@ def ingest_command(
     dicts: Annotated[list[str] | None, typer.Option("--dicts", "-d", help="Dictionary spec (repeatable): zoo:NAME@CKPT/HOOK, path:DIR, identity:D/HOOK, release:RELEASE/SAE_ID. [default: the model's zoo SAEs picked by --graph]")] = None,
     graph: Annotated[str, typer.Option(help="Which zoo SAEs to use without --dicts: resid (resid_post of every layer) or module (attn_out and mlp_out of every layer); or transcoders: one replacement graph per prompt (with --transcoders), aggregated into the task graph.")] = "resid",
     dicts_all: Annotated[list[str] | None, typer.Option("--dicts-all", help="One dictionary kind on sites of every layer (repeatable): SOURCE[@SITES], SOURCE = identity, svd (fitted on the tasks' train prompts) or a spec with a {hook} / {layer} placeholder (path:DIR/{hook}); SITES = comma list of resid_pre, attn_out, resid_mid, mlp_out, resid_post [default: resid_post]. E.g. identity@resid_post, svd@attn_out,mlp_out.")] = None,
-    transcoders: Annotated[str | None, typer.Option("--transcoders", "-T", help="With --graph transcoders: the transcoder spec (path:DIR, SPEC,SPEC,..., release:RELEASE).")] = None,
+    transcoders: Annotated[str | None, typer.Option("--transcoders", "-T", help="With --graph transcoders: the transcoder spec (path:DIR, SPEC,SPEC,..., release:RELEASE, zoo:NAME@CKPT[/clt]); a zoo model defaults to the zoo's per-layer transcoders of its checkpoint.")] = None,
     examples: Annotated[int, typer.Option("--examples", "-n", help="Examples per task.")] = 32,
     batch_size: Annotated[int, typer.Option(help="Examples per forward/backward batch (memory vs speed).")] = 8,
     split: Annotated[str, typer.Option(help="Task split the examples come from: test (held out from training) or train.")] = "test",
@@ -307,7 +307,7 @@ def _ingest_transcoders(ctx: typer.Context, model: str, tasks: list[str], transc
     from ingest.replacement.jobs import TaskTraceConfig, check_transcoder_spec, ingest_task
 
     try:
-        config = TaskTraceConfig(model=model, transcoders=check_transcoder_spec(transcoders), tasks=tuple(tasks),
+        config = TaskTraceConfig(model=model, transcoders=check_transcoder_spec(transcoders, model), tasks=tuple(tasks),
                                  examples=examples, split=split, seed=seed, beta=beta)  # type: ignore[arg-type]
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None

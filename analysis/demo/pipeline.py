@@ -12,7 +12,9 @@ Stages (each a library call, timed; the summary prints where everything went):
 6. **shortcut**: the gender-shortcut showcase (node vs edge ablation);
 7. analyses registered in :data:`EXTRA_STAGES` (task disentanglement with the kill table,
    matching across checkpoints and sizes);
-8. **report**: one HTML page read back from the database.
+8. **transcoders**: the zoo's TopK transcoders (a cached step), one traced prompt graph of the
+   final small model, and the transcoder task graph of the evaluated task with its communities;
+9. **report**: one HTML page read back from the database.
 """
 
 from __future__ import annotations
@@ -232,6 +234,43 @@ def _stage_matching(state: DemoState, bars: Any) -> None:
                            f"(activation similarity >= 0.5 and the same dominant task); table {sizes.csv}")
 
 
+def _stage_transcoders(state: DemoState, bars: Any) -> None:
+    """The zoo's transcoders (a cached step), one traced prompt of the final small model, and
+    the transcoder task graph of the evaluated task, partitioned like the others."""
+    from analysis.communities.partition import CommunityConfig, partition, write_communities
+    from analysis.subgraph import Selection, pull_subgraph
+    from graphdb.schema import Granularity
+    from ingest.replacement.jobs import TaskTraceConfig, TraceRequest, ingest_task, trace
+    from ingest.tasks import get_task
+    from ingest.zoo.store import zoo_root
+    from ingest.zoo.transcoder_build import build_zoo_transcoders
+
+    cfg = state.config
+    say = bars.progress.console.log if bars else (lambda s: None)
+    built, cached = build_zoo_transcoders(zoo_root(None), device=cfg.device, say=say)
+    spec = f"zoo:{cfg.small}@final"
+    example = get_task(cfg.eval_task).examples(1, seed=cfg.seed, split="test")[0]
+    t = trace(TraceRequest(model=spec, transcoders=spec, prompt=example.prompt, device=cfg.device), db=state.db)
+    state.results["trace"] = t
+    state.lines.append(f"transcoders: built {', '.join(built) or 'nothing'}; cached {', '.join(cached) or 'nothing'}. "
+                       f"trace {spec} {example.prompt!r}: {t.graph.n_nodes} nodes, {t.pruned_nodes} after pruning "
+                       f"({t.pruned_edges} edges), replacement {t.full.replacement:.3f}, completeness "
+                       f"{t.full.completeness:.3f}; prompt {t.prompt}")
+    run, results = ingest_task(state.db, TaskTraceConfig(model=spec, transcoders=spec, tasks=(cfg.eval_task,),
+                                                         examples=min(cfg.examples, 8), seed=cfg.seed),
+                               device=cfg.device)
+    r = results[0]
+    (model, ckpt), _ = final_small(state)
+    sub = pull_subgraph(state.db, Selection(model, ckpt, (cfg.eval_task,), run=run,
+                                            granularity=str(Granularity.FEATURE)))
+    config = CommunityConfig(method="leiden", seed=cfg.seed)
+    part = partition(sub, config)
+    comm_run = write_communities(state.db, sub, part, config)
+    state.lines.append(f"transcoder task graph {model} @ {ckpt} {cfg.eval_task}: run {run}, {len(r.prompts)} prompts, "
+                       f"{r.task_edges} task edges, mean replacement {r.replacement:.3f}; communities "
+                       f"{len(_sizes(part.labels[0]))}, modularity {part.modularity[0]:.3f} (run {comm_run})")
+
+
 def _stage_report(state: DemoState, bars: Any) -> None:
     from analysis.report.html import write_report
 
@@ -241,7 +280,8 @@ def _stage_report(state: DemoState, bars: Any) -> None:
 
 STAGES: list[tuple[str, Stage]] = [("zoo", _stage_zoo), ("ingest", _stage_ingest), ("communities", _stage_communities),
                                    ("ROIs", _stage_rois), ("evaluate", _stage_evaluate), ("shortcut", _stage_shortcut),
-                                   ("disentangle", _stage_disentangle), ("matching", _stage_matching)]
+                                   ("disentangle", _stage_disentangle), ("matching", _stage_matching),
+                                   ("transcoders", _stage_transcoders)]
 
 
 def run_demo(data_dir: Path, config: DemoConfig | None = None, *, bars: Any = None) -> DemoState:

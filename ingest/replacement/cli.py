@@ -15,8 +15,8 @@ from graphdb.tables import Format, render
 def trace_command(
     ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", "-m", help="Model spec: zoo:NAME[@CKPT], smollm2-135m, hf:NAME or path:DIR.")],
-    transcoders: Annotated[str, typer.Option("--transcoders", "-T", help="Transcoder spec: path:DIR (a CLT, a set directory, or one transcoder), SPEC,SPEC,... (one per layer) or release:RELEASE.")],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="The prompt (BOS is prepended).")],
+    transcoders: Annotated[str | None, typer.Option("--transcoders", "-T", help="Transcoder spec: path:DIR (a CLT, a set directory, or one transcoder), SPEC,SPEC,... (one per layer), release:RELEASE, or zoo:NAME@CKPT[/clt] (the zoo's, from `zoo build --transcoders`).", show_default="for a zoo model, the zoo's per-layer transcoders of its checkpoint")] = None,
     target: Annotated[str | None, typer.Option("--target", help="ANSWER/COUNTERFACTUAL: trace this logit difference instead of the top logits.")] = None,
     node_threshold: Annotated[float, typer.Option(help="Pruning keeps the nodes carrying this share of influence.")] = 0.8,
     edge_threshold: Annotated[float, typer.Option(help="Pruning keeps the edges carrying this share of edge influence.")] = 0.98,
@@ -35,9 +35,10 @@ def trace_command(
     (idempotently) unless --no-store; starts the embedded Neo4j unless NEO4J_URI is set."""
     from ingest.cli import Bars
     from ingest.replacement.config import TraceConfig
-    from ingest.replacement.jobs import TraceRequest, trace
+    from ingest.replacement.jobs import TraceRequest, check_transcoder_spec, trace
 
     try:
+        transcoders = check_transcoder_spec(transcoders, model)
         config = TraceConfig(max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob, batch_size=batch_size,
                              max_feature_nodes=max_feature_nodes, node_threshold=node_threshold,
                              edge_threshold=edge_threshold)

@@ -213,7 +213,12 @@ def ingest_task(db: Any, config: TaskTraceConfig, *, device: str = "cpu", progre
     return record.run_id, out
 
 
-def check_transcoder_spec(spec: str | None) -> str:
-    if not spec:
-        raise SpecError("--graph transcoders needs --transcoders SPEC (path:DIR, SPEC,SPEC,..., release:RELEASE)")
-    return spec
+def check_transcoder_spec(spec: str | None, model: str = "") -> str:
+    """The transcoder spec to use: ``spec``, or for a zoo model (``zoo:NAME[@CKPT]``) the zoo's
+    per-layer transcoders of that checkpoint (``zoo build --transcoders`` makes them)."""
+    if spec:
+        return spec
+    if model.strip().startswith("zoo:") and "/" not in model:
+        return model.strip()
+    raise SpecError("name the transcoders with --transcoders SPEC (path:DIR, SPEC,SPEC,..., release:RELEASE, "
+                    "zoo:NAME@CKPT[/clt]); only a zoo model has a default")

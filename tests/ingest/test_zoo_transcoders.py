@@ -159,3 +159,20 @@ def test_a_clt_without_cross_layer_decoders_is_its_per_layer_set(zoo, tmp_path):
     clt.save(tmp_path / "clt2")
     sc = score_transcoders(model, f"path:{tmp_path / 'clt2'}", tokens, mask, batch, "cpu")
     assert sc["fvu"][0] == sb["fvu"][0] and sc["fvu"][1] != sb["fvu"][1]
+
+
+def test_trace_on_a_zoo_model_defaults_to_its_transcoders(zoo, monkeypatch):
+    from ingest.replacement.jobs import check_transcoder_spec
+    from ingest.tasks import get_task
+
+    assert check_transcoder_spec(None, "zoo:micro@final") == "zoo:micro@final"
+    assert check_transcoder_spec("path:/x", "zoo:micro@final") == "path:/x"
+    with pytest.raises(SpecError, match="only a zoo model has a default"):
+        check_transcoder_spec(None, "path:/some/model")
+    monkeypatch.setenv("MECHGRAPH_ZOO", str(zoo))
+    prompt = get_task("ioi").examples(1, seed=0, split="test")[0].clean
+    r = CliRunner().invoke(app, ["trace", "--model", "zoo:micro@final", "--prompt", prompt, "--no-store",
+                                 "--format", "json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output[:r.output.index("]") + 1])
+    assert rows[0]["completeness"] <= 1 and rows[0]["nodes"] > 0
