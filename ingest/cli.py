@@ -220,7 +220,7 @@ def ingest_command(
     transcoders: Annotated[str | None, typer.Option("--transcoders", "-T", help="With --graph transcoders: the transcoder spec (path:DIR, SPEC,SPEC,..., release:RELEASE).")] = None,
     examples: Annotated[int, typer.Option("--examples", "-n", help="Examples per task.")] = 32,
     batch_size: Annotated[int, typer.Option(help="Examples per forward/backward batch (memory vs speed).")] = 8,
-    split: Annotated[str, typer.Option(help="Task split the examples come from: test (held out from training) or train.")] = "test",
+    split: Annotated[str, typer.Option(help="Task split the examples come from: test (held out from training), train, or all (every example; a JSONL row's own \"split\" field otherwise decides, else a hash of its prompt).")] = "test",
     steps: Annotated[int, typer.Option("--steps", "-k", help="Integrated-gradients steps; 1 = attribution patching.")] = 8,
     baseline: Annotated[str, typer.Option(help="Baseline of every node: zero, counterfactual (the task's counterfactual prompt) or mean (over a reference set).")] = "counterfactual",
     alpha: Annotated[str, typer.Option(help="Position aggregation of one example's u@p -> d@q weights: sum, mean or max (largest magnitude, signed).")] = "sum",

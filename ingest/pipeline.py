@@ -58,7 +58,7 @@ class IngestConfig:
     dicts_all: tuple[str, ...] = ()  # SOURCE[@SITES] on every layer (ingest/dictionaries/everywhere.py)
     examples: int = 32
     batch_size: int = 8
-    split: Literal["train", "test"] = "test"
+    split: Literal["train", "test", "all"] = "test"  # all: every example, whatever its split
     seed: int = 0
     include_embed: bool = True
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
@@ -74,8 +74,8 @@ class IngestConfig:
         if self.graph not in GRAPH_HOOKS:
             raise ValueError(f"graph must be one of {', '.join(GRAPH_HOOKS)}, got {self.graph!r}")
         require_positive(examples=self.examples, batch_size=self.batch_size)
-        if self.split not in ("train", "test"):
-            raise ValueError(f"split must be train or test, got {self.split!r}")
+        if self.split not in ("train", "test", "all"):
+            raise ValueError(f"split must be train, test or all, got {self.split!r}")
 
 
 @dataclass
@@ -161,9 +161,10 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
             raise TaskError(f"task {task.name!r} produced no examples")
         batches[task.name] = encode_examples(model.tokenizer, examples, n_ctx=model.cfg.n_ctx)
         if config.attribution.baseline == "mean":
-            # the reference set of a JSONL task is at most its training rows
-            ref = task.examples(min(config.attribution.mean_examples, max(task.available("train"), 1)),
-                                seed=config.seed + 1, split="train")
+            # the reference set of a JSONL task is at most its training rows (all rows with --split all)
+            ref_split = "all" if config.split == "all" else "train"
+            ref = task.examples(min(config.attribution.mean_examples, max(task.available(ref_split), 1)),
+                                seed=config.seed + 1, split=ref_split)
             reference[task.name] = encode_examples(model.tokenizer, ref, n_ctx=model.cfg.n_ctx)
     with torch.no_grad():
         for name, batch in batches.items():
