@@ -226,7 +226,8 @@ def ingest_command(
     alpha: Annotated[str, typer.Option(help="Position aggregation of one example's u@p -> d@q weights: sum, mean or max (largest magnitude, signed).")] = "sum",
     alpha_abs: Annotated[bool, typer.Option("--alpha-abs", help="Aggregate |w| over positions instead of signed w.")] = False,
     beta: Annotated[str, typer.Option(help="Example aggregation: mean, sum or max (largest magnitude, signed).")] = "mean",
-    threshold: Annotated[float, typer.Option("--threshold", help="Keep edges with |weight| >= this (after alpha and beta).")] = 0.01,
+    threshold: Annotated[float, typer.Option("--threshold", help="Keep edges with |weight| >= this (after alpha and beta). Edges under the noise floor are never kept, 0 included: see --noise-rel.")] = 0.01,
+    noise_rel: Annotated[float, typer.Option("--noise-rel", help="Noise floor: drop an edge with |weight| < this times the largest |weight| into its target (float32 rounding, e.g. exact zeros seen through a rotated basis); counted as noise_dropped. 0 keeps all.")] = 1e-6,
     top_k: Annotated[int, typer.Option("--top-k", help="Keep at most this many in-edges per downstream node (0 = all).")] = 0,
     example_threshold: Annotated[float | None, typer.Option(help="Drop per-example weights below this before beta (memory); default threshold/10.")] = None,
     no_embed: Annotated[bool, typer.Option("--no-embed", help="No embedding input node (the embedding is held at its clean value).")] = False,
@@ -258,7 +259,8 @@ def ingest_command(
 
     try:
         attribution = AttributionConfig(steps=steps, baseline=baseline, alpha=alpha, alpha_abs=alpha_abs, beta=beta,
-                                        threshold=threshold, top_k=top_k, example_threshold=example_threshold)
+                                        threshold=threshold, top_k=top_k, example_threshold=example_threshold,
+                                        noise_rel=noise_rel)
         config = IngestConfig(model=model, tasks=tuple(task), dicts=tuple(dicts or ()), graph=graph,  # type: ignore[arg-type]
                               dicts_all=tuple(dicts_all or ()),
                               examples=examples, batch_size=batch_size, split=split, seed=seed,  # type: ignore[arg-type]
@@ -271,6 +273,7 @@ def ingest_command(
     rows = [{"run": result.run, "task": t.task, "status": "up to date" if t.skipped else "written",
              "examples": None if t.skipped else t.examples, "features": None if t.skipped else t.features,
              "nodes_written": None if t.skipped else t.nodes, "edges": t.edges, "head_edges": t.head_edges,
+             "noise_dropped": None if t.skipped else t.noise_dropped,
              "metric_clean": None if t.skipped else round(t.metric_clean, 3),
              "metric_baseline": None if t.skipped else round(t.metric_base, 3),
              "seconds": round(t.seconds, 1)} for t in result.tasks]

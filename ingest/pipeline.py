@@ -89,6 +89,7 @@ class TaskGraph:
     nodes: int = 0
     edges: int = 0
     head_edges: int = 0
+    noise_dropped: int = 0  # edges under the noise floor (AttributionConfig.noise_rel), not stored
     heads: list[dict[str, Any]] = field(default_factory=list)
     metric_clean: float = float("nan")
     metric_base: float = float("nan")
@@ -390,7 +391,9 @@ def _write_task(writer: GraphWriter, resolved: Resolved, config: IngestConfig, r
             writer.write_nodes(what, rows)
             nodes += len(rows) if what in (Label.FEATURE, Label.ERROR, Label.INPUT, Label.OUTPUT) else 0
             features += len(rows) if what is Label.FEATURE else 0
-    edges = acc.result(a.threshold, a.top_k)
+    from ingest.attribution.aggregate import drop_noise, select
+    edges, noise = drop_noise({pair: acc.weights(pair) for pair in acc.keys}, a.noise_rel)
+    edges = select(edges, a.threshold, a.top_k)
     writer.write_relationships(Rel.ATTRIBUTES_TO, edge_rows(names, task, edges),
                                common=edge_common(names, task, record.run_id, Granularity.FEATURE))
     writer.write_relationships(Rel.IN_HEAD, in_head_rows(names, task, heads, acc, record.run_id))
@@ -398,5 +401,9 @@ def _write_task(writer: GraphWriter, resolved: Resolved, config: IngestConfig, r
     writer.write_relationships(Rel.ATTRIBUTES_TO, coarse,
                                common=edge_common(names, task, record.run_id, Granularity.HEAD))
     n = max(acc.n_examples, 1)
+    if noise:
+        log.info("%s: %d edges below the noise floor (%g of their target's largest in-edge) not stored",
+                 task, noise, a.noise_rel)
     return TaskGraph(task=task, examples=acc.n_examples, features=features, nodes=nodes, edges=count_edges(edges),
+                     noise_dropped=noise,
                      head_edges=len(coarse), heads=head_report(names, heads, acc), metric_clean=acc.metric_clean / n, metric_base=acc.metric_base / n)

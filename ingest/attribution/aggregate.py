@@ -101,9 +101,11 @@ class GraphAccumulator:
         n_src = self.n_nodes[pair[0]]
         return Edges(dst=keys // n_src, src=keys % n_src, weight=w)
 
-    def result(self, threshold: float = 0.0, top_k: int = 0) -> dict[Pair, Edges]:
-        """The kept edges: |w| >= threshold, then at most ``top_k`` in-edges per downstream node."""
-        return select({pair: self.weights(pair) for pair in self.keys}, threshold, top_k)
+    def result(self, threshold: float = 0.0, top_k: int = 0, noise_rel: float = 0.0) -> dict[Pair, Edges]:
+        """The kept edges: above the noise floor (:func:`drop_noise`), |w| >= threshold, then at
+        most ``top_k`` in-edges per downstream node."""
+        edges, _ = drop_noise({pair: self.weights(pair) for pair in self.keys}, noise_rel)
+        return select(edges, threshold, top_k)
 
     def node_attribution(self, s: int) -> Tensor | None:
         """Mean over examples of each node's total-effect attribution to the metric."""
@@ -125,6 +127,36 @@ class GraphAccumulator:
                      "metric_clean", "metric_base"):
             setattr(acc, name, state[name])
         return acc
+
+
+def drop_noise(edges: dict[Pair, Edges], noise_rel: float) -> tuple[dict[Pair, Edges], int]:
+    """Drop in-edges below ``noise_rel`` times the largest |w| into the same downstream node
+    (over all its upstream slots); returns the kept edges and how many were dropped.
+
+    Why: in float32 a weight that is exactly zero in one basis is rounding noise in a rotated
+    one (an SVD or orthogonal basis: Σ_i a_i b_i over cancelling terms leaves ~1e-7 of the
+    terms' size), so ``threshold = 0`` would store every such pair. Float32's unit roundoff is
+    6e-8; sums over d_model terms and K IG steps grow it by a few orders, hence a default of
+    1e-6 (``AttributionConfig.noise_rel``): an edge a millionth of its target's strongest
+    in-edge carries nothing measurable. 0 keeps everything."""
+    if noise_rel <= 0:
+        return edges, 0
+    peak: dict[int, Tensor] = {}  # downstream slot -> largest |w| into each of its nodes
+    for m in {m for _, m in edges}:
+        parts = [e for (_, d), e in edges.items() if d == m and len(e)]
+        if parts:
+            dst = torch.cat([e.dst.long() for e in parts])
+            w = torch.cat([e.weight.abs() for e in parts])
+            peak[m] = torch.zeros(int(dst.max()) + 1, dtype=w.dtype).scatter_reduce(0, dst, w, "amax")
+    kept, dropped = {}, 0
+    for (s, m), e in edges.items():
+        if not len(e):
+            kept[(s, m)] = e
+            continue
+        keep = e.weight.abs() >= noise_rel * peak[m][e.dst.long()]
+        dropped += int((~keep & (e.weight != 0)).sum())  # exact zeros were never edges
+        kept[(s, m)] = Edges(e.dst[keep], e.src[keep], e.weight[keep])
+    return kept, dropped
 
 
 def select(edges: dict[Pair, Edges], threshold: float, top_k: int) -> dict[Pair, Edges]:

@@ -51,7 +51,10 @@ class AttributionConfig:
         example_threshold: per-example contributions with |w| below this are dropped before
             beta, so memory follows kept edges; each kept edge is then exact to within
             ``example_threshold`` (for beta = mean). ``None`` means ``threshold / 10``.
-        mean_examples: size of the reference set of the ``mean`` baseline.
+        noise_rel: the noise floor: an edge with |w| below ``noise_rel`` times the largest |w|
+            into the same downstream node is floating-point rounding, not an edge, and is
+            dropped before ``threshold`` (so ``threshold = 0`` does not store the ~1e-7-relative
+            residue that exact zeros become in a rotated basis). 1e-6 suits float32; 0 keeps all.
         chunk: downstream nodes per batched backward pass (memory vs speed).
         error_edges: also compute in-edges of error nodes (see the engine's docstring).
     """
@@ -64,6 +67,7 @@ class AttributionConfig:
     threshold: float = 0.0
     top_k: int = 0
     example_threshold: float | None = None
+    noise_rel: float = 1e-6
     mean_examples: int = 64
     chunk: int = 256
     error_edges: bool = True
@@ -81,6 +85,8 @@ class AttributionConfig:
             raise ValueError(f"threshold must be >= 0, got {self.threshold!r}")
         if self.example_threshold is not None and not self.example_threshold >= 0:
             raise ValueError(f"example_threshold must be >= 0, got {self.example_threshold!r}")
+        if not 0 <= self.noise_rel < 1:
+            raise ValueError(f"noise_rel must be in [0, 1) (a fraction of a target's largest in-edge), got {self.noise_rel!r}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 = no limit), got {self.top_k!r}")
         if self.mean_examples < 1:

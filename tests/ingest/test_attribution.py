@@ -605,6 +605,42 @@ def test_accumulator_result_thresholds_and_top_k(beta: str, threshold: float, to
             assert got[key] == pytest.approx(w, abs=1e-12)
 
 
+def test_threshold_zero_keeps_the_real_edges_and_drops_rotation_noise() -> None:
+    """Issue 15 item 9. A linear layer y = A x whose A has 6 non-zeros, with the residual
+    stream rotated by an orthogonal Q (as in a rotated model or an SVD basis): the weights the
+    model holds are A Q and Q^T, whose product is A exactly but in float32 leaves ~1e-7-relative
+    residue where A is 0. Edges x_u -> y_d are (A Q Q^T)[d, u] x_u (IG on a linear map); with
+    threshold 0 the six real ones are stored and none of the 58 noise ones."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.zeros(8, 8)
+    real = [(0, 1), (0, 5), (2, 2), (3, 7), (6, 0), (7, 4)]  # (dst, src)
+    for d, u in real:
+        A[d, u] = torch.randn((), generator=g).item() + math.copysign(1.0, torch.randn((), generator=g).item())
+    Q, _ = torch.linalg.qr(torch.randn(8, 8, generator=g, dtype=torch.float64))
+    Q = Q.float()
+    x = torch.randn(8, generator=g) + 2.0
+    W = (A @ Q) @ Q.T  # what a float32 model computes
+    noise = W[A == 0].abs()
+    assert noise.max() > 0 and noise.max() < 1e-5 * A.abs().max()  # the premise: non-zero, tiny
+    dst, src = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    w = (W * x[None, :]).flatten()
+    rows = EdgeRows(torch.zeros(64, dtype=torch.long), dst.flatten(), src.flatten(), w)
+    graph = BatchGraph(n_examples=1, edges={(0, 1): rows})
+    acc = GraphAccumulator(ExampleAgg.MEAN, [8, 8])
+    acc.add(graph)
+    assert len(acc.result(0.0, noise_rel=0.0)[(0, 1)]) > 6  # without a floor: the noise is stored
+    config = AttributionConfig(threshold=0.0)
+    assert config.noise_rel == 1e-6
+    kept = acc.result(config.threshold, noise_rel=config.noise_rel)[(0, 1)]
+    got = as_dict(kept.dst, kept.src, kept.weight)
+    assert sorted(got) == sorted(real)
+    for d, u in real:
+        assert got[(d, u)] == pytest.approx(float(A[d, u] * x[u]), rel=1e-5)
+    from ingest.attribution.aggregate import drop_noise
+    _, dropped = drop_noise({p: acc.weights(p) for p in acc.keys}, config.noise_rel)
+    assert dropped == int((w != 0).sum()) - 6
+
+
 def test_reduce_positions_by_hand() -> None:
     # [B=1, n=1, T=3, U=2]: upstream node 0 at positions 0..2 is 1, -3, 2; node 1 is -0.5, 0.25, 0.75
     A = torch.tensor([[1.0, -0.5], [-3.0, 0.25], [2.0, 0.75]])[None, None]
