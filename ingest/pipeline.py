@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,6 +90,13 @@ class TaskGraph:
     edges: int = 0
     head_edges: int = 0
     noise_dropped: int = 0  # edges under the noise floor (AttributionConfig.noise_rel), not stored
+    steps: int = 0          # IG steps used (the one --steps auto chose)
+    #: relative completeness residual per target (a dictionary's hook, or "output"); see
+    #: GraphAccumulator.completeness. ``residual`` is the largest, ``converged`` whether it is
+    #: within the tolerance.
+    residuals: dict[str, float] = field(default_factory=dict)
+    residual: float = float("nan")
+    converged: bool = True
     heads: list[dict[str, Any]] = field(default_factory=list)
     metric_clean: float = float("nan")
     metric_base: float = float("nan")
@@ -326,13 +333,25 @@ def _accumulate(resolved: Resolved, config: IngestConfig, task: str, state_dir: 
     from ingest.attribution.engine import AttributionEngine
 
     batch = resolved.batches[task]
-    engine = AttributionEngine(resolved.model, resolved.slots, config.attribution)
-    if config.attribution.baseline == "mean":
-        engine.mean = engine.mean_baseline(resolved.reference[task])
+    a = config.attribution
+    mean = None
+    if a.baseline == "mean":
+        mean = AttributionEngine(resolved.model, resolved.slots, replace(a, steps=1)).mean_baseline(resolved.reference[task])
     n_nodes = [s.n_nodes for s in resolved.slots] + [1]
     path = state_dir / _state_name(task)
     acc = (GraphAccumulator.from_state(torch.load(path, weights_only=False)) if path.is_file()
-           else GraphAccumulator(config.attribution.beta, n_nodes))
+           else GraphAccumulator(a.beta, n_nodes))
+    if acc.steps is None and a.steps == "auto":
+        if budget is not None:
+            if budget <= 0:
+                return None, 0
+            budget -= 1
+        acc.steps, first = _choose_steps(resolved, a, mean, batch[:config.batch_size], task)
+        acc.add(first)
+        _save(acc, path)
+    elif acc.steps is None:
+        acc.steps = int(a.steps)
+    engine = AttributionEngine(resolved.model, resolved.slots, replace(a, steps=acc.steps), mean=mean)
     starts = list(range(0, len(batch), config.batch_size))
     log.info("run %s: computing the %s graph (%d examples, %d batches done before)", state_dir.name, task,
              len(batch), acc.batches)
@@ -351,6 +370,24 @@ def _accumulate(resolved: Resolved, config: IngestConfig, task: str, state_dir: 
         if progress:
             progress(task, acc.n_examples, len(batch), _n_accumulated(acc))
     return acc, budget
+
+
+def _choose_steps(resolved: Resolved, a: AttributionConfig, mean: Any, part: Any, task: str) -> tuple[int, Any]:
+    """``--steps auto``: the first K of AUTO_STEPS whose completeness residual on the task's
+    first batch is within the tolerance (else the last), and that batch's graph at that K."""
+    from ingest.attribution.aggregate import GraphAccumulator
+    from ingest.attribution.config import AUTO_STEPS
+    from ingest.attribution.engine import AttributionEngine
+
+    for K in AUTO_STEPS:
+        graph = AttributionEngine(resolved.model, resolved.slots, replace(a, steps=K), mean=mean).attribute(part)
+        probe = GraphAccumulator(a.beta, [s.n_nodes for s in resolved.slots] + [1])
+        probe.add(graph)
+        worst = max(probe.completeness().values(), default=0.0)
+        log.info("%s: completeness residual %.3g at K=%d (tolerance %g)", task, worst, K, a.tolerance)
+        if worst <= a.tolerance:
+            break
+    return K, graph
 
 
 def _n_accumulated(acc: Any) -> int:
@@ -401,9 +438,21 @@ def _write_task(writer: GraphWriter, resolved: Resolved, config: IngestConfig, r
     writer.write_relationships(Rel.ATTRIBUTES_TO, coarse,
                                common=edge_common(names, task, record.run_id, Granularity.HEAD))
     n = max(acc.n_examples, 1)
+    residuals = {("output" if m == len(resolved.slots) else resolved.slots[m].hook): r
+                 for m, r in acc.completeness().items()}
+    worst = max(residuals.values(), default=0.0)
+    converged = worst <= a.tolerance
+    if not converged:
+        log.info("%s: the integrated-gradients path has not converged at K=%d steps: completeness residual "
+                    "%.3g at %s, above the tolerance %g (raise --steps, or --steps auto)", task, acc.steps, worst,
+                    max(residuals, key=residuals.__getitem__), a.tolerance)
+    writer.write_relationships(Rel.FOR_TASK, [{
+        "src": record.key, "dst": task_key, "ig_steps": acc.steps, "residual": worst, "residual_tolerance": a.tolerance,
+        "residual_output": residuals.get("output", 0.0),
+        "residual_targets": [f"{k}={v:.6g}" for k, v in residuals.items()]}], src=Label.RUN, dst=Label.TASK)
     if noise:
         log.info("%s: %d edges below the noise floor (%g of their target's largest in-edge) not stored",
                  task, noise, a.noise_rel)
     return TaskGraph(task=task, examples=acc.n_examples, features=features, nodes=nodes, edges=count_edges(edges),
-                     noise_dropped=noise,
+                     noise_dropped=noise, steps=acc.steps or 0, residuals=residuals, residual=worst, converged=converged,
                      head_edges=len(coarse), heads=head_report(names, heads, acc), metric_clean=acc.metric_clean / n, metric_base=acc.metric_base / n)

@@ -53,6 +53,9 @@ class GraphAccumulator:
         self.head_mass: dict[int, Tensor] = {}
         self.metric_clean = 0.0
         self.metric_base = 0.0
+        #: dst slot -> [Σ |in-edge sum - Δ|, Σ |Δ|] over its targets and the examples (completeness)
+        self.residual: dict[int, list[float]] = {}
+        self.steps: int | None = None  # IG steps of the batches so far (set by the pipeline; resumed)
 
     def add(self, g: BatchGraph) -> None:
         for pair, rows in g.edges.items():
@@ -69,6 +72,12 @@ class GraphAccumulator:
         if g.metric_clean is not None and g.metric_base is not None:
             self.metric_clean += float(g.metric_clean.double().sum())
             self.metric_base += float(g.metric_base.double().sum())
+        for m, sums in g.edge_sums.items():
+            if m in g.delta:
+                delta = g.delta[m].detach().double().cpu()
+                r = self.residual.setdefault(m, [0.0, 0.0])
+                r[0] += float((sums.detach().cpu() - delta).abs().sum())
+                r[1] += float(delta.abs().sum())
         self.n_examples += g.n_examples
         self.batches += 1
 
@@ -107,6 +116,14 @@ class GraphAccumulator:
         edges, _ = drop_noise({pair: self.weights(pair) for pair in self.keys}, noise_rel)
         return select(edges, threshold, top_k)
 
+    def completeness(self) -> dict[int, float]:
+        """Relative completeness residual per downstream slot (the output is the last slot):
+        Σ |Σ in-edges - Δ| / Σ |Δ| over its targets and examples, where Δ is the target's change
+        from the baseline to the clean input. Integrated gradients makes it 0 as the number of
+        steps grows (the engine's docstring); a large value means the path has not converged."""
+        return {m: (res / mag if mag > 0 else (0.0 if res == 0 else float("inf")))
+                for m, (res, mag) in sorted(self.residual.items())}
+
     def node_attribution(self, s: int) -> Tensor | None:
         """Mean over examples of each node's total-effect attribution to the metric."""
         a = self.node_attr.get(s)
@@ -118,7 +135,8 @@ class GraphAccumulator:
         return {"beta": str(self.beta), "n_nodes": self.n_nodes, "n_examples": self.n_examples,
                 "batches": self.batches, "keys": self.keys, "hi": self.hi, "lo": self.lo,
                 "node_attr": self.node_attr, "active": self.active, "head_mass": self.head_mass,
-                "metric_clean": self.metric_clean, "metric_base": self.metric_base}
+                "metric_clean": self.metric_clean, "metric_base": self.metric_base, "residual": self.residual,
+                "steps": self.steps}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> GraphAccumulator:
@@ -126,6 +144,8 @@ class GraphAccumulator:
         for name in ("n_examples", "batches", "keys", "hi", "lo", "node_attr", "active", "head_mass",
                      "metric_clean", "metric_base"):
             setattr(acc, name, state[name])
+        acc.residual = state.get("residual", {})  # absent from states saved before they existed
+        acc.steps = state.get("steps")
         return acc
 
 

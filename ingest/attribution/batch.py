@@ -29,6 +29,9 @@ class BatchGraph:
     #: dst slot -> [batch, n_nodes]: Σ_q (λ(clean) - λ(baseline)) of each downstream node
     #: (what its in-edges sum to under completeness, with α = sum).
     delta: dict[int, Tensor] = field(default_factory=dict)
+    #: dst slot -> [batch, n_nodes]: Σ of every in-edge of each downstream node over all upstream
+    #: nodes and positions, before α and pruning; completeness says it equals ``delta``.
+    edge_sums: dict[int, Tensor] = field(default_factory=dict)
     #: slot -> [batch, n_nodes]: total-effect IG attribution of each node to the metric, Σ over positions.
     node_attr: dict[int, Tensor] = field(default_factory=dict)
     #: slot -> [n_nodes] number of (example, position)s where the node is active (clean or baseline).

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
+
+#: The step counts ``steps="auto"`` tries in turn, stopping at the first whose completeness
+#: residual is within ``tolerance`` (or at the last, with a warning).
+AUTO_STEPS: tuple[int, ...] = (8, 16, 32, 64, 128)
 
 
 class Baseline(StrEnum):
@@ -41,7 +45,12 @@ class AttributionConfig:
 
     Attributes:
         steps: integrated-gradients steps (midpoint rule); ``1`` is attribution patching (AtP),
-            the gradient at the path's midpoint times the difference.
+            the gradient at the path's midpoint times the difference. ``"auto"``: the first of
+            :data:`AUTO_STEPS` whose completeness residual on a task's first batch is within
+            ``tolerance`` (chosen per task by the ingest pipeline).
+        tolerance: the largest acceptable relative completeness residual, Σ |Σ in-edges - Δ| /
+            Σ |Δ| over a downstream slot's targets (Δ: the target's change from baseline to
+            clean, which IG's in-edges sum to as steps grow); above it ingest warns.
         baseline: see :class:`Baseline`.
         alpha: position aggregation (:class:`PositionAgg`); ``alpha_abs`` aggregates |w|.
         beta: example aggregation (:class:`ExampleAgg`).
@@ -59,7 +68,8 @@ class AttributionConfig:
         error_edges: also compute in-edges of error nodes (see the engine's docstring).
     """
 
-    steps: int = 8
+    steps: int | Literal["auto"] = 8
+    tolerance: float = 0.05
     baseline: Baseline = Baseline.COUNTERFACTUAL
     alpha: PositionAgg = PositionAgg.SUM
     alpha_abs: bool = False
@@ -79,8 +89,10 @@ class AttributionConfig:
                 object.__setattr__(self, name, enum(value))
             except ValueError:
                 raise ValueError(f"{name} must be one of {', '.join(e.value for e in enum)}; got {value!r}") from None
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be a positive integer (1 = attribution patching), got {self.steps!r}")
+        if self.steps != "auto" and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
+            raise ValueError(f"steps must be a positive integer (1 = attribution patching) or auto, got {self.steps!r}")
+        if not 0 < self.tolerance < 1:
+            raise ValueError(f"tolerance must be in (0, 1) (a relative completeness residual), got {self.tolerance!r}")
         if not self.threshold >= 0:
             raise ValueError(f"threshold must be >= 0, got {self.threshold!r}")
         if self.example_threshold is not None and not self.example_threshold >= 0:

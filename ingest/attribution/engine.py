@@ -96,6 +96,9 @@ class AttributionEngine:
         self.config = config
         self.skip_bos = skip_bos
         self.metric = metric
+        if not isinstance(config.steps, int):
+            raise AttributionError(f"the engine needs a number of steps, not {config.steps!r} "
+                                   "(steps='auto' is resolved by the ingest pipeline, per task)")
         self.mean = mean  # required by the mean baseline; checked when first needed (_means)
         self.S = len(self.slots)
         self._index = {s.hook: i for i, s in enumerate(self.slots)}
@@ -279,13 +282,14 @@ class AttributionEngine:
             if y0m is None or y1m is None:
                 raise AttributionError(f"the forward pass did not reach {slot.hook}")
             out.delta[m] = self._delta(prep, m, y0m, y1m)
-            edges, targets = self.edges_into(batch, prep, m, y0m)
+            edges, targets = self.edges_into(batch, prep, m, y0m, sums=out.edge_sums)
             if targets is not None:
                 active[m] += torch.bincount(targets.node, minlength=slot.n_nodes)
             out.edges.update({(s, m): rows for s, rows in edges.items()})
         # The output metric: one downstream scalar per example.
         out.delta[self.S] = (out.metric_clean - out.metric_base)[:, None]
-        out.edges.update({(s, self.S): rows for s, rows in self.edges_into(batch, prep, self.S)[0].items()})
+        out.edges.update({(s, self.S): rows for s, rows in
+                          self.edges_into(batch, prep, self.S, sums=out.edge_sums)[0].items()})
         out.active = {s: a for s, a in enumerate(active)}
         if node_attributions:
             out.node_attr = {s: node_attribution(self.model, self.metric, self._project, self.config.steps,
@@ -295,19 +299,26 @@ class AttributionEngine:
                              for s, slot in enumerate(self.slots) if slot.is_attention}
         return out
 
-    def edges_into(self, batch: TaskBatch, prep: Prepared, m: int,
-                   y0: Tensor | None = None) -> tuple[dict[int, EdgeRows], _Targets | None]:
+    def edges_into(self, batch: TaskBatch, prep: Prepared, m: int, y0: Tensor | None = None, *,
+                   sums: dict[int, Tensor] | None = None) -> tuple[dict[int, EdgeRows], _Targets | None]:
         """Per-example in-edges of slot ``m``'s nodes (``m == len(slots)``: the output), by
         upstream slot, and the downstream targets. ``y0``: what flows into hook ``m`` with every
-        upstream node at its baseline (needed for ``m < len(slots)``)."""
+        upstream node at its baseline (needed for ``m < len(slots)``). With ``sums``, also
+        ``sums[m]`` [batch, n_nodes]: each target's in-edges summed over every upstream node
+        and position before α and pruning, the left side of IG completeness (``BatchGraph.edge_sums``)."""
         with self._parameters_frozen():
-            return self._edges_into(batch, prep, m, y0)
+            total = None
+            if sums is not None:
+                n_nodes = 1 if m == self.S else self.slots[m].n_nodes
+                total = sums[m] = torch.zeros((len(batch), n_nodes), dtype=torch.float64, device=prep.valid.device)
+            return self._edges_into(batch, prep, m, y0, total)
 
-    def _edges_into(self, batch: TaskBatch, prep: Prepared, m: int,
-                    y0: Tensor | None) -> tuple[dict[int, EdgeRows], _Targets | None]:
+    def _edges_into(self, batch: TaskBatch, prep: Prepared, m: int, y0: Tensor | None,
+                    total: Tensor | None = None) -> tuple[dict[int, EdgeRows], _Targets | None]:
         if m == self.S:
             grads = self._integrate_metric(batch, prep)
-            return {s: self._finish(prep, s, [self._rows(prep, s, g, None, 0)]) for s, g in grads.items()}, None
+            return {s: self._finish(prep, s, [self._rows(prep, s, g, None, 0, total)])
+                    for s, g in grads.items()}, None
         if y0 is None:
             raise AttributionError("edges into a dictionary need y0, the incoming value at the baseline")
         targets = self._targets(prep, m, y0)
@@ -315,7 +326,7 @@ class AttributionEngine:
         for start in range(0, targets.width, self.config.chunk):
             stop = min(start + self.config.chunk, targets.width)
             for s, g in self._integrate(batch, prep, m, targets, start, stop).items():
-                parts.setdefault(s, []).append(self._rows(prep, s, g, targets, start))
+                parts.setdefault(s, []).append(self._rows(prep, s, g, targets, start, total))
         return {s: self._finish(prep, s, p) for s, p in parts.items()}, targets
 
     def _path(self, prep: Prepared, t: float, *, grad: bool = False) -> list[Tensor]:
@@ -442,9 +453,11 @@ class AttributionEngine:
             self._ups[m] = [s for s, g in enumerate(grads) if g is not None]
         return self._ups[m]
 
-    def _rows(self, prep: Prepared, s: int, gbar: Tensor, targets: _Targets | None, start: int) -> EdgeRows:
+    def _rows(self, prep: Prepared, s: int, gbar: Tensor, targets: _Targets | None, start: int,
+              total: Tensor | None = None) -> EdgeRows:
         """Project mean gradients on slot ``s``'s nodes and contract upstream positions: one row
-        per (backward slot's group, upstream node), not yet combined over downstream positions."""
+        per (backward slot's group, upstream node), not yet combined over downstream positions.
+        ``total`` [n, n_nodes of the target slot] gets every group's signed sum added (completeness)."""
         A, ids = self._project(prep, s, gbar)                       # [B n T U], [U]
         R = _reduce_positions(A, self.config.alpha, self.config.alpha_abs)  # [B n U]
         n = R.shape[1]
@@ -454,6 +467,10 @@ class AttributionEngine:
         else:
             table = targets.table[:, start:start + R.shape[0]].T    # [B n]
             g_ex, g_node = targets.g_ex, targets.g_node
+        if total is not None:
+            gb, ge = (table >= 0).nonzero(as_tuple=True)
+            g = table[gb, ge]
+            total.index_put_((g_ex[g], g_node[g]), A.sum((2, 3))[gb, ge].detach().double(), accumulate=True)
         b, e, j = ((R != 0) & (table[..., None] >= 0)).nonzero(as_tuple=True)
         group = table[b, e]
         return EdgeRows(example=g_ex[group], dst=g_node[group], src=ids[j], weight=R[b, e, j].detach())
