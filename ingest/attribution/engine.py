@@ -33,7 +33,10 @@ is attribution patching (the gradient at the path's midpoint).
 ``λ = ⟨g, e_m(y_m)⟩`` with ``g = ∂metric/∂x_m`` at the clean input (a constant): the error
 node's first-order contribution to the metric, as Sparse Feature Circuits does.
 
-**Positions and examples.** ``w(u@p → d@q)`` is zero for ``p > q`` (causal attention).
+**Positions and examples.** ``w(u@p → d@q)`` is zero for ``p > q`` under causal attention;
+nothing here assumes it, so a bidirectional model (``attention_dir="bidirectional"``) gets its
+``p > q`` edges too. Such a model attends to right-padding, so its batch is attributed per
+prompt length without padding (:meth:`TaskBatch.unpadded`) and the results put back in order.
 α contracts an example's pairs ``(p, q)`` to ``w(u → d)`` (sum, mean = sum / number of
 graph positions, or max = the entry of largest magnitude; optionally of ``|w|``), per-example
 weights below ``example_threshold`` are dropped, and β aggregates examples (see
@@ -66,7 +69,7 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 
-from ingest.attribution.batch import BatchGraph, MeanBaseline, Prepared, _flat, logit_diff
+from ingest.attribution.batch import BatchGraph, MeanBaseline, Prepared, _flat, logit_diff, merge_graphs
 from ingest.attribution.config import AttributionConfig, Baseline, PositionAgg
 from ingest.attribution.nodes import head_mass, node_attribution
 from ingest.attribution.rows import (
@@ -149,8 +152,10 @@ class AttributionEngine:
         sums_x: list[Tensor] = []
         sums_f: list[Tensor | None] = []
         count = 0
-        for start in range(0, len(batch), batch_size):
-            part = batch[start:start + batch_size]
+        parts = [batch[start:start + batch_size] for start in range(0, len(batch), batch_size)]
+        if not self.causal:  # no padding for a model that would attend to it
+            parts = [p for part in parts for _, p in part.unpadded()]
+        for part in parts:
             valid = self.graph_positions(part)
             _, values = self.run_cached(part.tokens)
             xs = [v[valid].sum(0) for v in values]
@@ -262,7 +267,18 @@ class AttributionEngine:
         """Edges (α-aggregated per example, pruned at ``example_threshold``), completeness
         deltas, node attributions and head contributions for one batch of examples."""
         with self._parameters_frozen():
-            return self._attribute(batch, node_attributions=node_attributions, heads=heads)
+            if self.causal or bool((batch.last == batch.tokens.shape[1] - 1).all()
+                                   and (batch.cf_last == batch.tokens.shape[1] - 1).all()):
+                return self._attribute(batch, node_attributions=node_attributions, heads=heads)
+            # Bidirectional attention reads right-padding (TransformerLens masks padding only in
+            # causal attention): run each length's rows without padding, then put them back.
+            return merge_graphs(len(batch), [(idx, self._attribute(part, node_attributions=node_attributions,
+                                                                   heads=heads)) for idx, part in batch.unpadded()])
+
+    @property
+    def causal(self) -> bool:
+        """Whether the model's attention is causal (the default; ``attention_dir`` says otherwise)."""
+        return getattr(self.model.cfg, "attention_dir", "causal") == "causal"
 
     def _attribute(self, batch: TaskBatch, *, node_attributions: bool, heads: bool) -> BatchGraph:
         prep = self.prepare(batch)
