@@ -34,9 +34,8 @@ is attribution patching (the gradient at the path's midpoint).
 node's first-order contribution to the metric, as Sparse Feature Circuits does.
 
 **Positions and examples.** ``w(u@p → d@q)`` is zero for ``p > q`` under causal attention;
-nothing here assumes it, so a bidirectional model (``attention_dir="bidirectional"``) gets its
-``p > q`` edges too. Such a model attends to right-padding, so its batch is attributed per
-prompt length without padding (:meth:`TaskBatch.unpadded`) and the results put back in order.
+nothing assumes it: a bidirectional model gets those edges, its batch run per prompt length
+without padding (which it would read; :meth:`TaskBatch.unpadded`).
 α contracts an example's pairs ``(p, q)`` to ``w(u → d)`` (sum, mean = sum / number of
 graph positions, or max = the entry of largest magnitude; optionally of ``|w|``), per-example
 weights below ``example_threshold`` are dropped, and β aggregates examples (see
@@ -74,6 +73,7 @@ from ingest.attribution.config import AttributionConfig, Baseline, PositionAgg
 from ingest.attribution.nodes import head_mass, node_attribution
 from ingest.attribution.rows import (
     EdgeRows,
+    project_on_nodes,
     _coalesce,
     _group,
     _latent_jacobian_rows,
@@ -267,17 +267,15 @@ class AttributionEngine:
         """Edges (α-aggregated per example, pruned at ``example_threshold``), completeness
         deltas, node attributions and head contributions for one batch of examples."""
         with self._parameters_frozen():
-            if self.causal or bool((batch.last == batch.tokens.shape[1] - 1).all()
-                                   and (batch.cf_last == batch.tokens.shape[1] - 1).all()):
+            if self.causal or len(parts := batch.unpadded()) == 1 and parts[0][1].tokens.shape == batch.tokens.shape:
                 return self._attribute(batch, node_attributions=node_attributions, heads=heads)
             # Bidirectional attention reads right-padding (TransformerLens masks padding only in
             # causal attention): run each length's rows without padding, then put them back.
-            return merge_graphs(len(batch), [(idx, self._attribute(part, node_attributions=node_attributions,
-                                                                   heads=heads)) for idx, part in batch.unpadded()])
+            return merge_graphs(len(batch), [(i, self._attribute(p, node_attributions=node_attributions, heads=heads))
+                                             for i, p in parts])
 
     @property
     def causal(self) -> bool:
-        """Whether the model's attention is causal (the default; ``attention_dir`` says otherwise)."""
         return getattr(self.model.cfg, "attention_dir", "causal") == "causal"
 
     def _attribute(self, batch: TaskBatch, *, node_attributions: bool, heads: bool) -> BatchGraph:
@@ -505,17 +503,4 @@ class AttributionEngine:
 
     def _project(self, prep: Prepared, s: int, gbar: Tensor) -> tuple[Tensor, Tensor]:
         """Attributions of slot ``s``'s nodes: [B n T U] over candidate node ids [U]."""
-        slot = self.slots[s]
-        dx = prep.clean[s] - prep.base[s]
-        vector_ids = torch.tensor([slot.vector], device=dx.device)
-        if slot.dictionary is None:
-            return (gbar * dx).sum(-1, keepdim=True), vector_ids
-        fc, fb = prep.f_clean[s], prep.f_base[s]
-        df = fc - fb  # type: ignore[operator]  (set for every slot with a dictionary)
-        cand = (df != 0).any(0).any(0).nonzero(as_tuple=True)[0]
-        W = slot.dictionary.W_dec[cand]                                  # [U d_in]
-        dfc = df[..., cand]                                              # [n T U]
-        de = dx - dfc @ W                                                # error delta
-        A_lat = (gbar @ W.T) * dfc
-        A_err = (gbar * de).sum(-1, keepdim=True)
-        return torch.cat([A_lat, A_err], dim=-1), torch.cat([cand, vector_ids])
+        return project_on_nodes(self.slots[s], prep.clean[s] - prep.base[s], prep.f_clean[s], prep.f_base[s], gbar)
