@@ -233,6 +233,10 @@ def test_disentangle_a_tiny_two_task_graph(db, neo4j_settings, model_dir, tmp_pa
                                    "--out", str(tmp_path / "cli")], env=env_for(neo4j_settings))
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
-    assert {r["run"] for r in rows} == {again.run} and {r["communities_run"] for r in rows} == {result.communities_run}
-    assert f"run {again.run}" in res.stderr
+    (made,) = {r["run"] for r in rows}
+    assert made.startswith("disentangle-") and f"run {made}" in res.stderr
+    assert db.read("MATCH (r:Run {run: $run, kind: 'disentangle'}) RETURN count(r) AS c", {"run": made})[0]["c"] == 1
+    (communities_run,) = {r["communities_run"] for r in rows}
+    assert db.read("MATCH (r:Run {run: $run, kind: 'communities'}) RETURN count(r) AS c",
+                   {"run": communities_run})[0]["c"] == 1
 
