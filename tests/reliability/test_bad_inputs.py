@@ -234,7 +234,7 @@ CASES: list[Case] = [
           ("beta", "--beta median", USAGE, "beta"),
           ("baseline", "--baseline random", USAGE, "baseline"),
           ("graph", "--graph everything", USAGE, "graph must be one of"),
-          ("split", "--split validation", USAGE, "split must be train or test"),
+          ("split", "--split validation", USAGE, "split must be train, test or all"),
           ("seed-overflow", "--seed 99999999999999999999999", ERROR, "64-bit"),
           ("device-cuda", "--device cuda", ERROR, "no CUDA GPU|CUDA device"),
           ("device-cuda-7", "--device cuda:7", ERROR, "no CUDA GPU|CUDA device"),
