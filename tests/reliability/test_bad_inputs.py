@@ -243,7 +243,7 @@ CASES: list[Case] = [
           ("format", "--format xml", USAGE, "xml"),
       ]],
     case("ingest-jsonl-more-examples-than-rows", _ingest("-n 50", "jsonl:{files}/colors.jsonl"), ERROR,
-         r"cannot provide 50 test examples: its file has \d+ test rows of 60"),
+         r"cannot provide 50 test examples: its file has \d+ distinct test rows of 60"),
     case("ingest-nan-activations", ["ingest", "-m", "{nan_model}", "-t", "ioi", "-n", "2", "--steps", "1",
                                     "-d", f"identity:{D}/{HOOK0}", "-d", f"identity:{D}/blocks.1.hook_resid_post"],
          ERROR, "non-finite activations"),
