@@ -232,13 +232,15 @@ def ingest_command(
     transcoders: Annotated[str | None, typer.Option("--transcoders", "-T", help="With --graph transcoders: the transcoder spec (path:DIR, SPEC,SPEC,..., release:RELEASE, zoo:NAME@CKPT[/clt]); a zoo model defaults to the zoo's per-layer transcoders of its checkpoint.")] = None,
     examples: Annotated[int, typer.Option("--examples", "-n", help="Examples per task.")] = 32,
     batch_size: Annotated[int, typer.Option(help="Examples per forward/backward batch (memory vs speed).")] = 8,
-    split: Annotated[str, typer.Option(help="Task split the examples come from: test (held out from training) or train.")] = "test",
-    steps: Annotated[int, typer.Option("--steps", "-k", help="Integrated-gradients steps; 1 = attribution patching.")] = 8,
+    split: Annotated[str, typer.Option(help="Task split the examples come from: test (held out from training), train, or all (every example; a JSONL row's own \"split\" field otherwise decides, else a hash of its prompt).")] = "test",
+    steps: Annotated[str, typer.Option("--steps", "-k", help="Integrated-gradients steps; 1 = attribution patching; auto = the first of 8, 16, 32, 64, 128 whose completeness residual on the task's first batch is within --tolerance.")] = "8",
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Largest acceptable completeness residual: Σ|Σ in-edges - Δ| / Σ|Δ| over a dictionary's (or the output's) targets, Δ the target's change from baseline to clean; above it ingest warns.")] = 0.05,
     baseline: Annotated[str, typer.Option(help="Baseline of every node: zero, counterfactual (the task's counterfactual prompt) or mean (over a reference set).")] = "counterfactual",
     alpha: Annotated[str, typer.Option(help="Position aggregation of one example's u@p -> d@q weights: sum, mean or max (largest magnitude, signed).")] = "sum",
     alpha_abs: Annotated[bool, typer.Option("--alpha-abs", help="Aggregate |w| over positions instead of signed w.")] = False,
     beta: Annotated[str, typer.Option(help="Example aggregation: mean, sum or max (largest magnitude, signed).")] = "mean",
-    threshold: Annotated[float, typer.Option("--threshold", help="Keep edges with |weight| >= this (after alpha and beta).")] = 0.01,
+    threshold: Annotated[float, typer.Option("--threshold", help="Keep edges with |weight| >= this (after alpha and beta). Edges under the noise floor are never kept, 0 included: see --noise-rel.")] = 0.01,
+    noise_rel: Annotated[float, typer.Option("--noise-rel", help="Noise floor: drop an edge with |weight| < this times the largest |weight| into its target (float32 rounding, e.g. exact zeros seen through a rotated basis); counted as noise_dropped. 0 keeps all.")] = 1e-6,
     top_k: Annotated[int, typer.Option("--top-k", help="Keep at most this many in-edges per downstream node (0 = all).")] = 0,
     example_threshold: Annotated[float | None, typer.Option(help="Drop per-example weights below this before beta (memory); default threshold/10.")] = None,
     no_embed: Annotated[bool, typer.Option("--no-embed", help="No embedding input node (the embedding is held at its clean value).")] = False,
@@ -269,8 +271,12 @@ def ingest_command(
     from ingest.pipeline import IngestConfig, ingest
 
     try:
-        attribution = AttributionConfig(steps=steps, baseline=baseline, alpha=alpha, alpha_abs=alpha_abs, beta=beta,
-                                        threshold=threshold, top_k=top_k, example_threshold=example_threshold)
+        if steps != "auto" and not steps.strip().isdigit():
+            raise ValueError(f"--steps must be a positive integer or auto, got {steps!r}")
+        attribution = AttributionConfig(steps="auto" if steps == "auto" else int(steps), tolerance=tolerance,  # type: ignore[arg-type]
+                                        baseline=baseline, alpha=alpha, alpha_abs=alpha_abs, beta=beta,
+                                        threshold=threshold, top_k=top_k, example_threshold=example_threshold,
+                                        noise_rel=noise_rel)
         config = IngestConfig(model=model, tasks=tuple(task), dicts=tuple(dicts or ()), graph=graph,  # type: ignore[arg-type]
                               dicts_all=tuple(dicts_all or ()),
                               examples=examples, batch_size=batch_size, split=split, seed=seed,  # type: ignore[arg-type]
@@ -283,6 +289,9 @@ def ingest_command(
     rows = [{"run": result.run, "task": t.task, "status": "up to date" if t.skipped else "written",
              "examples": None if t.skipped else t.examples, "features": None if t.skipped else t.features,
              "nodes_written": None if t.skipped else t.nodes, "edges": t.edges, "head_edges": t.head_edges,
+             "noise_dropped": None if t.skipped else t.noise_dropped,
+             "steps": None if t.skipped else t.steps,
+             "residual": None if t.skipped else round(t.residual, 4),
              "metric_clean": None if t.skipped else round(t.metric_clean, 3),
              "metric_baseline": None if t.skipped else round(t.metric_base, 3),
              "seconds": round(t.seconds, 1)} for t in result.tasks]
@@ -291,6 +300,17 @@ def ingest_command(
     typer.echo("nodes_written: every feature active somewhere in the task's data, the error nodes, the embedding "
                "and the output; `mechgraph report` counts the nodes with at least one stored edge (after "
                "--threshold and --top-k), so it is smaller", err=True)
+    for t in result.tasks:
+        if t.skipped:
+            continue
+        if config.attribution.steps == "auto":
+            typer.echo(f"{t.task}: --steps auto chose K={t.steps} (completeness residual {t.residual:.3g}, "
+                       f"tolerance {tolerance:g})", err=True)
+        if not t.converged:
+            where = max(t.residuals, key=t.residuals.__getitem__)
+            typer.echo(f"warning: {t.task}: the integrated-gradients path has not converged at K={t.steps}: "
+                       f"completeness residual {t.residual:.3g} at {where} (tolerance {tolerance:g}); "
+                       "raise --steps or use --steps auto", err=True)
     for t in result.tasks:
         heads = [h for h in t.heads if h["features"]]
         if heads:
@@ -314,7 +334,7 @@ def _ingest_transcoders(ctx: typer.Context, model: str, tasks: list[str], transc
     bars = Bars()
     with open_store(ctx) as (_, db), bars.progress:
         run, results = ingest_task(db, config, device=device, progress=bars.stages())
-    rows = [{"task": r.task, "prompts": len(r.prompts), "prompt_nodes": r.nodes, "prompt_edges": r.edges,
+    rows = [{"run": run, "task": r.task, "prompts": len(r.prompts), "prompt_nodes": r.nodes, "prompt_edges": r.edges,
              "task_edges": r.task_edges, "replacement": round(r.replacement, 4),
              "completeness": round(r.completeness, 4), "seconds": round(r.seconds, 1)} for r in results]
     render(rows, list(rows[0]), fmt, title=f"run {run}: {model}, transcoders {transcoders}, beta {beta}")

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,7 +58,7 @@ class IngestConfig:
     dicts_all: tuple[str, ...] = ()  # SOURCE[@SITES] on every layer (ingest/dictionaries/everywhere.py)
     examples: int = 32
     batch_size: int = 8
-    split: Literal["train", "test"] = "test"
+    split: Literal["train", "test", "all"] = "test"  # all: every example, whatever its split
     seed: int = 0
     include_embed: bool = True
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
@@ -74,8 +74,8 @@ class IngestConfig:
         if self.graph not in GRAPH_HOOKS:
             raise ValueError(f"graph must be one of {', '.join(GRAPH_HOOKS)}, got {self.graph!r}")
         require_positive(examples=self.examples, batch_size=self.batch_size)
-        if self.split not in ("train", "test"):
-            raise ValueError(f"split must be train or test, got {self.split!r}")
+        if self.split not in ("train", "test", "all"):
+            raise ValueError(f"split must be train, test or all, got {self.split!r}")
 
 
 @dataclass
@@ -89,6 +89,14 @@ class TaskGraph:
     nodes: int = 0
     edges: int = 0
     head_edges: int = 0
+    noise_dropped: int = 0  # edges under the noise floor (AttributionConfig.noise_rel), not stored
+    steps: int = 0          # IG steps used (the one --steps auto chose)
+    #: relative completeness residual per target (a dictionary's hook, or "output"); see
+    #: GraphAccumulator.completeness. ``residual`` is the largest, ``converged`` whether it is
+    #: within the tolerance.
+    residuals: dict[str, float] = field(default_factory=dict)
+    residual: float = float("nan")
+    converged: bool = True
     heads: list[dict[str, Any]] = field(default_factory=list)
     metric_clean: float = float("nan")
     metric_base: float = float("nan")
@@ -161,9 +169,10 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
             raise TaskError(f"task {task.name!r} produced no examples")
         batches[task.name] = encode_examples(model.tokenizer, examples, n_ctx=model.cfg.n_ctx)
         if config.attribution.baseline == "mean":
-            # the reference set of a JSONL task is at most its training rows
-            ref = task.examples(min(config.attribution.mean_examples, max(task.available("train"), 1)),
-                                seed=config.seed + 1, split="train")
+            # the reference set of a JSONL task is at most its training rows (all rows with --split all)
+            ref_split = "all" if config.split == "all" else "train"
+            ref = task.examples(min(config.attribution.mean_examples, max(task.available(ref_split), 1)),
+                                seed=config.seed + 1, split=ref_split)
             reference[task.name] = encode_examples(model.tokenizer, ref, n_ctx=model.cfg.n_ctx)
     with torch.no_grad():
         for name, batch in batches.items():
@@ -324,13 +333,25 @@ def _accumulate(resolved: Resolved, config: IngestConfig, task: str, state_dir: 
     from ingest.attribution.engine import AttributionEngine
 
     batch = resolved.batches[task]
-    engine = AttributionEngine(resolved.model, resolved.slots, config.attribution)
-    if config.attribution.baseline == "mean":
-        engine.mean = engine.mean_baseline(resolved.reference[task])
+    a = config.attribution
+    mean = None
+    if a.baseline == "mean":
+        mean = AttributionEngine(resolved.model, resolved.slots, replace(a, steps=1)).mean_baseline(resolved.reference[task])
     n_nodes = [s.n_nodes for s in resolved.slots] + [1]
     path = state_dir / _state_name(task)
     acc = (GraphAccumulator.from_state(torch.load(path, weights_only=False)) if path.is_file()
-           else GraphAccumulator(config.attribution.beta, n_nodes))
+           else GraphAccumulator(a.beta, n_nodes))
+    if acc.steps is None and a.steps == "auto":
+        if budget is not None:
+            if budget <= 0:
+                return None, 0
+            budget -= 1
+        acc.steps, first = _choose_steps(resolved, a, mean, batch[:config.batch_size], task)
+        acc.add(first)
+        _save(acc, path)
+    elif acc.steps is None:
+        acc.steps = int(a.steps)
+    engine = AttributionEngine(resolved.model, resolved.slots, replace(a, steps=acc.steps), mean=mean)
     starts = list(range(0, len(batch), config.batch_size))
     log.info("run %s: computing the %s graph (%d examples, %d batches done before)", state_dir.name, task,
              len(batch), acc.batches)
@@ -349,6 +370,24 @@ def _accumulate(resolved: Resolved, config: IngestConfig, task: str, state_dir: 
         if progress:
             progress(task, acc.n_examples, len(batch), _n_accumulated(acc))
     return acc, budget
+
+
+def _choose_steps(resolved: Resolved, a: AttributionConfig, mean: Any, part: Any, task: str) -> tuple[int, Any]:
+    """``--steps auto``: the first K of AUTO_STEPS whose completeness residual on the task's
+    first batch is within the tolerance (else the last), and that batch's graph at that K."""
+    from ingest.attribution.aggregate import GraphAccumulator
+    from ingest.attribution.config import AUTO_STEPS
+    from ingest.attribution.engine import AttributionEngine
+
+    for K in AUTO_STEPS:
+        graph = AttributionEngine(resolved.model, resolved.slots, replace(a, steps=K), mean=mean).attribute(part)
+        probe = GraphAccumulator(a.beta, [s.n_nodes for s in resolved.slots] + [1])
+        probe.add(graph)
+        worst = max(probe.completeness().values(), default=0.0)
+        log.info("%s: completeness residual %.3g at K=%d (tolerance %g)", task, worst, K, a.tolerance)
+        if worst <= a.tolerance:
+            break
+    return K, graph
 
 
 def _n_accumulated(acc: Any) -> int:
@@ -389,7 +428,9 @@ def _write_task(writer: GraphWriter, resolved: Resolved, config: IngestConfig, r
             writer.write_nodes(what, rows)
             nodes += len(rows) if what in (Label.FEATURE, Label.ERROR, Label.INPUT, Label.OUTPUT) else 0
             features += len(rows) if what is Label.FEATURE else 0
-    edges = acc.result(a.threshold, a.top_k)
+    from ingest.attribution.aggregate import drop_noise, select
+    edges, noise = drop_noise({pair: acc.weights(pair) for pair in acc.keys}, a.noise_rel)
+    edges = select(edges, a.threshold, a.top_k)
     writer.write_relationships(Rel.ATTRIBUTES_TO, edge_rows(names, task, edges),
                                common=edge_common(names, task, record.run_id, Granularity.FEATURE))
     writer.write_relationships(Rel.IN_HEAD, in_head_rows(names, task, heads, acc, record.run_id))
@@ -397,5 +438,21 @@ def _write_task(writer: GraphWriter, resolved: Resolved, config: IngestConfig, r
     writer.write_relationships(Rel.ATTRIBUTES_TO, coarse,
                                common=edge_common(names, task, record.run_id, Granularity.HEAD))
     n = max(acc.n_examples, 1)
+    residuals = {("output" if m == len(resolved.slots) else resolved.slots[m].hook): r
+                 for m, r in acc.completeness().items()}
+    worst = max(residuals.values(), default=0.0)
+    converged = worst <= a.tolerance
+    if not converged:
+        log.info("%s: the integrated-gradients path has not converged at K=%d steps: completeness residual "
+                    "%.3g at %s, above the tolerance %g (raise --steps, or --steps auto)", task, acc.steps, worst,
+                    max(residuals, key=residuals.__getitem__), a.tolerance)
+    writer.write_relationships(Rel.FOR_TASK, [{
+        "src": record.key, "dst": task_key, "ig_steps": acc.steps, "residual": worst, "residual_tolerance": a.tolerance,
+        "residual_output": residuals.get("output", 0.0),
+        "residual_targets": [f"{k}={v:.6g}" for k, v in residuals.items()]}], src=Label.RUN, dst=Label.TASK)
+    if noise:
+        log.info("%s: %d edges below the noise floor (%g of their target's largest in-edge) not stored",
+                 task, noise, a.noise_rel)
     return TaskGraph(task=task, examples=acc.n_examples, features=features, nodes=nodes, edges=count_edges(edges),
+                     noise_dropped=noise, steps=acc.steps or 0, residuals=residuals, residual=worst, converged=converged,
                      head_edges=len(coarse), heads=head_report(names, heads, acc), metric_clean=acc.metric_clean / n, metric_base=acc.metric_base / n)

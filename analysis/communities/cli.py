@@ -30,6 +30,7 @@ def communities(
     seed: Annotated[int, typer.Option(help="Seed of the method.")] = 0,
     kind: Annotated[list[str] | None, typer.Option("--kind", help="Only nodes with this label (repeatable): Feature, ErrorNode, Input, Output, Head, ROI; edges between two such nodes.")] = None,
     layer: Annotated[list[int] | None, typer.Option("--layer", help="Only nodes in this layer (repeatable; the embedding input is -1, the output n_layers).")] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table, csv or json; csv and json rows carry the ids this command created (run) and read (graph_run), and notes go to stderr.")] = Format.TABLE,
 ) -> None:
     """Communities of a stored graph, written back as :Community nodes and IN_COMMUNITY edges.
 
@@ -70,11 +71,12 @@ def communities(
     rows = []
     for level, labels in enumerate(part.labels):
         sizes = np.bincount(labels)
-        rows.append({"level": level, "communities": len(sizes), "largest": int(sizes.max()),
+        rows.append({"run": run_id, "graph_run": graph_run, "level": level, "communities": len(sizes), "largest": int(sizes.max()),
                      "singletons": int((sizes == 1).sum()), "modularity": round(part.modularity[level], 4)})
-    render(rows, list(rows[0]), Format.TABLE,
+    render(rows, list(rows[0]), fmt,
            title=f"{method} on {model} @ {checkpoint}, {', '.join(task)} (graph run {graph_run}): "
                  f"{sub.n} nodes, {sub.edges} edges")
     largest = node_key(Label.COMMUNITY, run=run_id, level=0, index=0)
     typer.echo(f"run {run_id}; the largest community: mechgraph query run community_members -p run={run_id} "
-               f"-p index=0, or community_top_edges / community_output_links -p community='{largest}'")
+               f"-p index=0, or community_top_edges / community_output_links -p community='{largest}'",
+               err=fmt is not Format.TABLE)  # machine-readable stdout holds the table only

@@ -33,6 +33,7 @@ def disentangle(
     seed: Annotated[int, typer.Option(help="Seed of the community method, the null and the prompts.")] = 0,
     out: Annotated[str | None, typer.Option(help="Directory for the CSVs and PNGs. [default: DATA_DIR/disentangle]")] = None,
     device: DeviceOpt = "cpu",
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table, csv or json; csv and json print the purity table only, its rows carrying the ids this command created (run, communities_run), and notes go to stderr (the kill table is in its CSV file).")] = Format.TABLE,
 ) -> None:
     """Task disentanglement: do the union graph's communities follow the tasks?
 
@@ -65,17 +66,18 @@ def disentangle(
         result = run_disentangle(db, config, out_root=out_root or home / "disentangle", device=device,
                                  progress=lambda done, total: progress("communities × tasks: kill table", done, total))
     a = result.analysis
+    notes = fmt is not Format.TABLE  # machine-readable stdout holds one table only
     typer.echo(f"{result.model} @ {result.checkpoint}, {', '.join(config.tasks)} (graphs "
                f"{', '.join(sorted(set(result.graph_runs.values())))}): {len(a.keys)} nodes "
                f"({a.alignment.excluded_outputs} outputs and {a.alignment.excluded_zero} nodes without strength left out), "
-               f"{len(a.purity)} communities, modularity {a.modularity:.3f}")
+               f"{len(a.purity)} communities, modularity {a.modularity:.3f}", err=notes)
     typer.echo(f"NMI {a.nmi:.3f}, ARI {a.ari:.3f}; {a.null} null over {len(a.null_nmi)} draws: "
-               f"NMI {a.null_mean:.3f} ± {a.null_std:.3f}, z = {a.z:.1f}")
-    rows = [{"community": p.index, "size": p.size, "dominant task": p.dominant_task, "purity": round(p.purity, 3),
+               f"NMI {a.null_mean:.3f} ± {a.null_std:.3f}, z = {a.z:.1f}", err=notes)
+    rows = [{"run": result.run, "communities_run": result.communities_run, "community": p.index, "size": p.size, "dominant task": p.dominant_task, "purity": round(p.purity, 3),
              "majority task": p.majority_task, "members dominated": round(p.majority_fraction, 3),
              **{f"share {t}": round(s, 3) for t, s in zip(config.tasks, p.shares, strict=True)}} for p in a.purity]
-    render(rows, list(rows[0]), Format.TABLE, title="task purity per community")
-    if result.kill is not None:
+    render(rows, list(rows[0]), fmt, title="task purity per community")
+    if result.kill is not None and not notes:
         table = result.kill
         for kind in config.ablations:
             kill_rows = [{"community": c, "size": n,
@@ -86,4 +88,6 @@ def disentangle(
                    title=f"F on each task's prompts, {kind} ablation, {config.baseline} baseline: kill C / keep only C")
         typer.echo(f"kill table: {result.csv}\nheatmaps:   " + ", ".join(str(p) for p in result.pngs))
     typer.echo(f"run {result.run} (communities run {result.communities_run}; "
-               f"`mechgraph query run disentanglement -p run={result.run}`), {result.seconds:.0f} s")
+               f"`mechgraph query run disentanglement -p run={result.run}`), {result.seconds:.0f} s", err=notes)
+    if result.kill is not None and notes:
+        typer.echo(f"kill table: {result.csv}", err=True)

@@ -37,6 +37,7 @@ def evaluate(
     drop_errors: Annotated[bool, typer.Option("--drop-errors", help="Ablate error nodes too (default: they stay kept).")] = False,
     out: Annotated[str | None, typer.Option(help="Directory for the CSV and PNG. [default: DATA_DIR/evaluations]")] = None,
     device: DeviceOpt = "cpu",
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table, csv or json; csv and json rows carry the ids this command created (run) and read (graph_run), and notes go to stderr.")] = Format.TABLE,
 ) -> None:
     """Judge a stored graph by running it: faithfulness and completeness curves.
 
@@ -80,16 +81,18 @@ def evaluate(
     if len(result.budgets) < sweep:
         typer.echo(f"--sweep {sweep}: the graph's {result.total_edges} edges give {len(result.budgets)} distinct "
                    f"budgets between 1% and 100%; measured those", err=True)
-    rows = [{k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(p).items() if k != "budget"}
+    rows = [{"run": result.run, "graph_run": result.graph_run,
+             **{k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(p).items() if k != "budget"}}
             for p in result.points]
-    render(rows, list(rows[0]), Format.TABLE,
+    render(rows, list(rows[0]), fmt,
            title=f"{result.model} @ {result.checkpoint}, {task}: graph {result.graph_run} ({result.total_edges} edges), "
                  f"{result.baseline} baseline; m(model) = {result.clean_logit_diff:.3f}, "
                  f"m(empty) = {result.ablated_logit_diff:.3f}")
+    notes = fmt is not Format.TABLE  # machine-readable stdout holds the table only
     for kind, area in result.summary.items():
-        typer.echo(f"{kind} ablation ({result.baseline} baseline): CPR {area['cpr']:.3f}, CMD {area['cmd']:.3f}")
+        typer.echo(f"{kind} ablation ({result.baseline} baseline): CPR {area['cpr']:.3f}, CMD {area['cmd']:.3f}", err=notes)
     typer.echo(f"curve: {result.csv}\nplot:  {result.png}\n:Evaluation nodes of run {result.run} "
-               f"({result.seconds:.0f} s)")
+               f"({result.seconds:.0f} s)", err=notes)
 
 
 def shortcut(

@@ -40,6 +40,7 @@ def fit(
     seed: Annotated[int, typer.Option(help="Seed of the examples, the mixture and the baseline.")] = 0,
     out: Annotated[str | None, typer.Option(help="Directory for the CSVs and PNGs. [default: DATA_DIR/rois]")] = None,
     device: DeviceOpt = "cpu",
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table, csv or json; csv and json rows carry the ids this command created (run) and read (ingest_run), and notes go to stderr.")] = Format.TABLE,
 ) -> None:
     """Fit ROIs: per dictionary, an SBM on the latent x latent similarity of activations and/or
     attributions; ROIs written as :ROI nodes with IN_ROI members, and the ingest graph contracted
@@ -66,12 +67,13 @@ def fit(
     with open_store(ctx) as (home, db), bars.progress:
         result = fit_run_rois(db, config, out_root=out_root or home / "rois", device=device,
                               progress=progress)
-    render([_round(r) for r in result.summary], list(result.summary[0]) if result.summary else ["hook"], Format.TABLE,
+    summary = [{"run": result.run, "ingest_run": result.ingest_run, **_round(r)} for r in result.summary]
+    render(summary, list(summary[0]) if summary else ["run", "ingest_run", "hook"], fmt,
            title=f"ROIs of {result.model} @ {result.checkpoint}, {', '.join(result.tasks)} (ingest run "
                  f"{result.ingest_run}): decoder cosine and correlation within ROIs vs random partitions")
     edges = ", ".join(f"{t} {n}" for t, n in result.roi_edges.items())
     typer.echo(f"run {result.run}; ROI-level edges: {edges}; files in {result.out_dir} ({result.seconds:.0f} s)\n"
-               f"list them: mechgraph roi show {result.run}")
+               f"list them: mechgraph roi show {result.run}", err=fmt is not Format.TABLE)
 
 
 @roi_app.command("show")

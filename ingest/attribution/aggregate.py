@@ -53,6 +53,9 @@ class GraphAccumulator:
         self.head_mass: dict[int, Tensor] = {}
         self.metric_clean = 0.0
         self.metric_base = 0.0
+        #: dst slot -> [Σ |in-edge sum - Δ|, Σ |Δ|] over its targets and the examples (completeness)
+        self.residual: dict[int, list[float]] = {}
+        self.steps: int | None = None  # IG steps of the batches so far (set by the pipeline; resumed)
 
     def add(self, g: BatchGraph) -> None:
         for pair, rows in g.edges.items():
@@ -69,6 +72,12 @@ class GraphAccumulator:
         if g.metric_clean is not None and g.metric_base is not None:
             self.metric_clean += float(g.metric_clean.double().sum())
             self.metric_base += float(g.metric_base.double().sum())
+        for m, sums in g.edge_sums.items():
+            if m in g.delta:
+                delta = g.delta[m].detach().double().cpu()
+                r = self.residual.setdefault(m, [0.0, 0.0])
+                r[0] += float((sums.detach().cpu() - delta).abs().sum())
+                r[1] += float(delta.abs().sum())
         self.n_examples += g.n_examples
         self.batches += 1
 
@@ -101,9 +110,19 @@ class GraphAccumulator:
         n_src = self.n_nodes[pair[0]]
         return Edges(dst=keys // n_src, src=keys % n_src, weight=w)
 
-    def result(self, threshold: float = 0.0, top_k: int = 0) -> dict[Pair, Edges]:
-        """The kept edges: |w| >= threshold, then at most ``top_k`` in-edges per downstream node."""
-        return select({pair: self.weights(pair) for pair in self.keys}, threshold, top_k)
+    def result(self, threshold: float = 0.0, top_k: int = 0, noise_rel: float = 0.0) -> dict[Pair, Edges]:
+        """The kept edges: above the noise floor (:func:`drop_noise`), |w| >= threshold, then at
+        most ``top_k`` in-edges per downstream node."""
+        edges, _ = drop_noise({pair: self.weights(pair) for pair in self.keys}, noise_rel)
+        return select(edges, threshold, top_k)
+
+    def completeness(self) -> dict[int, float]:
+        """Relative completeness residual per downstream slot (the output is the last slot):
+        Σ |Σ in-edges - Δ| / Σ |Δ| over its targets and examples, where Δ is the target's change
+        from the baseline to the clean input. Integrated gradients makes it 0 as the number of
+        steps grows (the engine's docstring); a large value means the path has not converged."""
+        return {m: (res / mag if mag > 0 else (0.0 if res == 0 else float("inf")))
+                for m, (res, mag) in sorted(self.residual.items())}
 
     def node_attribution(self, s: int) -> Tensor | None:
         """Mean over examples of each node's total-effect attribution to the metric."""
@@ -116,7 +135,8 @@ class GraphAccumulator:
         return {"beta": str(self.beta), "n_nodes": self.n_nodes, "n_examples": self.n_examples,
                 "batches": self.batches, "keys": self.keys, "hi": self.hi, "lo": self.lo,
                 "node_attr": self.node_attr, "active": self.active, "head_mass": self.head_mass,
-                "metric_clean": self.metric_clean, "metric_base": self.metric_base}
+                "metric_clean": self.metric_clean, "metric_base": self.metric_base, "residual": self.residual,
+                "steps": self.steps}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> GraphAccumulator:
@@ -124,7 +144,39 @@ class GraphAccumulator:
         for name in ("n_examples", "batches", "keys", "hi", "lo", "node_attr", "active", "head_mass",
                      "metric_clean", "metric_base"):
             setattr(acc, name, state[name])
+        acc.residual = state.get("residual", {})  # absent from states saved before they existed
+        acc.steps = state.get("steps")
         return acc
+
+
+def drop_noise(edges: dict[Pair, Edges], noise_rel: float) -> tuple[dict[Pair, Edges], int]:
+    """Drop in-edges below ``noise_rel`` times the largest |w| into the same downstream node
+    (over all its upstream slots); returns the kept edges and how many were dropped.
+
+    Why: in float32 a weight that is exactly zero in one basis is rounding noise in a rotated
+    one (an SVD or orthogonal basis: Σ_i a_i b_i over cancelling terms leaves ~1e-7 of the
+    terms' size), so ``threshold = 0`` would store every such pair. Float32's unit roundoff is
+    6e-8; sums over d_model terms and K IG steps grow it by a few orders, hence a default of
+    1e-6 (``AttributionConfig.noise_rel``): an edge a millionth of its target's strongest
+    in-edge carries nothing measurable. 0 keeps everything."""
+    if noise_rel <= 0:
+        return edges, 0
+    peak: dict[int, Tensor] = {}  # downstream slot -> largest |w| into each of its nodes
+    for m in {m for _, m in edges}:
+        parts = [e for (_, d), e in edges.items() if d == m and len(e)]
+        if parts:
+            dst = torch.cat([e.dst.long() for e in parts])
+            w = torch.cat([e.weight.abs() for e in parts])
+            peak[m] = torch.zeros(int(dst.max()) + 1, dtype=w.dtype).scatter_reduce(0, dst, w, "amax")
+    kept, dropped = {}, 0
+    for (s, m), e in edges.items():
+        if not len(e):
+            kept[(s, m)] = e
+            continue
+        keep = e.weight.abs() >= noise_rel * peak[m][e.dst.long()]
+        dropped += int((~keep & (e.weight != 0)).sum())  # exact zeros were never edges
+        kept[(s, m)] = Edges(e.dst[keep], e.src[keep], e.weight[keep])
+    return kept, dropped
 
 
 def select(edges: dict[Pair, Edges], threshold: float, top_k: int) -> dict[Pair, Edges]:

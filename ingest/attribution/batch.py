@@ -29,6 +29,9 @@ class BatchGraph:
     #: dst slot -> [batch, n_nodes]: Σ_q (λ(clean) - λ(baseline)) of each downstream node
     #: (what its in-edges sum to under completeness, with α = sum).
     delta: dict[int, Tensor] = field(default_factory=dict)
+    #: dst slot -> [batch, n_nodes]: Σ of every in-edge of each downstream node over all upstream
+    #: nodes and positions, before α and pruning; completeness says it equals ``delta``.
+    edge_sums: dict[int, Tensor] = field(default_factory=dict)
     #: slot -> [batch, n_nodes]: total-effect IG attribution of each node to the metric, Σ over positions.
     node_attr: dict[int, Tensor] = field(default_factory=dict)
     #: slot -> [n_nodes] number of (example, position)s where the node is active (clean or baseline).
@@ -74,3 +77,33 @@ class MeanBaseline:
 
     x: list[Tensor]
     f: list[Tensor | None]
+
+
+def merge_graphs(n_examples: int, parts: list[tuple[Tensor, BatchGraph]]) -> BatchGraph:
+    """One :class:`BatchGraph` of ``n_examples`` from graphs of row subsets (``(row indices,
+    graph)``, e.g. the :meth:`TaskBatch.unpadded` groups): per-example tensors are put back in
+    row order, edge rows get their rows' indices, counts add up."""
+    out = BatchGraph(n_examples=n_examples)
+    for idx, g in parts:
+        for pair, rows in g.edges.items():
+            moved = EdgeRows(idx.to(rows.example.device)[rows.example], rows.dst, rows.src, rows.weight)
+            old = out.edges.get(pair)
+            out.edges[pair] = moved if old is None else EdgeRows(
+                *(torch.cat([a, b]) for a, b in zip((old.example, old.dst, old.src, old.weight),
+                                                    (moved.example, moved.dst, moved.src, moved.weight), strict=True)))
+        for name in ("delta", "edge_sums", "node_attr"):
+            store = getattr(out, name)
+            for s, t in getattr(g, name).items():
+                full = store.setdefault(s, torch.zeros((n_examples, *t.shape[1:]), dtype=t.dtype, device=t.device))
+                full[idx.to(t.device)] = t
+        for name in ("active", "head_mass"):
+            store = getattr(out, name)
+            for s, t in getattr(g, name).items():
+                store[s] = store[s] + t if s in store else t.clone()
+        for name in ("metric_clean", "metric_base"):
+            t = getattr(g, name)
+            if t is not None:
+                if getattr(out, name) is None:
+                    setattr(out, name, torch.zeros(n_examples, dtype=t.dtype, device=t.device))
+                getattr(out, name)[idx.to(t.device)] = t
+    return out

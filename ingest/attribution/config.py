@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
+
+#: The step counts ``steps="auto"`` tries in turn, stopping at the first whose completeness
+#: residual is within ``tolerance`` (or at the last, with a warning).
+AUTO_STEPS: tuple[int, ...] = (8, 16, 32, 64, 128)
 
 
 class Baseline(StrEnum):
@@ -41,7 +45,12 @@ class AttributionConfig:
 
     Attributes:
         steps: integrated-gradients steps (midpoint rule); ``1`` is attribution patching (AtP),
-            the gradient at the path's midpoint times the difference.
+            the gradient at the path's midpoint times the difference. ``"auto"``: the first of
+            :data:`AUTO_STEPS` whose completeness residual on a task's first batch is within
+            ``tolerance`` (chosen per task by the ingest pipeline).
+        tolerance: the largest acceptable relative completeness residual, Σ |Σ in-edges - Δ| /
+            Σ |Δ| over a downstream slot's targets (Δ: the target's change from baseline to
+            clean, which IG's in-edges sum to as steps grow); above it ingest warns.
         baseline: see :class:`Baseline`.
         alpha: position aggregation (:class:`PositionAgg`); ``alpha_abs`` aggregates |w|.
         beta: example aggregation (:class:`ExampleAgg`).
@@ -51,12 +60,16 @@ class AttributionConfig:
         example_threshold: per-example contributions with |w| below this are dropped before
             beta, so memory follows kept edges; each kept edge is then exact to within
             ``example_threshold`` (for beta = mean). ``None`` means ``threshold / 10``.
-        mean_examples: size of the reference set of the ``mean`` baseline.
+        noise_rel: the noise floor: an edge with |w| below ``noise_rel`` times the largest |w|
+            into the same downstream node is floating-point rounding, not an edge, and is
+            dropped before ``threshold`` (so ``threshold = 0`` does not store the ~1e-7-relative
+            residue that exact zeros become in a rotated basis). 1e-6 suits float32; 0 keeps all.
         chunk: downstream nodes per batched backward pass (memory vs speed).
         error_edges: also compute in-edges of error nodes (see the engine's docstring).
     """
 
-    steps: int = 8
+    steps: int | Literal["auto"] = 8
+    tolerance: float = 0.05
     baseline: Baseline = Baseline.COUNTERFACTUAL
     alpha: PositionAgg = PositionAgg.SUM
     alpha_abs: bool = False
@@ -64,6 +77,7 @@ class AttributionConfig:
     threshold: float = 0.0
     top_k: int = 0
     example_threshold: float | None = None
+    noise_rel: float = 1e-6
     mean_examples: int = 64
     chunk: int = 256
     error_edges: bool = True
@@ -75,12 +89,16 @@ class AttributionConfig:
                 object.__setattr__(self, name, enum(value))
             except ValueError:
                 raise ValueError(f"{name} must be one of {', '.join(e.value for e in enum)}; got {value!r}") from None
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be a positive integer (1 = attribution patching), got {self.steps!r}")
+        if self.steps != "auto" and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
+            raise ValueError(f"steps must be a positive integer (1 = attribution patching) or auto, got {self.steps!r}")
+        if not 0 < self.tolerance < 1:
+            raise ValueError(f"tolerance must be in (0, 1) (a relative completeness residual), got {self.tolerance!r}")
         if not self.threshold >= 0:
             raise ValueError(f"threshold must be >= 0, got {self.threshold!r}")
         if self.example_threshold is not None and not self.example_threshold >= 0:
             raise ValueError(f"example_threshold must be >= 0, got {self.example_threshold!r}")
+        if not 0 <= self.noise_rel < 1:
+            raise ValueError(f"noise_rel must be in [0, 1) (a fraction of a target's largest in-edge), got {self.noise_rel!r}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 = no limit), got {self.top_k!r}")
         if self.mean_examples < 1:

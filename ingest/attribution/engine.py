@@ -33,7 +33,9 @@ is attribution patching (the gradient at the path's midpoint).
 ``λ = ⟨g, e_m(y_m)⟩`` with ``g = ∂metric/∂x_m`` at the clean input (a constant): the error
 node's first-order contribution to the metric, as Sparse Feature Circuits does.
 
-**Positions and examples.** ``w(u@p → d@q)`` is zero for ``p > q`` (causal attention).
+**Positions and examples.** ``w(u@p → d@q)`` is zero for ``p > q`` under causal attention;
+nothing assumes it: a bidirectional model gets those edges, its batch run per prompt length
+without padding (which it would read; :meth:`TaskBatch.unpadded`).
 α contracts an example's pairs ``(p, q)`` to ``w(u → d)`` (sum, mean = sum / number of
 graph positions, or max = the entry of largest magnitude; optionally of ``|w|``), per-example
 weights below ``example_threshold`` are dropped, and β aggregates examples (see
@@ -66,11 +68,12 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 
-from ingest.attribution.batch import BatchGraph, MeanBaseline, Prepared, _flat, logit_diff
+from ingest.attribution.batch import BatchGraph, MeanBaseline, Prepared, _flat, logit_diff, merge_graphs
 from ingest.attribution.config import AttributionConfig, Baseline, PositionAgg
 from ingest.attribution.nodes import head_mass, node_attribution
 from ingest.attribution.rows import (
     EdgeRows,
+    project_on_nodes,
     _coalesce,
     _group,
     _latent_jacobian_rows,
@@ -96,6 +99,9 @@ class AttributionEngine:
         self.config = config
         self.skip_bos = skip_bos
         self.metric = metric
+        if not isinstance(config.steps, int):
+            raise AttributionError(f"the engine needs a number of steps, not {config.steps!r} "
+                                   "(steps='auto' is resolved by the ingest pipeline, per task)")
         self.mean = mean  # required by the mean baseline; checked when first needed (_means)
         self.S = len(self.slots)
         self._index = {s.hook: i for i, s in enumerate(self.slots)}
@@ -146,8 +152,10 @@ class AttributionEngine:
         sums_x: list[Tensor] = []
         sums_f: list[Tensor | None] = []
         count = 0
-        for start in range(0, len(batch), batch_size):
-            part = batch[start:start + batch_size]
+        parts = [batch[start:start + batch_size] for start in range(0, len(batch), batch_size)]
+        if not self.causal:  # no padding for a model that would attend to it
+            parts = [p for part in parts for _, p in part.unpadded()]
+        for part in parts:
             valid = self.graph_positions(part)
             _, values = self.run_cached(part.tokens)
             xs = [v[valid].sum(0) for v in values]
@@ -259,7 +267,16 @@ class AttributionEngine:
         """Edges (α-aggregated per example, pruned at ``example_threshold``), completeness
         deltas, node attributions and head contributions for one batch of examples."""
         with self._parameters_frozen():
-            return self._attribute(batch, node_attributions=node_attributions, heads=heads)
+            if self.causal or len(parts := batch.unpadded()) == 1 and parts[0][1].tokens.shape == batch.tokens.shape:
+                return self._attribute(batch, node_attributions=node_attributions, heads=heads)
+            # Bidirectional attention reads right-padding (TransformerLens masks padding only in
+            # causal attention): run each length's rows without padding, then put them back.
+            return merge_graphs(len(batch), [(i, self._attribute(p, node_attributions=node_attributions, heads=heads))
+                                             for i, p in parts])
+
+    @property
+    def causal(self) -> bool:
+        return getattr(self.model.cfg, "attention_dir", "causal") == "causal"
 
     def _attribute(self, batch: TaskBatch, *, node_attributions: bool, heads: bool) -> BatchGraph:
         prep = self.prepare(batch)
@@ -279,13 +296,14 @@ class AttributionEngine:
             if y0m is None or y1m is None:
                 raise AttributionError(f"the forward pass did not reach {slot.hook}")
             out.delta[m] = self._delta(prep, m, y0m, y1m)
-            edges, targets = self.edges_into(batch, prep, m, y0m)
+            edges, targets = self.edges_into(batch, prep, m, y0m, sums=out.edge_sums)
             if targets is not None:
                 active[m] += torch.bincount(targets.node, minlength=slot.n_nodes)
             out.edges.update({(s, m): rows for s, rows in edges.items()})
         # The output metric: one downstream scalar per example.
         out.delta[self.S] = (out.metric_clean - out.metric_base)[:, None]
-        out.edges.update({(s, self.S): rows for s, rows in self.edges_into(batch, prep, self.S)[0].items()})
+        out.edges.update({(s, self.S): rows for s, rows in
+                          self.edges_into(batch, prep, self.S, sums=out.edge_sums)[0].items()})
         out.active = {s: a for s, a in enumerate(active)}
         if node_attributions:
             out.node_attr = {s: node_attribution(self.model, self.metric, self._project, self.config.steps,
@@ -295,19 +313,26 @@ class AttributionEngine:
                              for s, slot in enumerate(self.slots) if slot.is_attention}
         return out
 
-    def edges_into(self, batch: TaskBatch, prep: Prepared, m: int,
-                   y0: Tensor | None = None) -> tuple[dict[int, EdgeRows], _Targets | None]:
+    def edges_into(self, batch: TaskBatch, prep: Prepared, m: int, y0: Tensor | None = None, *,
+                   sums: dict[int, Tensor] | None = None) -> tuple[dict[int, EdgeRows], _Targets | None]:
         """Per-example in-edges of slot ``m``'s nodes (``m == len(slots)``: the output), by
         upstream slot, and the downstream targets. ``y0``: what flows into hook ``m`` with every
-        upstream node at its baseline (needed for ``m < len(slots)``)."""
+        upstream node at its baseline (needed for ``m < len(slots)``). With ``sums``, also
+        ``sums[m]`` [batch, n_nodes]: each target's in-edges summed over every upstream node
+        and position before α and pruning, the left side of IG completeness (``BatchGraph.edge_sums``)."""
         with self._parameters_frozen():
-            return self._edges_into(batch, prep, m, y0)
+            total = None
+            if sums is not None:
+                n_nodes = 1 if m == self.S else self.slots[m].n_nodes
+                total = sums[m] = torch.zeros((len(batch), n_nodes), dtype=torch.float64, device=prep.valid.device)
+            return self._edges_into(batch, prep, m, y0, total)
 
-    def _edges_into(self, batch: TaskBatch, prep: Prepared, m: int,
-                    y0: Tensor | None) -> tuple[dict[int, EdgeRows], _Targets | None]:
+    def _edges_into(self, batch: TaskBatch, prep: Prepared, m: int, y0: Tensor | None,
+                    total: Tensor | None = None) -> tuple[dict[int, EdgeRows], _Targets | None]:
         if m == self.S:
             grads = self._integrate_metric(batch, prep)
-            return {s: self._finish(prep, s, [self._rows(prep, s, g, None, 0)]) for s, g in grads.items()}, None
+            return {s: self._finish(prep, s, [self._rows(prep, s, g, None, 0, total)])
+                    for s, g in grads.items()}, None
         if y0 is None:
             raise AttributionError("edges into a dictionary need y0, the incoming value at the baseline")
         targets = self._targets(prep, m, y0)
@@ -315,7 +340,7 @@ class AttributionEngine:
         for start in range(0, targets.width, self.config.chunk):
             stop = min(start + self.config.chunk, targets.width)
             for s, g in self._integrate(batch, prep, m, targets, start, stop).items():
-                parts.setdefault(s, []).append(self._rows(prep, s, g, targets, start))
+                parts.setdefault(s, []).append(self._rows(prep, s, g, targets, start, total))
         return {s: self._finish(prep, s, p) for s, p in parts.items()}, targets
 
     def _path(self, prep: Prepared, t: float, *, grad: bool = False) -> list[Tensor]:
@@ -442,9 +467,11 @@ class AttributionEngine:
             self._ups[m] = [s for s, g in enumerate(grads) if g is not None]
         return self._ups[m]
 
-    def _rows(self, prep: Prepared, s: int, gbar: Tensor, targets: _Targets | None, start: int) -> EdgeRows:
+    def _rows(self, prep: Prepared, s: int, gbar: Tensor, targets: _Targets | None, start: int,
+              total: Tensor | None = None) -> EdgeRows:
         """Project mean gradients on slot ``s``'s nodes and contract upstream positions: one row
-        per (backward slot's group, upstream node), not yet combined over downstream positions."""
+        per (backward slot's group, upstream node), not yet combined over downstream positions.
+        ``total`` [n, n_nodes of the target slot] gets every group's signed sum added (completeness)."""
         A, ids = self._project(prep, s, gbar)                       # [B n T U], [U]
         R = _reduce_positions(A, self.config.alpha, self.config.alpha_abs)  # [B n U]
         n = R.shape[1]
@@ -454,6 +481,10 @@ class AttributionEngine:
         else:
             table = targets.table[:, start:start + R.shape[0]].T    # [B n]
             g_ex, g_node = targets.g_ex, targets.g_node
+        if total is not None:
+            gb, ge = (table >= 0).nonzero(as_tuple=True)
+            g = table[gb, ge]
+            total.index_put_((g_ex[g], g_node[g]), A.sum((2, 3))[gb, ge].detach().double(), accumulate=True)
         b, e, j = ((R != 0) & (table[..., None] >= 0)).nonzero(as_tuple=True)
         group = table[b, e]
         return EdgeRows(example=g_ex[group], dst=g_node[group], src=ids[j], weight=R[b, e, j].detach())
@@ -472,17 +503,4 @@ class AttributionEngine:
 
     def _project(self, prep: Prepared, s: int, gbar: Tensor) -> tuple[Tensor, Tensor]:
         """Attributions of slot ``s``'s nodes: [B n T U] over candidate node ids [U]."""
-        slot = self.slots[s]
-        dx = prep.clean[s] - prep.base[s]
-        vector_ids = torch.tensor([slot.vector], device=dx.device)
-        if slot.dictionary is None:
-            return (gbar * dx).sum(-1, keepdim=True), vector_ids
-        fc, fb = prep.f_clean[s], prep.f_base[s]
-        df = fc - fb  # type: ignore[operator]  (set for every slot with a dictionary)
-        cand = (df != 0).any(0).any(0).nonzero(as_tuple=True)[0]
-        W = slot.dictionary.W_dec[cand]                                  # [U d_in]
-        dfc = df[..., cand]                                              # [n T U]
-        de = dx - dfc @ W                                                # error delta
-        A_lat = (gbar @ W.T) * dfc
-        A_err = (gbar * de).sum(-1, keepdim=True)
-        return torch.cat([A_lat, A_err], dim=-1), torch.cat([cand, vector_ids])
+        return project_on_nodes(self.slots[s], prep.clean[s] - prep.base[s], prep.f_clean[s], prep.f_base[s], gbar)

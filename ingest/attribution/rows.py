@@ -1,6 +1,6 @@
 """Per-example edge rows: downstream targets grouped into backward slots, α over positions.
 
-Helpers of :mod:`.engine` that work on index tensors only (no model): how downstream nodes
+Helpers of :mod:`.engine` that work on tensors only (no model): how downstream nodes
 share the copies of one batched backward pass, how a latent's Jacobian row is read, and how
 position pairs contract (α) and rows of the same edge combine.
 """
@@ -116,3 +116,22 @@ def _coalesce(rows: EdgeRows, alpha: PositionAgg, n_src: int) -> EdgeRows:
     src = uniq % n_src
     rest = uniq // n_src
     return EdgeRows(example=rest // big, dst=rest % big, src=src, weight=w)
+
+
+def project_on_nodes(slot: Any, dx: Tensor, f_clean: Tensor | None, f_base: Tensor | None,
+                     gbar: Tensor) -> tuple[Tensor, Tensor]:
+    """IG attributions of one slot's nodes from mean gradients ``gbar`` [B n T d_in] at its hook:
+    [B n T U] over candidate node ids [U] (latents that move between baseline and clean, then the
+    vector node). ``dx`` is the hook's clean - baseline value; a latent's attribution is
+    ``(gbar · W_dec[u]) Δf_u``, the error node's ``gbar · (dx - Δf W_dec)``."""
+    vector_ids = torch.tensor([slot.vector], device=dx.device)
+    if slot.dictionary is None:
+        return (gbar * dx).sum(-1, keepdim=True), vector_ids
+    df = f_clean - f_base  # type: ignore[operator]  (set for every slot with a dictionary)
+    cand = (df != 0).any(0).any(0).nonzero(as_tuple=True)[0]
+    W = slot.dictionary.W_dec[cand]                                  # [U d_in]
+    dfc = df[..., cand]                                              # [n T U]
+    de = dx - dfc @ W                                                # error delta
+    A_lat = (gbar @ W.T) * dfc
+    A_err = (gbar * de).sum(-1, keepdim=True)
+    return torch.cat([A_lat, A_err], dim=-1), torch.cat([cand, vector_ids])

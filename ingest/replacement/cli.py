@@ -60,11 +60,14 @@ def trace_command(
     else:
         with bars.progress:
             result = trace(request, progress=progress)
-    render([_summary(result)], list(_summary(result)), fmt,
-           title=f"run {result.run}" + (f", prompt {result.prompt}" if result.prompt else " (not stored)"))
     targets = [{"target": t.label, "weight": round(t.weight, 4),
                 "value": round(float(result.graph.value[result.graph.target_start + j]), 4)}
                for j, t in enumerate(result.graph.targets)]
+    if fmt is Format.JSON:  # one JSON document: the summary (run and prompt ids first) with its targets
+        render([{**_summary(result), "targets": targets}], [], fmt)
+        return
+    render([_summary(result)], list(_summary(result)), fmt,
+           title=f"run {result.run}" + (f", prompt {result.prompt}" if result.prompt else " (not stored)"))
     render(targets, ["target", "weight", "value"], fmt, title="targets")
 
 

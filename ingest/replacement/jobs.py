@@ -135,7 +135,7 @@ class TaskTraceConfig:
     transcoders: str
     tasks: tuple[str, ...]
     examples: int = 8
-    split: Literal["train", "test"] = "test"
+    split: Literal["train", "test", "all"] = "test"
     seed: int = 0
     beta: Literal["mean", "sum"] = "mean"
     trace: TraceConfig = field(default_factory=TraceConfig)

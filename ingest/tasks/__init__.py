@@ -7,6 +7,7 @@ for specs (``NAME:k=v``, ``jsonl:PATH``, ``py:MODULE:FUNCTION``) and
 
 from ingest.tasks.registry import (
     HELD_OUT_FRACTION,
+    SPLIT_CHOICES,
     SPLITS,
     Example,
     Task,
@@ -21,5 +22,5 @@ from ingest.tasks.registry import (
 # ``ingest.tasks`` (or a module inside it) sees them.
 from ingest.tasks.builtin import builtin_task_names  # noqa: E402
 
-__all__ = ["HELD_OUT_FRACTION", "SPLITS", "Example", "Task", "builtin_task_names", "get_task",
+__all__ = ["HELD_OUT_FRACTION", "SPLIT_CHOICES", "SPLITS", "Example", "Task", "builtin_task_names", "get_task",
            "list_tasks", "load_jsonl_task", "register_task", "split_of"]

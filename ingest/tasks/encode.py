@@ -2,7 +2,9 @@
 
 Works with any Hugging Face tokenizer (the toy word-level one, SmolLM2's BPE): prompts are
 right-padded, so with causal attention the logits at each prompt's last token are exactly
-those of the unpadded prompt, and ``last`` indexes them.
+those of the unpadded prompt, and ``last`` indexes them. (Bidirectional attention would read
+the padding: the attribution engine runs such a model's batch as :meth:`TaskBatch.unpadded`
+groups.)
 """
 
 from __future__ import annotations
@@ -44,6 +46,23 @@ class TaskBatch:
     def __getitem__(self, rows: slice) -> TaskBatch:
         return TaskBatch(self.tokens[rows], self.cf_tokens[rows], self.last[rows], self.cf_last[rows],
                          self.answer[rows], self.cf_answer[rows], self.tasks[rows], self.pad_id)
+
+    def unpadded(self) -> list[tuple[Tensor, TaskBatch]]:
+        """The rows grouped by (clean, counterfactual) length, each group cut to its own width:
+        ``[(row indices, sub-batch)]`` with no padding left. A model whose attention is not
+        causal attends to right-padding too, so its padded batch is run as these groups."""
+        import torch
+
+        key = (self.last * (self.tokens.shape[1] + 1) + self.cf_last).cpu()
+        groups = []
+        for k in torch.unique(key):
+            idx = (key == k).nonzero(as_tuple=True)[0]
+            width = int(max(self.last[idx[0]], self.cf_last[idx[0]])) + 1
+            i = idx.to(self.tokens.device)
+            groups.append((idx, TaskBatch(self.tokens[i, :width], self.cf_tokens[i, :width], self.last[i],
+                                          self.cf_last[i], self.answer[i], self.cf_answer[i],
+                                          tuple(self.tasks[j] for j in idx.tolist()), self.pad_id)))
+        return groups
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:

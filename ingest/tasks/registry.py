@@ -9,10 +9,12 @@ deterministic, split-disjoint example sets:
 - **Disjoint splits.** A clean prompt belongs to the held-out split iff a SHA-256 of it
   falls in the held-out bucket (``HELD_OUT_FRACTION``); a generator's draws that land in
   the other split are rejected. No coordination between generators is needed, so a user's
-  function gets the same guarantee, and a train prompt can never appear held out.
-- **Bounded.** A call asks for at most what the task can provide: a JSONL task's rows in the
-  split, a generated task :data:`MAX_GENERATED_EXAMPLES` (drawing is by rejection, and past a
-  few thousand draws a generator mostly repeats prompts). A larger request is refused before
+  function gets the same guarantee, and a train prompt can never appear held out. A user's
+  own split wins: an example whose ``split`` is set (a JSONL row's ``"split"`` field) is in
+  that split, and ``split="all"`` takes every example regardless.
+- **Bounded, no repeats.** A call asks for at most what the task can provide: a JSONL task's
+  distinct rows in the split (drawn without replacement), a generated task
+  :data:`MAX_GENERATED_EXAMPLES` (drawing is by rejection, and past a few thousand draws a generator mostly repeats prompts). A larger request is refused before
   anything is generated.
 
 Built-in tasks live in :mod:`ingest.tasks.builtin`; users add tasks with
@@ -36,6 +38,9 @@ from ingest.errors import TaskError
 
 Split = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
+#: What a caller may ask for: one split, or every example (``all``: the user's data is theirs to split).
+SplitChoice = Literal["train", "test", "all"]
+SPLIT_CHOICES: tuple[SplitChoice, ...] = ("train", "test", "all")
 HELD_OUT_FRACTION = 0.2
 _MAX_REJECTIONS = 1000
 #: The most examples one call may ask of a generated task (per task and split). Generation is
@@ -60,8 +65,12 @@ class Example:
     cf_answer: str
     task: str = ""
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    #: the user's own split (a JSONL row's ``"split"``); ``None``: split by prompt hash.
+    split: Split | None = None
 
     def __post_init__(self) -> None:
+        if self.split is not None and self.split not in SPLITS:
+            raise TaskError(f"task example split must be train or test, not {self.split!r}")
         for name in ("clean", "counterfactual", "answer", "cf_answer"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
                 raise TaskError(f"task example field {name!r} must be a non-empty string")
@@ -75,6 +84,15 @@ def split_of(prompt: str, held_out_fraction: float = HELD_OUT_FRACTION) -> Split
     digest = hashlib.sha256(" ".join(prompt.split()).encode()).digest()
     bucket = int.from_bytes(digest[:8], "big") / 2**64
     return "test" if bucket < held_out_fraction else "train"
+
+
+def example_split(ex: Example) -> Split:
+    """The split an example belongs to: its own ``split`` if set, else :func:`split_of` its prompt."""
+    return ex.split if ex.split is not None else split_of(ex.clean)
+
+
+def in_split(ex: Example, split: SplitChoice) -> bool:
+    return split == "all" or example_split(ex) == split
 
 
 Generator = Callable[[random.Random], Example]
@@ -92,16 +110,23 @@ class Task:
     rows: tuple[Example, ...] = ()  # fixed examples (JSONL tasks) instead of a generator
     params: tuple[tuple[str, Any], ...] = ()
 
-    def available(self, split: Split) -> int:
+    def available(self, split: SplitChoice) -> int:
         """How many examples of ``split`` one call may ask for: a JSONL task's rows in the
         split, a generated task :data:`MAX_GENERATED_EXAMPLES`."""
-        if split not in SPLITS:
-            raise TaskError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+        if split not in SPLIT_CHOICES:
+            raise TaskError(f"split must be one of {', '.join(SPLIT_CHOICES)}, not {split!r}")
         if self.rows:
-            return sum(split_of(ex.clean) == split for ex in self.rows)
+            return sum(in_split(ex, split) for ex in self.rows)
         return MAX_GENERATED_EXAMPLES
 
-    def check_count(self, n: int, split: Split) -> None:
+    def _split_source(self) -> str:
+        own = sum(ex.split is not None for ex in self.rows)
+        if own == len(self.rows):
+            return "by the rows' split field"
+        return ("by prompt hash; give rows a \"split\" field, or --split all, to choose yourself" if not own
+                else f"{own} rows by their split field, the rest by prompt hash")
+
+    def check_count(self, n: int, split: SplitChoice) -> None:
         """Raise :class:`TaskError` unless ``n`` examples of ``split`` can be provided."""
         if isinstance(n, bool) or not isinstance(n, int):
             raise TaskError(f"number of examples must be an integer, got {n!r}")
@@ -110,21 +135,23 @@ class Task:
         most = self.available(split)
         if self.rows and most == 0:
             raise TaskError(f"task {self.name!r} has no {split} examples "
-                            f"({len(self.rows)} rows in all; held out by prompt hash)")
+                            f"({len(self.rows)} rows in all, split {self._split_source()})")
         if n > most:
-            where = (f"its file has {most} {split} rows of {len(self.rows)} (split by prompt hash)" if self.rows
+            where = (f"its file has {most} distinct {split} rows of {len(self.rows)}"
+                     + ("" if split == "all" else f" (split {self._split_source()})") if self.rows
                      else f"a generated task gives at most {most:,} per task and split")
             raise TaskError(f"task {self.name!r} cannot provide {n:,} {split} examples: {where}")
 
-    def examples(self, n: int, *, seed: int = 0, split: Split = "train") -> list[Example]:
+    def examples(self, n: int, *, seed: int = 0, split: SplitChoice = "train") -> list[Example]:
         """``n`` examples of ``split``, the same ones for the same (task, seed, split).
 
-        A JSONL task gives ``n`` distinct rows of the split. Asking for more than
-        :meth:`available` is a :class:`TaskError`, raised before anything is generated."""
+        A JSONL task gives ``n`` distinct rows of the split (sampled without replacement).
+        Asking for more than :meth:`available` is a :class:`TaskError`, raised before anything
+        is generated."""
         self.check_count(n, split)
         rng = random.Random(f"{self.name}|{seed}|{split}")
         if self.rows:
-            return rng.sample([ex for ex in self.rows if split_of(ex.clean) == split], n)
+            return rng.sample([ex for ex in self.rows if in_split(ex, split)], n)
         generate = self.generate
         if generate is None:
             raise TaskError(f"task {self.name!r} has neither a generator nor fixed rows")
@@ -132,7 +159,7 @@ class Task:
         for _ in range(n):
             for _attempt in range(_MAX_REJECTIONS):
                 ex = _draw(self.name, generate, rng)
-                if split_of(ex.clean) == split:
+                if in_split(ex, split):
                     break
             else:
                 raise TaskError(f"task {self.name!r} produced no {split} prompt in "
@@ -157,7 +184,7 @@ def _draw(name: str, generate: Generator, rng: random.Random) -> Example:
 
 
 def _with_task(ex: Example, name: str) -> Example:
-    return Example(ex.clean, ex.counterfactual, ex.answer, ex.cf_answer, name, ex.meta)
+    return Example(ex.clean, ex.counterfactual, ex.answer, ex.cf_answer, name, ex.meta, ex.split)
 
 
 _REGISTRY: dict[str, Callable[..., Task]] = {}
@@ -199,7 +226,8 @@ def get_task(spec: str | Task) -> Task:
     - ``NAME`` or ``NAME:k=v,k=v`` — a registered task with parameters (e.g.
       ``bias_in_bios:variant=anti``); values parse as JSON when they can, else as strings;
     - ``jsonl:PATH`` — rows ``{"clean", "counterfactual", "answer", "cf_answer"}`` (optional
-      ``"meta"``), split by prompt hash like every other task;
+      ``"meta"``, and ``"split"``: ``train`` or ``test``), split by prompt hash like every
+      other task unless a row names its split;
     - ``py:MODULE:FUNCTION`` — a function ``rng -> Example`` in an importable module,
       registered under FUNCTION's name.
     """
@@ -274,7 +302,7 @@ def load_jsonl_task(path: Path, name: str | None = None) -> Task:
                 raise TaskError(f"meta must be a JSON object, got a {type(meta).__name__}")
             rows.append(Example(clean=obj["clean"], counterfactual=obj["counterfactual"],
                                 answer=obj["answer"], cf_answer=obj["cf_answer"],
-                                task=task_name, meta=dict(meta or {})))
+                                task=task_name, meta=dict(meta or {}), split=obj.get("split")))
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             raise TaskError(f"{path}:{lineno}: expected a JSON object with clean, "
                             f"counterfactual, answer, cf_answer ({type(e).__name__}: {e})") from e

@@ -158,3 +158,13 @@ def test_communities_defaults_to_the_newest_ingest_run(db, neo4j_settings):
                         env=env_for(neo4j_settings))
     assert res.exit_code == 1 and "no finished ingest run" in res.output
     assert "newest finished ingest run" in " ".join(runner.invoke(app, ["communities", "--help"]).stdout.split())
+    # Issue 15 item 10: csv and json rows name the communities run created and the graph run read;
+    # stdout is the table alone (json: one document), the hint line goes to stderr.
+    res = runner.invoke(app, [*args, "--format", "csv"], env=env_for(neo4j_settings))
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert rows and all(r["run"].startswith("communities-") and r["graph_run"] == new.run_id for r in rows)
+    assert f"run {rows[0]['run']};" in res.stderr
+    res = runner.invoke(app, [*args, "--format", "json"], env=env_for(neo4j_settings))
+    assert res.exit_code == 0, res.output
+    assert [r["run"] for r in json.loads(res.stdout)] == [r["run"] for r in rows]

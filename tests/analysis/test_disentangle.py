@@ -164,7 +164,7 @@ def model_dir(tiny_checkpoint):
     return tiny_checkpoint(D, 16, 5)
 
 
-def test_disentangle_a_tiny_two_task_graph(db, model_dir, tmp_path):
+def test_disentangle_a_tiny_two_task_graph(db, neo4j_settings, model_dir, tmp_path):
     """The complete residual graphs of ioi and induction of a tiny model (identity dictionaries,
     threshold 0): shapes, write-back, the boundary values of the kill table, idempotence."""
     import json
@@ -222,4 +222,21 @@ def test_disentangle_a_tiny_two_task_graph(db, model_dir, tmp_path):
     assert disentangle(db, config, out_root=tmp_path / "out").run == result.run
     assert counts() == first
     assert db.read("MATCH (r:Run {kind: 'disentangle'}) RETURN count(r) AS c")[0]["c"] == 2
+
+    # Issue 15 item 10: the CLI's JSON is one document whose rows name the runs it created.
+    from typer.testing import CliRunner
+
+    from analysis.cli import app
+    from tests.analysis.test_cli import env_for
+    res = CliRunner().invoke(app, ["disentangle", "-m", f"path:{model_dir}", "-t", "ioi", "-t", "induction", "--run",
+                                   graph.run, "--draws", "20", "--no-kill", "--format", "json",
+                                   "--out", str(tmp_path / "cli")], env=env_for(neo4j_settings))
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    (made,) = {r["run"] for r in rows}
+    assert made.startswith("disentangle-") and f"run {made}" in res.stderr
+    assert db.read("MATCH (r:Run {run: $run, kind: 'disentangle'}) RETURN count(r) AS c", {"run": made})[0]["c"] == 1
+    (communities_run,) = {r["communities_run"] for r in rows}
+    assert db.read("MATCH (r:Run {run: $run, kind: 'communities'}) RETURN count(r) AS c",
+                   {"run": communities_run})[0]["c"] == 1
 

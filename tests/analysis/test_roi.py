@@ -162,9 +162,13 @@ def test_rois_of_an_ingest_run(db, neo4j_settings, model_dir, tmp_path):
     env = {"NEO4J_URI": neo4j_settings.uri, "NEO4J_USER": neo4j_settings.user,
            "NEO4J_PASSWORD": neo4j_settings.password, "NEO4J_DATABASE": None}
     res = CliRunner().invoke(app, ["roi", "fit", "--run", graph.run, "--task", "ioi", "--blocks", "3", "-n", "8",
-                                   "--partitions", "20", "--out", str(tmp_path / "cli")], env=env)
+                                   "--partitions", "20", "--out", str(tmp_path / "cli"), "--format", "csv"], env=env)
     assert res.exit_code == 0, res.output
-    assert f"run {result.run}" in res.stdout and "blocks.0.hook_attn_out" in res.stdout
+    import csv
+    import io
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))  # csv: the table alone, its rows naming the runs
+    assert {r["run"] for r in rows} == {result.run} and {r["ingest_run"] for r in rows} == {graph.run}
+    assert "blocks.0.hook_attn_out" in {r["hook"] for r in rows} and f"run {result.run}" in res.stderr
     assert (_count(db, "MATCH (n) RETURN count(n) AS c"), _count(db, "MATCH ()-[e]->() RETURN count(e) AS c")) == counts
     res = CliRunner().invoke(app, ["roi", "show", result.run, "--format", "csv"], env=env)
     assert res.exit_code == 0 and len(res.stdout.strip().splitlines()) == 1 + 2 * 3
@@ -178,6 +182,14 @@ def test_rois_of_an_ingest_run(db, neo4j_settings, model_dir, tmp_path):
     judged = evaluate(db, EvaluateConfig(task="ioi", run=result.run, examples=4, sweep=1, ablations=("edge",),
                                          selection=EdgeSelection(granularity="roi")), out_dir=tmp_path / "eval")
     assert judged.total_edges == result.roi_edges["ioi"] and judged.graph_run == result.run
+    # Issue 15 item 10: evaluate's JSON is one document whose rows name the evaluation run and the graph's.
+    import json
+    res = CliRunner().invoke(app, ["evaluate", "-t", "ioi", "--run", result.run, "-n", "4", "--sweep", "1",
+                                   "--ablation", "edge", "--granularity", "roi", "--out", str(tmp_path / "eval"),
+                                   "--format", "json"], env=env)
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert {r["run"] for r in rows} == {judged.run} and {r["graph_run"] for r in rows} == {result.run}
     roi_nodes = {k for pair in got for k in pair}
     assert judged.points[0].nodes == len(roi_nodes)
     with pytest.raises(Exception, match="granularity roi"):

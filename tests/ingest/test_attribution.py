@@ -32,7 +32,7 @@ from ingest.attribution.engine import AttributionEngine
 from ingest.attribution.rows import EdgeRows, _coalesce, _reduce_positions
 from ingest.attribution.slots import EMBED_HOOK, Slot, build_slots
 from ingest.dictionaries import IdentityDictionary, SAEDictionary
-from ingest.errors import DictionaryError
+from ingest.errors import AttributionError, DictionaryError
 from ingest.tasks.encode import TaskBatch
 
 D_MODEL, D_SAE, VOCAB = 16, 32, 20
@@ -53,7 +53,7 @@ def one_thread() -> Iterator[None]:
 # -- building tiny models, batches and dictionaries ------------------------------------------
 
 def tiny_model(*, normalization_type: str | None = "LN", dtype: torch.dtype = torch.float32,
-               n_layers: int = 2, seed: int = 0) -> Any:
+               n_layers: int = 2, seed: int = 0, attention_dir: str = "causal", attn_only: bool = False) -> Any:
     """A random 2-layer gelu transformer.
 
     LayerNorm eps is 0.1 rather than 1e-5 on purpose: the zero baseline feeds LayerNorm an
@@ -66,7 +66,8 @@ def tiny_model(*, normalization_type: str | None = "LN", dtype: torch.dtype = to
 
     cfg = HookedTransformerConfig(n_layers=n_layers, d_model=D_MODEL, n_heads=2, d_head=8, d_mlp=32,
                                   n_ctx=8, d_vocab=VOCAB, act_fn="gelu",
-                                  normalization_type=normalization_type, eps=0.1, seed=seed, dtype=dtype)
+                                  normalization_type=normalization_type, eps=0.1, seed=seed, dtype=dtype,
+                                  attention_dir=attention_dir, attn_only=attn_only)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return HookedTransformer(cfg).eval()
@@ -244,6 +245,49 @@ def test_identity_edges_and_node_attributions_are_complete(baseline: str) -> Non
     if baseline == "mean":  # the engine's reference means are the means over graph positions
         for x, b in zip(engine.mean.x, base, strict=True):
             torch.testing.assert_close(x.expand_as(b)[valid], b[valid])
+
+
+def _residuals(model: Any, slots: Sequence[Slot], batch: TaskBatch, K: int) -> tuple[BatchGraph, dict[int, float]]:
+    config = AttributionConfig(steps=K, threshold=0)
+    graph = AttributionEngine(model, slots, config).attribute(batch, node_attributions=False, heads=False)
+    acc = GraphAccumulator(config.beta, [s.n_nodes for s in slots] + [1])
+    acc.add(graph)
+    return graph, acc.completeness()
+
+
+def test_completeness_residual_flags_an_unconverged_path_and_is_zero_on_a_linear_one() -> None:
+    """Issue 15 item 8. The residual Σ|Σ in-edges - Δ| / Σ|Δ| per downstream slot (IG
+    completeness: in-edges sum to the target's change as K grows). With MLP input weights
+    scaled 30x, GELU is nearly a step and K=2 leaves a residual far above 5% (measured 0.34 at
+    resid_post 1); doubling K brings it under 5% by K=16 (0.032) and under 1% by K=64
+    (0.0056). The output reads the last resid_post through the unembedding alone (no
+    LayerNorm): a linear path, on which even K=1 is exact (residual ~1e-7)."""
+    model = tiny_model(normalization_type=None)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.mlp.W_in.mul_(30)
+    slots = build_slots(model, [identity(h) for h in RESID])
+    batch = make_batch(BATCH_LENGTHS)
+    S = len(slots)
+    graph, r2 = _residuals(model, slots, batch, 2)
+    for m in range(1, S + 1):  # the residual is of the engine's own edges (threshold 0: nothing pruned)
+        torch.testing.assert_close(graph.edge_sums[m], in_edge_sums(graph, m).double(), rtol=1e-4, atol=1e-4)
+    assert r2[S - 1] > 0.2
+    assert r2[S] < 1e-5
+    ladder = {K: max(_residuals(model, slots, batch, K)[1].values()) for K in (8, 16, 64)}
+    assert ladder[8] > 0.05 > ladder[16] and ladder[64] < 0.01
+    _, r1 = _residuals(model, slots, batch, 1)
+    assert r1[S] < 1e-5
+
+
+def test_config_steps_auto_and_tolerance() -> None:
+    assert AttributionConfig(steps="auto").steps == "auto"
+    with pytest.raises(ValueError, match="positive integer .* or auto"):
+        AttributionConfig(steps="many")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="tolerance must be in"):
+        AttributionConfig(tolerance=0)
+    with pytest.raises(AttributionError, match="resolved by the ingest pipeline"):
+        AttributionEngine(tiny_model(), [], AttributionConfig(steps="auto"))
 
 
 def midpoint_rule_reference(model: Any, slots: Sequence[Slot], batch: TaskBatch, base: Sequence[Tensor],
@@ -442,6 +486,90 @@ def test_output_edges_equal_single_node_patching_on_a_linear_path(baseline: str)
     assert not (graph.edges[(2, S)].src == slots[2].vector).any()
 
 
+def _alone(batch: TaskBatch, i: int) -> TaskBatch:
+    """Row ``i`` of ``batch`` as a batch of one, cut to its own length (no padding)."""
+    width = int(max(batch.last[i], batch.cf_last[i])) + 1
+    return TaskBatch(batch.tokens[i:i + 1, :width], batch.cf_tokens[i:i + 1, :width], batch.last[i:i + 1],
+                     batch.cf_last[i:i + 1], batch.answer[i:i + 1], batch.cf_answer[i:i + 1], batch.tasks[i:i + 1],
+                     batch.pad_id)
+
+
+def _per_example(graph: BatchGraph, example: int) -> dict[tuple[int, int, int, int], float]:
+    return {(s, m, int(d), int(u)): float(w) for (s, m), r in graph.edges.items()
+            for e, d, u, w in zip(r.example, r.dst, r.src, r.weight, strict=True) if int(e) == example}
+
+
+@pytest.mark.parametrize("attention_dir", ["causal", "bidirectional"])
+def test_a_padded_batch_gives_the_edges_of_its_prompts_one_at_a_time(attention_dir: str) -> None:
+    """Issue 15 item 11: prompts of 6, 4 and 5 tokens right-padded into one batch give, per
+    example, the edges (and deltas, node attributions, metrics) of each prompt run alone, for a
+    causal and for a bidirectional model (which would otherwise read the padding)."""
+    model = tiny_model(attention_dir=attention_dir)
+    slots = build_slots(model, [identity(h) for h in RESID])
+    batch = make_batch([6, 4, 5])
+    engine = AttributionEngine(model, slots, AttributionConfig(steps=4, threshold=0))
+    together = engine.attribute(batch)
+    for i in range(len(batch)):
+        alone = engine.attribute(_alone(batch, i))
+        a, b = _per_example(together, i), _per_example(alone, 0)
+        assert a.keys() == b.keys() and len(a) > 50
+        for k, w in a.items():
+            assert w == pytest.approx(b[k], rel=1e-4, abs=1e-6), k
+        for m, delta in alone.delta.items():
+            torch.testing.assert_close(together.delta[m][i], delta[0], rtol=1e-4, atol=1e-6)
+        for s, attr in alone.node_attr.items():
+            torch.testing.assert_close(together.node_attr[s][i], attr[0], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(together.metric_clean[i], alone.metric_clean[0])
+
+
+def test_bidirectional_model_is_complete_and_an_edge_equals_exact_patching() -> None:
+    """Issue 15 item 11, non-causal attention. (1) Completeness: in-edges of every target sum
+    to its Δ (K=64, residual < 1e-3) on unequal-length prompts. (2) Exact patching: an
+    attention-only model without LayerNorm, the embedding held clean (include_embed=False) and
+    an identity dictionary on layer 1's values: the metric, read at position 1, is linear in
+    those values (the pattern comes from layer 0 and the clean embedding), so the edge of value
+    coordinate u equals patching u to its counterfactual value at every position, in float64;
+    and patching only positions after 1 changes the metric, so the edge carries information
+    that flows backwards (p > q), which causal attention would not have."""
+    model = tiny_model(attention_dir="bidirectional", normalization_type=None)
+    slots = build_slots(model, [identity(h) for h in RESID])
+    batch = make_batch([6, 4, 5])
+    graph = AttributionEngine(model, slots, AttributionConfig(steps=64, threshold=0)).attribute(batch, heads=False)
+    acc = GraphAccumulator(ExampleAgg.MEAN, [s.n_nodes for s in slots] + [1])
+    acc.add(graph)
+    assert set(acc.completeness()) == {1, 2, 3} and max(acc.completeness().values()) < 1e-3
+
+    model = tiny_model(attention_dir="bidirectional", normalization_type=None, attn_only=True, dtype=torch.float64)
+    hook = "blocks.1.attn.hook_v"
+    slots = build_slots(model, [IdentityDictionary(16, hook_name=hook).to(torch.float64)], include_embed=False)
+    assert [s.hook for s in slots] == [hook]
+    batch = make_batch([6, 6, 6])
+
+    def at_one(logits: Tensor, b: TaskBatch) -> Tensor:
+        rows = torch.arange(len(b))
+        return logits[rows, 1, b.answer] - logits[rows, 1, b.cf_answer]
+
+    engine = AttributionEngine(model, slots, AttributionConfig(steps=1, threshold=0), metric=at_one)
+    g = engine.attribute(batch, heads=False, node_attributions=False)
+    prep = engine.prepare(batch)
+    rows = g.edges[(0, 1)]
+    weights = torch.zeros(len(batch), slots[0].n_nodes, dtype=torch.float64)
+    weights[rows.example, rows.src] = rows.weight
+    with torch.no_grad():
+        m_clean = at_one(engine.frozen_forward(batch.tokens, prep.clean)[0], batch)
+        later = 0
+        for u in range(16):
+            for positions in (slice(1, None), slice(2, None)):
+                patched = prep.clean[0].clone()
+                patched[:, positions, u] = prep.base[0][:, positions, u]
+                effect = m_clean - at_one(engine.frozen_forward(batch.tokens, [patched])[0], batch)
+                if positions.start == 1:
+                    torch.testing.assert_close(weights[:, u], effect, rtol=1e-8, atol=1e-10)
+                else:
+                    later += int((effect.abs() > 1e-3).sum())
+    assert later > 10
+
+
 def test_examples_are_independent_rows_of_a_module_graph() -> None:
     """Slots on attn_out / mlp_out (mid-block hooks, downstream of each other inside a block)
     with several examples of different lengths: each example's edges and deltas equal those of
@@ -603,6 +731,42 @@ def test_accumulator_result_thresholds_and_top_k(beta: str, threshold: float, to
         assert got.keys() == expected[pair].keys(), pair
         for key, w in expected[pair].items():
             assert got[key] == pytest.approx(w, abs=1e-12)
+
+
+def test_threshold_zero_keeps_the_real_edges_and_drops_rotation_noise() -> None:
+    """Issue 15 item 9. A linear layer y = A x whose A has 6 non-zeros, with the residual
+    stream rotated by an orthogonal Q (as in a rotated model or an SVD basis): the weights the
+    model holds are A Q and Q^T, whose product is A exactly but in float32 leaves ~1e-7-relative
+    residue where A is 0. Edges x_u -> y_d are (A Q Q^T)[d, u] x_u (IG on a linear map); with
+    threshold 0 the six real ones are stored and none of the 58 noise ones."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.zeros(8, 8)
+    real = [(0, 1), (0, 5), (2, 2), (3, 7), (6, 0), (7, 4)]  # (dst, src)
+    for d, u in real:
+        A[d, u] = torch.randn((), generator=g).item() + math.copysign(1.0, torch.randn((), generator=g).item())
+    Q, _ = torch.linalg.qr(torch.randn(8, 8, generator=g, dtype=torch.float64))
+    Q = Q.float()
+    x = torch.randn(8, generator=g) + 2.0
+    W = (A @ Q) @ Q.T  # what a float32 model computes
+    noise = W[A == 0].abs()
+    assert noise.max() > 0 and noise.max() < 1e-5 * A.abs().max()  # the premise: non-zero, tiny
+    dst, src = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    w = (W * x[None, :]).flatten()
+    rows = EdgeRows(torch.zeros(64, dtype=torch.long), dst.flatten(), src.flatten(), w)
+    graph = BatchGraph(n_examples=1, edges={(0, 1): rows})
+    acc = GraphAccumulator(ExampleAgg.MEAN, [8, 8])
+    acc.add(graph)
+    assert len(acc.result(0.0, noise_rel=0.0)[(0, 1)]) > 6  # without a floor: the noise is stored
+    config = AttributionConfig(threshold=0.0)
+    assert config.noise_rel == 1e-6
+    kept = acc.result(config.threshold, noise_rel=config.noise_rel)[(0, 1)]
+    got = as_dict(kept.dst, kept.src, kept.weight)
+    assert sorted(got) == sorted(real)
+    for d, u in real:
+        assert got[(d, u)] == pytest.approx(float(A[d, u] * x[u]), rel=1e-5)
+    from ingest.attribution.aggregate import drop_noise
+    _, dropped = drop_noise({p: acc.weights(p) for p in acc.keys}, config.noise_rel)
+    assert dropped == int((w != 0).sum()) - 6
 
 
 def test_reduce_positions_by_hand() -> None:

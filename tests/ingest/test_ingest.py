@@ -142,3 +142,37 @@ def test_nan_activations_fail_before_anything_is_written(db, model_dir, tmp_path
     with pytest.raises(AttributionError, match="non-finite"):
         ingest(db, _config(model_dir), state_root=tmp_path, writer=GraphWriter(db))
     assert _counts(db) == (0, 0)
+
+
+@pytest.fixture(scope="module")
+def steep_model_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with its MLP input weights x30: GELU becomes nearly a step function."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path_factory.mktemp("steep") / "ckpt"
+    shutil.copytree(model_dir, out)
+    weights = load_file(str(out / "model.safetensors"))
+    save_file({k: v * 30 if k.endswith("mlp.W_in") else v for k, v in weights.items()}, str(out / "model.safetensors"))
+    return out
+
+
+def test_unconverged_paths_are_reported_and_steps_auto_converges(db, steep_model_dir, tmp_path):
+    """Issue 15 item 8: K=2 on a step-like model reports a completeness residual above the
+    tolerance (not converged) and stores it on the run's per-task record; --steps auto raises K
+    until the residual is within it, and says which K it chose."""
+    two = ingest(db, _config(steep_model_dir, tasks=("ioi",), attribution=AttributionConfig(steps=2, threshold=1e-3)),
+                 state_root=tmp_path)
+    t = two.tasks[0]
+    assert t.steps == 2 and not t.converged and t.residual > 0.05
+    assert set(t.residuals) == {"blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "output"}
+    rec = db.read("MATCH (:Run {run: $run})-[f:FOR_TASK]->(:Task {name: 'ioi'}) RETURN f.ig_steps AS k, "
+                  "f.residual AS r, f.residual_tolerance AS tol, f.residual_targets AS targets", {"run": two.run})[0]
+    assert rec["k"] == 2 and rec["r"] == pytest.approx(t.residual) and rec["tol"] == 0.05
+    assert len(rec["targets"]) == 3
+    auto = ingest(db, _config(steep_model_dir, tasks=("ioi",),
+                              attribution=AttributionConfig(steps="auto", threshold=1e-3)), state_root=tmp_path)
+    a = auto.tasks[0]
+    assert a.converged and a.residual <= 0.05 and a.steps in (16, 32, 64, 128)
+    assert db.read("MATCH (:Run {run: $run})-[f:FOR_TASK]->() RETURN f.ig_steps AS k", {"run": auto.run})[0]["k"] == a.steps

@@ -108,6 +108,54 @@ def test_jsonl_task(tmp_path):
     assert train[0].meta["i"] == int(re.findall(r"\d+", train[0].clean)[0])
 
 
+def _write_rows(path, n, **extra):
+    rows = [{"clean": f"the key {i} is", "counterfactual": f"the keys {i} are", "answer": " red",
+             "cf_answer": " blue", **extra} for i in range(n)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_jsonl_rows_drawn_without_replacement(tmp_path):
+    """Issue 15 item 7: 32 examples of a 400-row file are 32 distinct rows, never repeats."""
+    t = get_task(f"jsonl:{_write_rows(tmp_path / 'many.jsonl', 400)}")
+    for split in ("train", "test", "all"):
+        exs = t.examples(32, seed=3, split=split)
+        assert len({e.clean for e in exs}) == 32
+
+
+def test_jsonl_rows_keep_their_own_split(tmp_path):
+    """A row's "split" field wins over the prompt hash: every row of an all-test file is usable
+    held out, and an all-train file has no held-out rows (said in one sentence)."""
+    t = get_task(f"jsonl:{_write_rows(tmp_path / 'mine.jsonl', 50, split='test')}")
+    assert t.available("test") == 50 and t.available("train") == 0
+    assert len({e.clean for e in t.examples(50, split="test")}) == 50
+    assert all(e.split == "test" for e in t.examples(5, split="test"))
+    with pytest.raises(TaskError, match="no train examples .*split field"):
+        t.examples(1, split="train")
+    bad = _write_rows(tmp_path / "bad.jsonl", 2, split="dev")
+    with pytest.raises(TaskError, match=r"bad.jsonl:1: .*train or test, not 'dev'"):
+        get_task(f"jsonl:{bad}")
+
+
+def test_split_all_takes_every_row_and_refuses_more(tmp_path):
+    """--split all: a 1-row file gives its row; asking 4 of it is refused, not the row four times."""
+    t = get_task(f"jsonl:{_write_rows(tmp_path / 'one.jsonl', 1)}")
+    assert t.available("all") == 1
+    assert [e.clean for e in t.examples(1, split="all")] == ["the key 0 is"]
+    with pytest.raises(TaskError, match="cannot provide 4 all examples: its file has 1 distinct all rows of 1"):
+        t.examples(4, split="all")
+    with pytest.raises(TaskError, match="split by prompt hash; give rows a \"split\" field, or --split all"):
+        t.examples(4, split=split_of("the key 0 is"))
+    assert len(get_task("ioi").examples(3, split="all")) == 3  # a generated task takes any prompt
+
+
+def test_ingest_config_accepts_split_all():
+    from ingest.pipeline import IngestConfig
+    assert IngestConfig(model="zoo:x", tasks=("ioi",), split="all").split == "all"
+    with pytest.raises(ValueError, match="train, test or all"):
+        IngestConfig(model="zoo:x", tasks=("ioi",), split="dev")  # type: ignore[arg-type]
+
+
 def test_jsonl_errors(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"clean": "a"}\n')
