@@ -274,6 +274,57 @@ def _edge_rows(links: Iterator[dict[str, Any]], key_of: dict[str, str], counter:
         yield {"src": src, "dst": dst, "weight": float(weight)}
 
 
+def prefetched(rows: Iterator[dict[str, Any]], chunk: int) -> Iterator[dict[str, Any]]:
+    """``rows``, produced by a thread up to two chunks ahead: the parse of the next links runs
+    while the writer waits for the server to commit the last batch (the driver releases the
+    GIL while it waits), so an import runs at the writer's rate, not parse + write. An error
+    in the parse is raised here, at the row it happened."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            buf = []
+            for row in rows:
+                buf.append(row)
+                if len(buf) >= chunk:
+                    if not put(buf):
+                        return
+                    buf = []
+            if buf and not put(buf):
+                return
+            put(done)
+        except BaseException as e:  # handed to the consumer, raised there
+            put(e)
+
+    thread = threading.Thread(target=work, name="neuronpedia-parse", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield from item
+    finally:
+        stop.set()
+        thread.join()
+
+
 def prompt_id(model: str, checkpoint: str, task: str, metadata: dict[str, Any]) -> str:
     blob = json.dumps({"source": SOURCE, "model": model, "checkpoint": checkpoint, "task": task,
                        "slug": metadata.get("slug"), "prompt": metadata.get("prompt")}, sort_keys=True)
@@ -406,7 +457,7 @@ def _write(db: Any, path: Path, header: _Header, config: ImportConfig, links: Ca
     writer = GraphWriter(db, batch_size=config.batch_size, progress=progress, path=path_mode)  # type: ignore[arg-type]
     counter = [0]
     try:
-        written = write_prompt_rows(writer, prompt_row, nodes, _edge_rows(links(), key_of, counter), labels, run)
+        written = write_prompt_rows(writer, prompt_row, nodes, prefetched(_edge_rows(links(), key_of, counter), config.batch_size), labels, run)
         # The links are read: a qParams after them is known now.
         comms, members = _supernodes(header, names, key_of)
         if comms:
