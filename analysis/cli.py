@@ -36,6 +36,7 @@ from analysis.roi.cli import roi_app
 from analysis.view.cli import db_bloom_perspective, db_browser, view
 from graphdb.cli import app as db_app
 from ingest.cli import ingest_command, model_app, zoo_app
+from ingest.describe.cli import describe_command
 from ingest.dictionaries.cli import dict_app
 from ingest.replacement.cli import trace_command
 from mechgraph.errors import ConfigError, MechgraphError
@@ -114,6 +115,7 @@ app.command("ingest")(numbers_checked(ingest_command))
 for command in (demo, evaluate, report, shortcut, communities, disentangle, view):
     app.command()(numbers_checked(command))
 app.command("trace")(numbers_checked(trace_command))
+app.command("describe")(numbers_checked(describe_command))
 
 
 @app.callback()
