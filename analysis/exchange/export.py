@@ -221,27 +221,24 @@ def _layer(node: dict[str, Any]) -> int:
 def _task_nodes(props: dict[str, tuple[dict[str, Any], set[str]]]) -> dict[str, dict[str, Any]]:
     from graphdb.schema import Label
 
-    features = [(n, labels) for n, labels in props.values() if str(Label.FEATURE) in labels]
-    layers = [_layer(n) for n, _ in props.values() if {str(Label.FEATURE), str(Label.ERROR), str(Label.HEAD)} & _]
-    n_layers = max(layers, default=-1) + 1
+    features = [n for n, labels in props.values() if str(Label.FEATURE) in labels]
+    layered = {str(Label.FEATURE), str(Label.ERROR), str(Label.HEAD)}
+    n_layers = max((_layer(n) for n, labels in props.values() if layered & labels), default=-1) + 1
     # rank of each dictionary among the dictionaries of its layer (disambiguates shared ids)
-    by_layer: dict[int, list[str]] = {}
-    for n, _ in props.values():
+    dicts: dict[int, set[str]] = {}
+    for n, _labels in props.values():
         if n.get("dictionary") is not None and n.get("hook") is not None:
-            by_layer.setdefault(_layer(n), [])
-            d = str(n["dictionary"])
-            if d not in by_layer[_layer(n)]:
-                by_layer[_layer(n)].append(d)
-    for ds in by_layer.values():
-        ds.sort()
-    biggest = max((int(n.get("index", 0)) for n, _ in features), default=0)
+            dicts.setdefault(_layer(n), set()).add(str(n["dictionary"]))
+    by_layer = {layer: sorted(ds) for layer, ds in dicts.items()}
+    biggest = max((int(n.get("index", 0)) for n in features), default=0)
     offset = 10 ** max(1, math.ceil(math.log10(biggest + 1)))
     out: dict[str, dict[str, Any]] = {}
     outputs = 0
     for key in sorted(props):
         n, labels = props[key]
         layer = _layer(n)
-        rank = by_layer.get(layer, []).index(str(n["dictionary"])) if n.get("dictionary") in by_layer.get(layer, []) else 0
+        ranked = by_layer.get(layer, [])
+        rank = ranked.index(str(n["dictionary"])) if str(n.get("dictionary")) in ranked else 0
         if str(Label.FEATURE) in labels:
             node = {**np_.feature_node(layer, int(n["index"]) + rank * offset, 0), "clerp": n.get("description") or ""}
         elif str(Label.ERROR) in labels:
