@@ -63,6 +63,11 @@ def _hand_built(db) -> str:
                                          {"p": stored.prompt})]
     writer.write_relationships(Rel.IN_COMMUNITY, [{"src": k, "dst": ckey, "run": "r1"} for k in members],
                                src=Label.NODE, dst=Label.COMMUNITY)
+    # f0's feature is in ROI 2 of an ROI run: the prompt graph's occurrence of it is in that supernode.
+    rkey = node_key(Label.ROI, model="toy", checkpoint="final", hook="blocks.0.mlp.hook_in", dictionary="tc",
+                    partition="roi-run", index=2)
+    writer.write_nodes(Label.ROI, [{"key": rkey, "index": 2, "hook": "blocks.0.mlp.hook_in", "dictionary": "tc", "size": 1}])
+    writer.write_relationships(Rel.IN_ROI, [{"src": fkey, "dst": rkey, "run": "roi-run"}])
     return stored.prompt
 
 
@@ -87,7 +92,8 @@ def test_export_of_a_hand_built_prompt_graph_has_the_formats_ids_and_values(db):
     links = {(link["source"], link["target"]): link["weight"] for link in doc["links"]}
     assert links == {("E_7_1", "0_3_1"): 0.5, ("0_3_1", "1_4_1"): 0.25, ("0_-1_1", "1_4_1"): -0.125,
                      ("1_4_1", "3_9_1"): 2.0, ("E_5_0", "3_9_1"): 0.75}
-    assert doc["qParams"]["supernodes"] == [["community 0 (level 0, 2 nodes, run r1)", "0_3_1", "1_4_1"]]
+    assert doc["qParams"]["supernodes"] == [["community 0 (level 0, 2 nodes, run r1)", "0_3_1", "1_4_1"],
+                                            ["ROI 2 of tc at blocks.0.mlp.hook_in (1 latents)", "0_3_1"]]
     assert doc["metadata"]["info"]["generator"]["name"] == "mechgraph"
     assert (doc["metadata"]["prompt"], doc["metadata"]["prompt_tokens"], doc["metadata"]["scan"]) == ("a b", ["a", "b"], "toy")
     # a threshold on |weight| drops exactly the two weakest links
@@ -121,7 +127,7 @@ def test_round_trip_of_a_prompt_graph_with_supernodes(db, tmp_path):
     write_json(first, tmp_path / "a.json")
     db.write("MATCH (n) DETACH DELETE n")
     r = import_file(db, tmp_path / "a.json", ImportConfig(model="toy2"))
-    assert (r.nodes, r.links, r.supernodes, r.skipped) == (6, 5, 2, False)
+    assert (r.nodes, r.links, r.supernodes, r.skipped) == (6, 5, 3, False)
     again = export_prompt(db, r.prompt)
     _same(first, again)
     assert again["qParams"]["pinnedIds"] == ["0_3_1"]
