@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mechgraph.errors import require_positive
+from mechgraph.errors import ConfigError, require_positive
 
 DEFAULT_TASKS = ("ioi", "induction", "greater_than")
-#: progress(dictionary hook, done, total)
+#: progress(stage, done, total)
 Progress = Callable[[str, int, int], None]
 
 
@@ -153,10 +153,15 @@ def describe_dictionaries(model: Any, dictionaries: Sequence[Any], config: Descr
     skip_bos = getattr(model.tokenizer, "bos_token_id", None) is not None
     where = positions(batch, skip_bos)
     words = [[model.tokenizer.decode([t]) for t in row] for row in batch.tokens.tolist()]
+    hooks = [d.hook_name for d in dictionaries]
+    if len(set(hooks)) != len(hooks):
+        raise ConfigError(f"two dictionaries read the same hook ({', '.join(h for h in hooks if hooks.count(h) > 1)}): "
+                          "describe them in separate runs")
+    # One forward pass per batch reads every dictionary.
+    acts = collect_latents(model, dictionaries, batch, batch_size=config.batch_size,
+                           progress=(lambda n, total: progress("forward", n, total)) if progress else None)
     out = {}
     for d in dictionaries:
-        acts = collect_latents(model, [d], batch, batch_size=config.batch_size,
-                               progress=(lambda n, total, h=d.hook_name: progress(h, n, total)) if progress else None)
         ctxs = top_contexts(acts[d.hook_name], where, words, top_k=config.top_k, window=config.window)
         out[d.hook_name] = [(label(c, len(batch)), c) for c in ctxs]
     return out
