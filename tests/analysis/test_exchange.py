@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from analysis.cli import app
-from analysis.exchange.export import export_prompt, write_json
+from analysis.exchange.export import export_community, export_prompt, export_query, export_task, write_json
 from analysis.exchange.load import ImportConfig, _edge_rows, _events, _Header, _top, import_file
 from analysis.exchange.neuronpedia import FormatError
 from graphdb.keys import node_key
@@ -253,3 +253,33 @@ def test_cli_import_then_export(db, tmp_path, neo4j_settings):
     res = runner.invoke(app, ["export", "neuronpedia", "--prompt", row["prompt"], "-o", str(tmp_path / "out.json")], env=env)
     assert res.exit_code == 0, res.output
     _same(json.loads(FIXTURE.read_text()), json.loads((tmp_path / "out.json").read_text()))
+
+
+def test_task_graph_community_and_query_exports_with_descriptions_as_clerps(db):
+    w = GraphWriter(db)
+    base = {"model": "m", "checkpoint": "final"}
+    f = [node_key(Label.FEATURE, **base, hook=f"blocks.{i}.hook_resid_post", dictionary="sae", index=7 + i) for i in range(2)]
+    out = node_key(Label.OUTPUT, **base, task="ioi", metric="logit_diff")
+    w.write_nodes(Label.FEATURE, [{"key": f[0], "hook": "blocks.0.hook_resid_post", "layer": 0, "index": 7,
+                                   "dictionary": "d0", "description": '"Mary"'},
+                                  {"key": f[1], "hook": "blocks.1.hook_resid_post", "layer": 1, "index": 8,
+                                   "dictionary": "d1"}])
+    w.write_nodes(Label.OUTPUT, [{"key": out, "task": "ioi", "metric": "logit_diff", "layer": 2}])
+    w.write_relationships(Rel.ATTRIBUTES_TO, [{"src": f[0], "dst": f[1], "weight": 0.5}, {"src": f[1], "dst": out, "weight": -2.0}],
+                          common={**base, "task": "ioi", "run": "r", "granularity": "feature"})
+    doc = export_task(db, model="m", checkpoint="final", task="ioi", run="r")
+    nodes = {n["node_id"]: n for n in doc["nodes"]}
+    assert set(nodes) == {"0_7_0", "1_8_0", "3_0_0"}
+    assert (nodes["0_7_0"]["clerp"], nodes["1_8_0"]["clerp"], nodes["3_0_0"]["feature_type"]) == ('"Mary"', "", "logit")
+    assert {(x["source"], x["target"], x["weight"]) for x in doc["links"]} == {("0_7_0", "1_8_0", 0.5), ("1_8_0", "3_0_0", -2.0)}
+    # the same graph through a library query, and one community of it (its members' edges only)
+    q = export_query(db, "task_subgraph", {"model": "m", "checkpoint": "final", "task": "ioi", "run": "r"})
+    assert q["links"] == doc["links"] and q["nodes"] == doc["nodes"]
+    ckey = node_key(Label.COMMUNITY, run="c", level=0, index=0)
+    w.write_nodes(Label.COMMUNITY, [{"key": ckey, "run": "c", "level": 0, "index": 0, "size": 2, "graph_run": "r",
+                                     "granularity": "feature", "tasks": ["ioi"], "min_abs_weight": 0.0}])
+    w.write_relationships(Rel.IN_COMMUNITY, [{"src": k, "dst": ckey, "run": "c"} for k in f], src=Label.NODE,
+                          dst=Label.COMMUNITY)
+    c = export_community(db, ckey)
+    assert [(x["source"], x["target"], x["weight"]) for x in c["links"]] == [("0_7_0", "1_8_0", 0.5)]
+    assert c["qParams"]["supernodes"] == [["community 0 (level 0, 2 nodes, run c)", "0_7_0", "1_8_0"]]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analysis.exchange.export import export_task
 from ingest.describe.contexts import Context, DescribeConfig, describe, label
 
 HOOK = "blocks.0.hook_resid_post"
@@ -55,26 +54,3 @@ def test_label_rule():
     assert label([_c(" a", " to", 1.5), _c(" b", " to", 1.5), _c(" c", " x", 1.5)], 5) == 'after "to"'
     assert label([_c(" a", " p", 1.0), _c(" b", " q", 0.9), _c(" c", " r", 0.8), _c(" d", " s", 0.7)], 5) == \
         '"a" / "b" / "c"'
-
-
-def test_descriptions_are_clerps_in_a_task_graph_export(db):
-    from graphdb.keys import node_key
-    from graphdb.schema import Label, Rel
-    from graphdb.writer import GraphWriter
-
-    w = GraphWriter(db)
-    base = {"model": "m", "checkpoint": "final"}
-    f = [node_key(Label.FEATURE, **base, hook=f"blocks.{i}.hook_resid_post", dictionary="sae", index=7 + i) for i in range(2)]
-    out = node_key(Label.OUTPUT, **base, task="ioi", metric="logit_diff")
-    w.write_nodes(Label.FEATURE, [{"key": f[0], "hook": "blocks.0.hook_resid_post", "layer": 0, "index": 7,
-                                   "dictionary": "d0", "description": '"Mary"'},
-                                  {"key": f[1], "hook": "blocks.1.hook_resid_post", "layer": 1, "index": 8,
-                                   "dictionary": "d1"}])
-    w.write_nodes(Label.OUTPUT, [{"key": out, "task": "ioi", "metric": "logit_diff", "layer": 2}])
-    w.write_relationships(Rel.ATTRIBUTES_TO, [{"src": f[0], "dst": f[1], "weight": 0.5}, {"src": f[1], "dst": out, "weight": -2.0}],
-                          common={**base, "task": "ioi", "run": "r", "granularity": "feature"})
-    doc = export_task(db, model="m", checkpoint="final", task="ioi", run="r")
-    nodes = {n["node_id"]: n for n in doc["nodes"]}
-    assert set(nodes) == {"0_7_0", "1_8_0", "3_0_0"}
-    assert (nodes["0_7_0"]["clerp"], nodes["1_8_0"]["clerp"], nodes["3_0_0"]["feature_type"]) == ('"Mary"', "", "logit")
-    assert {(x["source"], x["target"], x["weight"]) for x in doc["links"]} == {("0_7_0", "1_8_0", 0.5), ("1_8_0", "3_0_0", -2.0)}
