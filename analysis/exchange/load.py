@@ -26,12 +26,13 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from analysis.exchange import neuronpedia as np_
 from analysis.exchange.neuronpedia import FormatError
+from analysis.exchange.stream import Header, events, prefetched, top
 from mechgraph.errors import ConfigError
 
 SOURCE = "neuronpedia"
@@ -72,94 +73,8 @@ class Imported:
     skipped: bool = False
 
 
-@dataclass
-class _Header:
-    metadata: dict[str, Any] | None = None
-    qparams: dict[str, Any] = field(default_factory=dict)
-    nodes: list[dict[str, Any]] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 def cypher(name: str) -> str:
     return (_CYPHER / f"{name}.cypher").read_text()
-
-
-# -- parsing -------------------------------------------------------------------------------
-def _events(f: IO[bytes]) -> Iterator[tuple[str, str, Any]]:
-    import ijson
-
-    return ijson.parse(f, use_float=True)
-
-
-def _build(event: str, value: Any, events: Iterator[tuple[str, str, Any]]) -> Any:
-    """The JSON value that starts with (``event``, ``value``), read from ``events``."""
-    import ijson
-
-    if event not in ("start_map", "start_array"):
-        return value
-    builder = ijson.ObjectBuilder()
-    builder.event(event, value)
-    depth = 1
-    for _, ev, val in events:
-        builder.event(ev, val)
-        if ev in ("start_map", "start_array"):
-            depth += 1
-        elif ev in ("end_map", "end_array"):
-            depth -= 1
-            if depth == 0:
-                break
-    return builder.value
-
-
-def _links(events: Iterator[tuple[str, str, Any]]) -> Iterator[dict[str, Any]]:
-    """The link objects of a ``links`` array whose ``start_array`` was just read (flat maps:
-    one Python step per event, no builder)."""
-    link: dict[str, Any] = {}
-    key = ""
-    for _, event, value in events:
-        if event == "map_key":
-            key = value
-        elif event == "end_map":
-            yield link
-        elif event == "start_map":
-            link = {}
-        elif event == "end_array":
-            return
-        elif event == "start_array":
-            link[key] = _build(event, value, events)
-        else:
-            link[key] = value
-
-
-def _top(events: Iterator[tuple[str, str, Any]], header: _Header, *, links_ok: bool) -> Iterator[dict[str, Any]]:
-    """Walk the top-level object: fill ``header``; yield links when ``links_ok``, else skip them."""
-    first = next(events, None)
-    if first is None or first[1] != "start_map":
-        raise FormatError("the file is not a JSON object")
-    for prefix, event, value in events:
-        if prefix == "" and event == "end_map":
-            return
-        if event != "map_key":
-            continue
-        _, ev, val = next(events)
-        if value == "links":
-            if ev != "start_array":
-                raise FormatError("'links' is not a list")
-            if links_ok:
-                yield from _links(events)
-            else:
-                for _ in _links(events):
-                    pass
-            continue
-        obj = _build(ev, val, events)
-        if value == "metadata":
-            header.metadata = obj
-        elif value == "qParams":
-            header.qparams = obj
-        elif value == "nodes":
-            header.nodes = obj
-        else:
-            header.extra[value] = obj
 
 
 # -- conversion ----------------------------------------------------------------------------
@@ -195,7 +110,7 @@ class _Names:
     prompt: str
 
 
-def _node_rows(header: _Header, names: _Names) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def _node_rows(header: Header, names: _Names) -> tuple[list[dict[str, Any]], dict[str, str]]:
     from ingest.replacement.store import prompt_node_key
 
     nodes = header.nodes
@@ -274,64 +189,13 @@ def _edge_rows(links: Iterator[dict[str, Any]], key_of: dict[str, str], counter:
         yield {"src": src, "dst": dst, "weight": float(weight)}
 
 
-def prefetched(rows: Iterator[dict[str, Any]], chunk: int) -> Iterator[dict[str, Any]]:
-    """``rows``, produced by a thread up to two chunks ahead: the parse of the next links runs
-    while the writer waits for the server to commit the last batch (the driver releases the
-    GIL while it waits), so an import runs at the writer's rate, not parse + write. An error
-    in the parse is raised here, at the row it happened."""
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
-    done = object()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            buf = []
-            for row in rows:
-                buf.append(row)
-                if len(buf) >= chunk:
-                    if not put(buf):
-                        return
-                    buf = []
-            if buf and not put(buf):
-                return
-            put(done)
-        except BaseException as e:  # handed to the consumer, raised there
-            put(e)
-
-    thread = threading.Thread(target=work, name="neuronpedia-parse", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield from item
-    finally:
-        stop.set()
-        thread.join()
-
-
 def prompt_id(model: str, checkpoint: str, task: str, metadata: dict[str, Any]) -> str:
     blob = json.dumps({"source": SOURCE, "model": model, "checkpoint": checkpoint, "task": task,
                        "slug": metadata.get("slug"), "prompt": metadata.get("prompt")}, sort_keys=True)
     return "np-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _prompt_row(header: _Header, names: _Names, nodes: list[dict[str, Any]]) -> dict[str, Any]:
+def _prompt_row(header: Header, names: _Names, nodes: list[dict[str, Any]]) -> dict[str, Any]:
     from graphdb.keys import node_key
     from graphdb.schema import Label
 
@@ -356,7 +220,7 @@ def _prompt_row(header: _Header, names: _Names, nodes: list[dict[str, Any]]) -> 
             "target_weights": [r["weight"] for r in targets], "pruned_nodes": len(nodes), "complete": False}
 
 
-def _supernodes(header: _Header, names: _Names, key_of: dict[str, str]) -> tuple[list[dict], list[dict]]:
+def _supernodes(header: Header, names: _Names, key_of: dict[str, str]) -> tuple[list[dict], list[dict]]:
     from graphdb.keys import node_key
     from graphdb.schema import Label
 
@@ -389,11 +253,11 @@ def import_file(db: Any, path: str | Path, config: ImportConfig = ImportConfig()
     import ijson
 
     path = Path(path)
-    header = _Header()
+    header = Header()
     links_first = False
     try:
         with path.open("rb") as f:
-            stream = _top(_events(f), header, links_ok=True)
+            stream = top(events(f), header, links_ok=True)
             first = next(stream, None)
             if first is not None and (header.nodes is None or header.metadata is None):
                 links_first = True
@@ -423,10 +287,10 @@ def _short(e: Exception) -> str:
 
 def _reread_links(path: Path) -> Iterator[dict[str, Any]]:
     with path.open("rb") as f:
-        yield from _top(_events(f), _Header(), links_ok=True)
+        yield from top(events(f), Header(), links_ok=True)
 
 
-def _write(db: Any, path: Path, header: _Header, config: ImportConfig, links: Callable[[], Iterator[dict]],
+def _write(db: Any, path: Path, header: Header, config: ImportConfig, links: Callable[[], Iterator[dict]],
            progress: Callable[[int], None] | None, path_mode: str) -> Imported:
     from graphdb.keys import check_part, node_key
     from graphdb.provenance import RunRecord

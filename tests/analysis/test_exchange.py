@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from analysis.cli import app
 from analysis.exchange.export import export_community, export_prompt, export_query, export_task, write_json
-from analysis.exchange.load import ImportConfig, _edge_rows, _events, _Header, _top, import_file
+from analysis.exchange.load import ImportConfig, _edge_rows, import_file
 from analysis.exchange.neuronpedia import FormatError
+from analysis.exchange.stream import Header, events, top
 from graphdb.keys import node_key
 from graphdb.provenance import RunRecord
 from graphdb.schema import Label, Rel
@@ -196,8 +197,8 @@ def test_import_parses_the_links_incrementally(tmp_path):
     tracemalloc.start()
     try:
         with path.open("rb") as f:
-            header = _Header()
-            stream = _top(_events(f), header, links_ok=True)
+            header = Header()
+            stream = top(events(f), header, links_ok=True)
             first = next(stream)
             key_of = {n["node_id"]: n["node_id"] for n in header.nodes}
             count = [0]
