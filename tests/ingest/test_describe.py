@@ -54,3 +54,25 @@ def test_label_rule():
     assert label([_c(" a", " to", 1.5), _c(" b", " to", 1.5), _c(" c", " x", 1.5)], 5) == 'after "to"'
     assert label([_c(" a", " p", 1.0), _c(" b", " q", 0.9), _c(" c", " r", 0.8), _c(" d", " s", 0.7)], 5) == \
         '"a" / "b" / "c"'
+
+
+def test_describe_command(db, tiny_checkpoint, neo4j_settings, tmp_path):
+    from typer.testing import CliRunner
+
+    from analysis.cli import app
+
+    env = {"NEO4J_URI": neo4j_settings.uri, "NEO4J_USER": neo4j_settings.user,
+           "NEO4J_PASSWORD": neo4j_settings.password, "NEO4J_DATABASE": None, "MECHGRAPH_ZOO": str(tmp_path)}
+    runner = CliRunner()
+    res = runner.invoke(app, ["describe", "--zoo"], env=env)
+    assert res.exit_code == 1 and res.stderr.strip() == "mechgraph: error: the zoo has no built models (`mechgraph zoo build`)"
+    ckpt = tiny_checkpoint(16, 32, 1)
+    res = runner.invoke(app, ["describe", "-m", f"path:{ckpt}", "-d", f"identity:16/{HOOK}", "-t", "ioi",
+                              "--examples", "2", "--format", "json"], env=env)
+    assert res.exit_code == 0, res.output
+    import json
+
+    [row] = json.loads(res.stdout)
+    assert (row["hook"], row["latents"]) == (HOOK, 16)
+    n = db.read("MATCH (f:Feature {hook: $h}) WHERE f.description IS NOT NULL RETURN count(f) AS n", {"h": HOOK})
+    assert n[0]["n"] == 16
