@@ -29,12 +29,14 @@ from analysis.communities.cli import communities
 from analysis.demo.cli import demo
 from analysis.disentangle.cli import disentangle
 from analysis.evaluate.cli import evaluate, shortcut
+from analysis.exchange.cli import export_app, import_app
 from analysis.matching.cli import match_app
 from analysis.report.cli import report
 from analysis.roi.cli import roi_app
 from analysis.view.cli import db_bloom_perspective, db_browser, view
 from graphdb.cli import app as db_app
 from ingest.cli import ingest_command, model_app, zoo_app
+from ingest.describe.cli import describe_command
 from ingest.dictionaries.cli import dict_app
 from ingest.replacement.cli import trace_command
 from mechgraph.errors import ConfigError, MechgraphError
@@ -107,10 +109,13 @@ app.add_typer(_check_numbers_of(model_app), name="model")
 app.add_typer(_check_numbers_of(dict_app), name="dict", help="Make dictionaries for your own model on your own text: `dict train` (SAEs), `dict svd` (PCA bases), one per hook in -o DIR, for `ingest --dicts-all 'path:DIR/{hook}@SITES'`.")
 app.add_typer(_check_numbers_of(roi_app), name="roi", help="Regions of Interest: fit blocks of functionally similar latents (SBM), list them.")
 app.add_typer(_check_numbers_of(match_app), name="match", help="Match features and communities across checkpoints and model sizes: MATCHES, the emergence timeline, recurring communities.")
+app.add_typer(_check_numbers_of(export_app), name="export")
+app.add_typer(_check_numbers_of(import_app), name="import")
 app.command("ingest")(numbers_checked(ingest_command))
 for command in (demo, evaluate, report, shortcut, communities, disentangle, view):
     app.command()(numbers_checked(command))
 app.command("trace")(numbers_checked(trace_command))
+app.command("describe")(numbers_checked(describe_command))
 
 
 @app.callback()

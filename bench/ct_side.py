@@ -7,6 +7,7 @@ per-layer transcoders, ``load_clt`` for a cross-layer one), runs ``attribute`` o
 ``compute_graph_scores``, and writes everything to ``<case>/ct_result.npz``.
 
 Usage: ct-venv/bin/python bench/ct_side.py CASE_DIR
+       ct-venv/bin/python bench/ct_side.py CASE_DIR OUT_DIR SLUG   (circuit-tracer's graph JSON of the first prompt)
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from transformer_lens import HookedTransformerConfig
 from transformers import PreTrainedTokenizerFast
 
 
-def main(case: Path) -> None:
+def load(case: Path) -> tuple[dict, torch.device, HookedTransformerConfig, TransformerLensReplacementModel]:
+    """The case's spec, device, model config and circuit-tracer replacement model."""
     spec = json.loads((case / "case.json").read_text())
     device = torch.device(spec["device"])
     cfg_dict = json.loads((case / "model" / "tl_config.json").read_text())
@@ -62,6 +64,11 @@ def main(case: Path) -> None:
     if missing or unexpected:
         raise SystemExit(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
     model.to(device).eval()
+    return spec, device, cfg, model
+
+
+def main(case: Path) -> None:
+    spec, device, cfg, model = load(case)
     prompts = [torch.tensor(p, dtype=torch.long, device=device) for p in spec["prompts"]]
     out: dict[str, np.ndarray] = {}
     with torch.no_grad():
@@ -113,5 +120,21 @@ def _tokenizer_for_this_transformers(case: Path) -> Path:
     return dst
 
 
+def graph_file(case: Path, out: Path, slug: str) -> Path:
+    """circuit-tracer's own Neuronpedia graph JSON (``create_graph_files``, pruned at 0.8/0.98)
+    of the case's first prompt, written to ``out/<slug>.json``."""
+    from circuit_tracer.utils.create_graph_files import create_graph_files
+
+    spec, device, cfg, model = load(case)
+    g: Graph = attribute(torch.tensor(spec["prompts"][0], dtype=torch.long, device=device), model,
+                         batch_size=spec["batch_size"])
+    g.cfg.tokenizer_name = str(_tokenizer_for_this_transformers(case))
+    create_graph_files(g, slug=slug, output_path=str(out), scan="bench", node_threshold=0.8, edge_threshold=0.98)
+    return out / f"{slug}.json"
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if len(sys.argv) == 4:      # ct_side.py CASE_DIR OUT_DIR SLUG: a graph JSON file only
+        print(graph_file(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]))
+    else:
+        main(Path(sys.argv[1]))

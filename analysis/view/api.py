@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 
 from analysis.view import reads
 from analysis.view.reads import ANY, MAX_EDGES, MAX_NODES, Filters
@@ -125,6 +125,17 @@ def prompt(request: Request, prompt: Text, node_threshold: float = 1.0, min_abs_
     return _call(reads.prompt_graph, _db(request), prompt, node_threshold=node_threshold,
                  min_abs_weight=max(0.0, min_abs_weight), node_limit=node_limit, edge_limit=edge_limit,
                  group_run=group_run or ANY)
+
+
+@router.get("/neuronpedia")
+def neuronpedia(request: Request, prompt: Text, min_abs_weight: float = 0.0) -> JSONResponse:
+    """One stored prompt graph as Neuronpedia graph JSON, as a download (``mechgraph export
+    neuronpedia --prompt``)."""
+    from analysis.exchange.export import export_prompt
+
+    doc = _call(export_prompt, _db(request), prompt, min_abs_weight=max(0.0, min_abs_weight))
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in doc["metadata"]["slug"]) or "graph"
+    return JSONResponse(doc, headers={"Content-Disposition": f'attachment; filename="{name}.json"'})
 
 
 @router.get("/evaluations")

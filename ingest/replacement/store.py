@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,16 +128,27 @@ def write_prompt_graph(writer: GraphWriter, graph: PromptGraph, pruned: Pruned, 
                   "replacement_score": full.replacement, "completeness_score": full.completeness,
                   "pruned_replacement_score": pruned_scores.replacement,
                   "pruned_completeness_score": pruned_scores.completeness}
+    edges_written = write_prompt_rows(writer, prompt_row, rows, edge_rows, labels, run)
+    return StoredPrompt(prompt=pid, nodes=len(rows), edges=edges_written)
+
+
+def write_prompt_rows(writer: GraphWriter, prompt_row: dict[str, Any], node_rows: list[dict[str, Any]],
+                      edge_rows: Iterable[dict[str, Any]], labels: GraphLabels, run: RunRecord) -> int:
+    """The one write path of a prompt graph (traced here, or imported by ``analysis.exchange``):
+    the run, the prompt, its nodes and ``IN_PROMPT``, then its edges, which may be a generator
+    (the writer batches it, so an imported graph's links are never all in memory). Returns the
+    number of edges written."""
+    pkey = prompt_row["key"]
     writer.write_nodes(Label.RUN, [run.row()])
     writer.write_nodes(Label.PROMPT, [prompt_row])
     writer.write_relationships(Rel.PRODUCED_BY, [{"src": pkey, "dst": run.key}], src=Label.PROMPT, dst=Label.RUN)
-    writer.write_nodes(Label.PROMPT_NODE, rows)
-    writer.write_relationships(Rel.IN_PROMPT, ({"src": r["key"], "dst": pkey} for r in rows),
+    writer.write_nodes(Label.PROMPT_NODE, node_rows)
+    writer.write_relationships(Rel.IN_PROMPT, ({"src": r["key"], "dst": pkey} for r in node_rows),
                                src=Label.NODE, dst=Label.PROMPT)
-    writer.write_relationships(Rel.ATTRIBUTES_TO, edge_rows,
-                               common={"run": run.run_id, "task": labels.task, "model": labels.model,
-                                       "checkpoint": labels.checkpoint, "granularity": str(Granularity.PROMPT)})
-    return StoredPrompt(prompt=pid, nodes=len(rows), edges=len(edge_rows))
+    return writer.write_relationships(Rel.ATTRIBUTES_TO, edge_rows,
+                                      common={"run": run.run_id, "task": labels.task, "model": labels.model,
+                                              "checkpoint": labels.checkpoint,
+                                              "granularity": str(Granularity.PROMPT)})
 
 
 @dataclass

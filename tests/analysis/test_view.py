@@ -137,3 +137,12 @@ def test_facets_evaluations_and_kill_table(client: TestClient, store: ViewStore)
     assert d["run"] == store.disentangle_run
     assert d["communities"][0]["kill_edge"] == [0.2, 0.9]
     assert client.get("/api/png", params={"path": "/etc/passwd"}).status_code == 404
+
+
+def test_prompt_graph_downloads_as_neuronpedia_json(client: TestClient, store: ViewStore) -> None:
+    res = client.get("/api/neuronpedia", params={"prompt": store.prompt})
+    assert res.status_code == 200 and "attachment" in res.headers["content-disposition"]
+    doc = res.json()
+    assert len(doc["nodes"]) == store.prompt_nodes and len(doc["links"]) == store.prompt_edges
+    assert doc["metadata"]["info"]["generator"]["name"] == "mechgraph"
+    assert client.get("/api/neuronpedia", params={"prompt": "no-such-prompt"}).status_code == 400

@@ -1,0 +1,199 @@
+"""Import benchmark: a synthetic Neuronpedia graph JSON file of --links links (9 million by
+default), imported streaming, next to the online writer on the same machine, in one invocation.
+
+1. generates ``bench/out/np-import/synthetic-<links>.json`` (streamed out; not committed): one
+   prompt of --nodes nodes (features over 26 layers and 64 positions, error nodes, the tokens,
+   10 logits), --links distinct links with random weights, two supernodes;
+2. imports it with ``analysis.exchange.load.import_file`` in a child process (the streaming
+   parse feeding the batched ``GraphWriter``) and reads that process's peak RSS;
+3. writes the same number of prompt-graph edges with ``GraphWriter`` straight from memory (the
+   online writer, as ``mechgraph trace`` writes), under another run;
+   Steps 2 and 3 alternate for --rounds rounds (the machine may be shared); the fastest counts.
+4. prints the file size, the import's peak memory (target <= 2 GB) and links/s, the online
+   writer's edges/s, and their ratio (target: import >= writer).
+
+Runs its own embedded Neo4j in bench/out/np-import/neo4j (wiped first) unless --external.
+
+    python bench/import_neuronpedia.py                   # the acceptance size, 9,000,000 links
+    python bench/import_neuronpedia.py --links 1000000   # a quicker look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OUT = Path(__file__).parent / "out" / "np-import"
+ROOT = Path(__file__).resolve().parent.parent
+N_LAYERS, N_POS = 26, 64
+
+
+def node_ids(n_nodes: int) -> list[dict]:
+    nodes = [{"node_id": f"E_{100 + p}_{p}", "feature": p, "layer": "E", "ctx_idx": p, "feature_type": "embedding",
+              "jsNodeId": f"E_{100 + p}-{p}", "clerp": "", "influence": None, "activation": None} for p in range(N_POS)]
+    nodes += [{"node_id": f"{layer}_-1_{p}", "feature": -1, "layer": str(layer), "ctx_idx": p,
+               "feature_type": "mlp reconstruction error", "jsNodeId": f"{layer}_{p}-0", "clerp": "",
+               "influence": 0.5, "activation": None} for layer in range(N_LAYERS) for p in range(0, N_POS, 8)]
+    nodes += [{"node_id": f"{N_LAYERS + 1}_{t}_{N_POS - 1}", "feature": t, "layer": str(N_LAYERS + 1),
+               "ctx_idx": N_POS - 1, "feature_type": "logit", "token_prob": 0.1, "is_target_logit": t == 0,
+               "jsNodeId": f"L_{t}-{N_POS - 1}", "clerp": f'Output "t{t}" (p=0.100)'} for t in range(10)]
+    i = 0
+    while len(nodes) < n_nodes:
+        layer, p = i % N_LAYERS, (i // N_LAYERS) % N_POS
+        nodes.append({"node_id": f"{layer}_{i}_{p}", "feature": i, "layer": str(layer), "ctx_idx": p,
+                      "feature_type": "cross layer transcoder", "jsNodeId": f"{layer}_{i}-0", "clerp": "",
+                      "influence": 0.1, "activation": 1.0})
+        i += 1
+    return nodes
+
+
+def generate(path: Path, n_links: int, n_nodes: int, seed: int = 0) -> None:
+    import numpy as np
+
+    nodes = node_ids(n_nodes)
+    ids = [n["node_id"] for n in nodes]
+    rng = np.random.default_rng(seed)
+    meta = {"slug": f"synthetic-{n_links}", "scan": "bench-np", "transcoder_list": [],
+            "prompt_tokens": [f"t{p}" for p in range(N_POS)], "prompt": "synthetic", "schema_version": 1}
+    q = {"pinnedIds": ids[:3], "supernodes": [["first", *ids[:5]], ["second", *ids[-5:]]], "linkType": "both",
+         "clickedId": "", "sg_pos": ""}
+    with path.open("w") as f:
+        f.write('{"metadata": ' + json.dumps(meta) + ', "qParams": ' + json.dumps(q) + ', "nodes": ')
+        json.dump(nodes, f)
+        f.write(', "links": [')
+        chunk = 100_000
+        for start in range(0, n_links, chunk):
+            k = np.arange(start, min(start + chunk, n_links))
+            src, dst = np.divmod(k, n_nodes)           # distinct (source, target) pairs
+            w = rng.standard_normal(len(k))
+            f.write(("," if start else "") + ",".join(
+                f'{{"source": "{ids[s]}", "target": "{ids[t]}", "weight": {x!r}}}'
+                for s, t, x in zip(src.tolist(), dst.tolist(), w.tolist())))
+        f.write("]}")
+
+
+def import_side(path: str, settings_json: str, batch_size: int, task: str) -> None:
+    """The child process: import the file, print seconds, links and peak RSS as JSON."""
+    from analysis.exchange.load import ImportConfig, import_file
+    from graphdb.connection import connect
+    from graphdb.settings import Neo4jSettings
+
+    import ingest.replacement.store  # noqa: F401 - its imports (torch) are a fixed cost, not part of the rate
+
+    settings = Neo4jSettings(**json.loads(settings_json))
+    with connect(settings) as db:
+        t = time.perf_counter()
+        r = import_file(db, path, ImportConfig(batch_size=batch_size, task=task))
+        secs = time.perf_counter() - t
+    print(json.dumps({"seconds": secs, "links": r.links, "nodes": r.nodes,
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def online(db, n_links: int, n_nodes: int, batch_size: int, prompt: str = "online") -> float:
+    """Seconds for the online writer to write ``n_links`` prompt-graph edges from memory."""
+    from graphdb.keys import node_key
+    from graphdb.schema import Granularity, Label, Rel
+    from graphdb.writer import GraphWriter
+
+    keys = [node_key(Label.PROMPT_NODE, prompt=prompt, kind="feature", layer=0, position=0, index=i)
+            for i in range(n_nodes)]
+    writer = GraphWriter(db, batch_size=batch_size)
+    writer.write_nodes(Label.PROMPT_NODE, ({"key": k, "prompt": prompt, "kind": "feature"} for k in keys))
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+
+    def rows():
+        for start in range(0, n_links, 100_000):
+            k = np.arange(start, min(start + 100_000, n_links))
+            src, dst = np.divmod(k, n_nodes)
+            for s, t, w in zip(src.tolist(), dst.tolist(), rng.standard_normal(len(k)).tolist()):
+                yield {"src": keys[s], "dst": keys[t], "weight": w}
+
+    t = time.perf_counter()
+    writer.write_relationships(Rel.ATTRIBUTES_TO, rows(), common={"run": f"bench-{prompt}", "task": "bench",
+                                                                 "model": "bench", "checkpoint": "final",
+                                                                 "granularity": str(Granularity.PROMPT)})
+    return time.perf_counter() - t
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--links", type=int, default=9_000_000)
+    ap.add_argument("--nodes", type=int, default=None, help="nodes in the graph (default: enough for the links, >= 4000)")
+    ap.add_argument("--batch-size", type=int, default=10_000)
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of each; the fastest counts")
+    ap.add_argument("--external", action="store_true", help="use NEO4J_URI instead of a private embedded server")
+    ap.add_argument("--side", help=argparse.SUPPRESS)
+    ap.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.side == "import":
+        import_side(args.args[0], args.args[1], args.batch_size, args.args[2])
+        return 0
+    from graphdb.connection import connect, resolve_settings
+    from graphdb.embedded import EmbeddedServer, free_port
+
+    n_nodes = args.nodes or max(4000, math.ceil(math.sqrt(args.links)) + 1000)
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"synthetic-{args.links}.json"
+    if not path.exists():
+        t = time.perf_counter()
+        generate(path, args.links, n_nodes)
+        print(f"generated {path} in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+    server = None
+    if args.external:
+        settings = resolve_settings()
+    else:
+        data = OUT / "neo4j"
+        shutil.rmtree(data, ignore_errors=True)
+        server = EmbeddedServer(data)
+        server.start(port=free_port())
+        settings = server.settings()
+    try:
+        with connect(settings) as db:
+            # Warm the server up (JIT, page cache) untimed, so neither timed pass pays for it.
+            online(db, min(args.links, 100_000), n_nodes, args.batch_size, prompt="warm-up")
+        blob = json.dumps({"uri": settings.uri, "user": settings.user, "password": settings.password})
+        # The machine may be shared: the two run alternately for --rounds rounds, each one's
+        # fastest round counts (each round imports under its own task, so a new prompt graph).
+        imp, writer_secs = None, math.inf
+        for r in range(args.rounds):
+            child = subprocess.run([sys.executable, __file__, "--side", "import", "--batch-size", str(args.batch_size),
+                                    str(path), blob, f"bench-{r}"], check=True, capture_output=True, text=True,
+                                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+            got = json.loads(child.stdout.strip().splitlines()[-1])
+            print(f"round {r}: import {got['links'] / got['seconds']:,.0f} links/s", file=sys.stderr)
+            if imp is None or got["seconds"] < imp["seconds"]:
+                imp = got
+            with connect(settings) as db:
+                secs = online(db, args.links, n_nodes, args.batch_size, prompt=f"online-{r}")
+            print(f"round {r}: online writer {args.links / secs:,.0f} edges/s", file=sys.stderr)
+            writer_secs = min(writer_secs, secs)
+        with connect(settings) as db:
+            stored = db.read("MATCH (p:Prompt {slug: $s})<-[:IN_PROMPT]-(a)-[r:ATTRIBUTES_TO]->(b) "
+                             "RETURN count(r) AS n", {"s": f"synthetic-{args.links}"})[0]["n"]
+    finally:
+        if server is not None:
+            server.stop()
+    size = path.stat().st_size
+    import_rate, writer_rate = imp["links"] / imp["seconds"], args.links / writer_secs
+    print(f"file: {path.name}, {size / 2**20:,.0f} MiB, {imp['nodes']:,} nodes, {args.links:,} links")
+    print(f"import (streaming, batched writer): {imp['links']:,} links in {imp['seconds']:.1f}s = "
+          f"{import_rate:,.0f} links/s; peak RSS {imp['peak_rss_mib']:,.0f} MiB (target <= 2048 MiB)")
+    print(f"online writer (GraphWriter, rows from memory): {args.links:,} edges in {writer_secs:.1f}s = "
+          f"{writer_rate:,.0f} edges/s")
+    print(f"import / online writer: {import_rate / writer_rate:.2f}x (target >= 1)")
+    print(f"links stored by the imports: {stored:,} (expected {args.rounds} x {args.links:,})")
+    return 0 if stored == args.rounds * args.links else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
