@@ -25,7 +25,6 @@ import json
 import math
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -138,8 +137,8 @@ def main() -> int:
     if args.side == "import":
         import_side(args.args[0], args.args[1], args.batch_size, args.args[2])
         return 0
-    from graphdb.connection import connect, resolve_settings
-    from graphdb.embedded import EmbeddedServer, free_port
+    from _store import bench_store  # bench/ is on sys.path when a script here runs
+    from graphdb.connection import connect
 
     n_nodes = args.nodes or max(4000, math.ceil(math.sqrt(args.links)) + 1000)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -148,15 +147,7 @@ def main() -> int:
         t = time.perf_counter()
         generate(path, args.links, n_nodes)
         print(f"generated {path} in {time.perf_counter() - t:.0f}s", file=sys.stderr)
-    server = None
-    if args.external:
-        settings = resolve_settings()
-    else:
-        data = OUT / "neo4j"
-        shutil.rmtree(data, ignore_errors=True)
-        server = EmbeddedServer(data)
-        server.start(port=free_port())
-        settings = server.settings()
+    settings, server = bench_store(OUT, args.external)
     try:
         with connect(settings) as db:
             # Warm the server up (JIT, page cache) untimed, so neither timed pass pays for it.

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from graphdb.connection import connect, resolve_settings
-from graphdb.embedded import EmbeddedServer, free_port
+from _store import bench_store  # bench/ is on sys.path when a script here runs
+from graphdb.connection import connect
 from graphdb.keys import node_key
 from graphdb.schema import Label, Rel, init_schema
 from graphdb.writer import GraphWriter, relationship_query
@@ -93,17 +92,7 @@ def main() -> int:
     args = ap.parse_args()
     n_per_layer = args.features // args.layers
 
-    server = None
-    if args.external:
-        settings = resolve_settings()
-    else:
-        data = OUT / "neo4j"
-        shutil.rmtree(data, ignore_errors=True)
-        server = EmbeddedServer(data)
-        t = time.perf_counter()
-        server.start(port=free_port())
-        print(f"embedded Neo4j started in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-        settings = server.settings()
+    settings, server = bench_store(OUT, args.external)
 
     rates: dict[str, tuple[int, float]] = {}
     try:
