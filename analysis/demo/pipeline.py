@@ -240,8 +240,10 @@ def _stage_transcoders(state: DemoState, bars: Any) -> None:
     from analysis.communities.partition import CommunityConfig, partition, write_communities
     from analysis.subgraph import Selection, pull_subgraph
     from graphdb.schema import Granularity
+    from ingest.pipeline import model_labels
     from ingest.replacement.jobs import TaskTraceConfig, TraceRequest, ingest_task, trace
     from ingest.tasks import get_task
+    from ingest.zoo.specs import parse_model_spec
     from ingest.zoo.store import zoo_root
     from ingest.zoo.transcoder_build import build_zoo_transcoders
 
@@ -250,17 +252,17 @@ def _stage_transcoders(state: DemoState, bars: Any) -> None:
     built, cached = build_zoo_transcoders(zoo_root(None), device=cfg.device, say=say)
     spec = f"zoo:{cfg.small}@final"
     example = get_task(cfg.eval_task).examples(1, seed=cfg.seed, split="test")[0]
-    t = trace(TraceRequest(model=spec, transcoders=spec, prompt=example.prompt, device=cfg.device), db=state.db)
+    t = trace(TraceRequest(model=spec, transcoders=spec, prompt=example.clean, device=cfg.device), db=state.db)
     state.results["trace"] = t
     state.lines.append(f"transcoders: built {', '.join(built) or 'nothing'}; cached {', '.join(cached) or 'nothing'}. "
-                       f"trace {spec} {example.prompt!r}: {t.graph.n_nodes} nodes, {t.pruned_nodes} after pruning "
+                       f"trace {spec} {example.clean!r}: {t.graph.n_nodes} nodes, {t.pruned_nodes} after pruning "
                        f"({t.pruned_edges} edges), replacement {t.full.replacement:.3f}, completeness "
                        f"{t.full.completeness:.3f}; prompt {t.prompt}")
     run, results = ingest_task(state.db, TaskTraceConfig(model=spec, transcoders=spec, tasks=(cfg.eval_task,),
                                                          examples=min(cfg.examples, 8), seed=cfg.seed),
                                device=cfg.device)
     r = results[0]
-    (model, ckpt), _ = final_small(state)
+    model, ckpt, _ = model_labels(parse_model_spec(spec), "resid")   # the labels the trace stored
     sub = pull_subgraph(state.db, Selection(model, ckpt, (cfg.eval_task,), run=run,
                                             granularity=str(Granularity.FEATURE)))
     config = CommunityConfig(method="leiden", seed=cfg.seed)
