@@ -151,8 +151,8 @@ def _print_zoo(manifests: dict[str, Any], root: Path, fmt: Format, *, saes: bool
     trows = transcoder_rows(manifests, root)
     if trows:
         columns = list(dict.fromkeys(k for r in trows for k in r))
-        render(trows, columns, fmt, title="transcoders: max FVU (unexplained MLP-output variance) and L0 over "
-                                          "layers, replacement-model accuracy / clean per task")
+        render(trows, columns, fmt, title="transcoders: max FVU (unexplained MLP-output variance), mean L0 and max dead fraction over "
+                                          "layers; per task, the replacement model's accuracy / the clean model's")
     if saes:
         srows = sae_rows(manifests)
         if srows:

@@ -240,7 +240,7 @@ def transcoder_rows(manifests: dict[str, Any], root: Path) -> list[dict[str, Any
             rows.append({"model": name, "step": s["step"], "kind": s["kind"],
                          "max_fvu": max(s["fvu"]), "mean_l0": round(sum(s["l0"]) / len(s["l0"]), 1),
                          "max_dead": max(s["dead"]),
-                         **{f"repl/clean {t}": None if r is None else round(r, 2)
+                         **{t: None if r is None else round(r, 2)
                             for t, r in s["replacement_ratio"].items()}})
     return rows
 
