@@ -52,6 +52,8 @@ LISTEN_ADDRESS = "127.0.0.1"
 SOURCE_DIR = Path(__file__).parent / "server"
 READY_MARK = "MECHGRAPH-NEO4J READY"
 ERROR_MARK = "MECHGRAPH-NEO4J ERROR"
+#: In the launcher's error line when the Bolt port was taken between our check and Neo4j's bind.
+BIND_FAILURE = "Address already in use"
 #: Mode bits nothing under the data directory may have: the store is this user's alone.
 NOT_PRIVATE = 0o077
 
@@ -351,7 +353,18 @@ class EmbeddedServer:
                 self._record(st, ready=True)
                 return st, True
             self.state_file.unlink(missing_ok=True)
-            return self._launch(build, port, timeout), True
+            automatic = port is None and bolt_port_setting() is None
+            for attempt in range(3):
+                try:
+                    return self._launch(build, port, timeout), True
+                except ServerError as e:
+                    # The default port was free when chosen, but a server of another data
+                    # directory, started at the same moment, bound it first: take a free one.
+                    if not automatic or BIND_FAILURE not in str(e) or attempt == 2:
+                        raise
+                    log.info("port taken while the server started; retrying on another port")
+                    port = free_port()
+            raise AssertionError("unreachable")
 
     def _launch(self, build: Path, port: int | None, timeout: float) -> ServerState:
         """Spawn the launcher and wait for READY. Caller holds the start lock."""

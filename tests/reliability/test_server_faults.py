@@ -210,3 +210,31 @@ def test_a_data_dir_that_is_a_file_is_one_error_line(tmp_path, env):
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith(f"mechgraph: error: the data directory {not_a_dir} ")
     assert "not a directory" in lines[0] and "--data-dir or MECHGRAPH_HOME" in lines[0]
+
+
+def test_a_default_port_taken_between_the_check_and_the_bind_moves_to_a_free_one(tmp_path, monkeypatch):
+    """Two servers of different data directories started at once both found the default port
+    free; the second one's bind failed and left no server. Now it retries on a free port."""
+    import socket
+
+    import graphdb.embedded as embedded
+
+    monkeypatch.delenv("MECHGRAPH_BOLT_PORT", raising=False)
+    with socket.socket() as taken:   # the other server, bound in between
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        monkeypatch.setattr(embedded, "DEFAULT_BOLT_PORT", busy)
+        checked = []
+        real = embedded._port_free
+        # the check ran before the other server bound: the default port looked free
+        monkeypatch.setattr(embedded, "_port_free",
+                            lambda p, host=embedded.LISTEN_ADDRESS: checked.append(p) or p == busy or real(p, host))
+        server = _server(tmp_path / "data")
+        try:
+            st, started = server.start()
+            assert started and st.port != busy and checked[0] == busy
+            with connect(data=tmp_path / "data") as db:
+                assert db.read("RETURN 1 AS one")[0]["one"] == 1
+        finally:
+            server.stop()
