@@ -7,9 +7,10 @@ choices apply as they do to feature graphs (:class:`~ingest.attribution.config.A
 * baseline: the path starts at the counterfactual prompt's embedding, zero, or the reference
   set's mean embedding; BOS and padding stay clean (they carry no nodes);
 * steps K (``auto``: the first of ``AUTO_STEPS`` whose completeness residual on the task's first
-  batch is within the tolerance); the residual is ``Σ_ex |Σ_u w_ex(u → output) − ΔM_ex| /
-  Σ_ex |ΔM_ex|``, ΔM the metric's change from the baseline to the clean embedding (component
-  inputs are vectors, so the output is the one scalar target);
+  batch is within the tolerance); the residual is ``Σ_ex |Σ_v w_ex(embed → v) − ΔM_ex| /
+  Σ_ex |ΔM_ex|``, ΔM the metric's change from the baseline to the clean embedding: the
+  embedding's out-edges are integrated gradients of M at the embedding, so the gap is IG's
+  quadrature error (component inputs are vectors; M is the one scalar to check against);
 * alpha over source positions (sum, mean = sum / graph positions, max; ``alpha_abs``), beta over
   examples (mean, sum, max);
 * the noise floor (``noise_rel`` of the largest |w| into the same target), then ``threshold``
@@ -68,16 +69,16 @@ class ComponentAccumulator:
     n: int = 0
     metric_clean: float = 0.0
     metric_base: float = 0.0
-    gap: float = 0.0         # Σ_ex |Σ_u w_ex(u → output) − ΔM_ex|
+    gap: float = 0.0         # Σ_ex |Σ_v w_ex(embed → v) − ΔM_ex|
     change: float = 0.0      # Σ_ex |ΔM_ex|
 
     def add(self, scores: Any, valid: Any, alpha: str, alpha_abs: bool) -> None:
         import torch
 
         s = scores.scores.double() * valid[None].double()      # [P, batch, pos]
-        into_out = torch.tensor([v == "output" for _, v in scores.pairs])
+        from_embed = torch.tensor([u == "embed" for u, _ in scores.pairs])
         dm = (scores.metric_clean - scores.metric_base).double()
-        self.gap += float((s[into_out].sum((0, 2)) - dm).abs().sum())
+        self.gap += float((s[from_embed].sum((0, 2)) - dm).abs().sum())
         self.change += float(dm.abs().sum())
         self.metric_clean += float(scores.metric_clean.sum())
         self.metric_base += float(scores.metric_base.sum())
@@ -199,14 +200,14 @@ def component_task(writer: Any, resolved: Any, config: Any, run_key: str, run: s
     converged = residual <= a.tolerance
     writer.write_relationships(Rel.FOR_TASK, [{
         "src": run_key, "dst": node_key(Label.TASK, task=task), "ig_steps": steps, "residual": residual,
-        "residual_tolerance": a.tolerance, "residual_output": residual,
-        "residual_targets": [f"output={residual:.6g}"]}], src=Label.RUN, dst=Label.TASK)
+        "residual_tolerance": a.tolerance,
+        "residual_targets": [f"embed={residual:.6g}"]}], src=Label.RUN, dst=Label.TASK)
     if noise:
         log.info("%s: %d component edges below the noise floor (%g of their target's largest in-edge) not stored",
                  task, noise, a.noise_rel)
     n = max(acc.n, 1)
     return {"examples": acc.n, "nodes": nodes, "edges": len(edges), "noise_dropped": noise, "steps": steps,
-            "residuals": {"output": residual}, "residual": residual, "converged": converged,
+            "residuals": {"embed": residual}, "residual": residual, "converged": converged,
             "metric_clean": acc.metric_clean / n, "metric_base": acc.metric_base / n}
 
 

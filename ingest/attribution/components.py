@@ -15,10 +15,12 @@ vector entering v's input, with the clean and baseline inputs interpolated at th
 ``x(t) = x^base + t (x - x^base)`` at ``blocks.0.hook_resid_pre``; ``o_u^base`` is u's output in
 the forward pass from ``x^base``. It is a dot product of two vectors in the residual space, so it
 does not depend on any basis or dictionary, no signed sum over features can cancel it, and a
-pair with no connection (v reads nothing of the subspace u writes) gets exactly 0. For
-v = output, sum_u w(u -> output) is M's first-order change through the final residual (exactly
-M(x) - M(x^base) as K grows when only the last layer's components read nothing after them).
-K = 1 is edge attribution patching.
+pair with no connection (v reads nothing of the subspace u writes) gets exactly 0. The
+embedding reaches M only through its readers' inputs, so dM/dx_embed = sum_v dM/dx_v and
+sum_v w(embed -> v) is integrated gradients of M with respect to the embedding: it tends to
+M(x) - M(x^base) as K grows (completeness; the ingest reports the gap). The edges into the
+output need not add up to that: the final residual moves along a curved path. K = 1 is edge
+attribution patching.
 
 The baseline embedding ``x^base`` (:func:`baseline_embedding`): the counterfactual prompt's
 embedding, zero, or the mean embedding over a reference set's graph positions; at positions that
