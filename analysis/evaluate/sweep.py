@@ -133,6 +133,8 @@ def evaluate(db: Any, config: EvaluateConfig, *, out_dir: Path, device: str = "c
         from analysis.evaluate.components import component_sweep
         names, selected, sweep = component_sweep(db, config, graph_run, run_cfg, device=device, point=CurvePoint)
     else:
+        if run_cfg.get("graph") == "component":
+            raise ConfigError(f"{graph_run} is a component graph: evaluate it with --granularity component")
         ingest_cfg = IngestConfig(model=run_cfg["model"], tasks=(config.task,), dicts=tuple(run_cfg["dicts"]),
                                   include_embed=run_cfg.get("include_embed", True), examples=config.examples,
                                   split=config.split, seed=config.seed,

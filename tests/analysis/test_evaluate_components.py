@@ -162,3 +162,26 @@ def test_component_graph_at_the_cli(neo4j_settings, db, tmp_path):
     res = CliRunner().invoke(app, [*home, "ingest", "-m", f"path:{ckpt}", "-t", "ioi", "--graph", "component",
                                    "--dicts", "identity:6/blocks.0.hook_resid_post"], env=env)
     assert res.exit_code != 0 and "uses no dictionaries" in re.sub(r"[\s│]+", " ", res.output)
+
+
+def test_the_full_component_graph_of_a_llama_model_reproduces_it(db, hf_checkpoint, tmp_path):
+    """Rotary, RMSNorm, grouped-query attention (each query head gets its own key/value input):
+    the whole graph (no threshold, no noise floor) is faithful under both ablations, with the
+    mean baseline the graph was ingested with."""
+    from analysis.evaluate.selection import EdgeSelection
+    from analysis.evaluate.sweep import EvaluateConfig, evaluate
+    from ingest.attribution.config import AttributionConfig
+    from ingest.pipeline import IngestConfig, ingest
+
+    ckpt = hf_checkpoint("llama", seed=3)
+    config = IngestConfig(model=f"path:{ckpt}", tasks=("ioi",), graph="component", examples=4, batch_size=4,
+                          attribution=AttributionConfig(steps=16, threshold=0.0, noise_rel=0.0, baseline="mean"))
+    result = ingest(db, config, state_root=tmp_path / "state")
+    # every pair of 2 layers x (4 heads + MLP): embed 11, layer-0 heads 4 x 7, MLP 0 6, layer-1 heads 4 x 2, MLP 1 1
+    assert result.tasks[0].edges == 11 + 28 + 6 + 8 + 1
+    assert result.tasks[0].residual < 0.05
+    judged = evaluate(db, EvaluateConfig(task="ioi", run=result.run, examples=4, sweep=1,
+                                         selection=EdgeSelection(granularity="component")), out_dir=tmp_path / "eval")
+    assert judged.baseline == "mean"
+    for p in judged.points:
+        assert p.faithfulness == pytest.approx(1.0, abs=1e-4) and p.completeness == pytest.approx(0.0, abs=1e-4)

@@ -115,9 +115,11 @@ def linear_checkpoint(root: Path) -> Path:
     return root / "ckpt"
 
 
-def patched_edges(model: HookedTransformer, batch) -> dict[tuple[str, str], torch.Tensor]:
+def patched_edges(model: HookedTransformer, batch, baseline: str = "counterfactual",
+                  reference=None) -> dict[tuple[str, str], torch.Tensor]:
     """Per-example w(u -> v), measured by patching: M(clean) - M(v's input without u's change
-    from the baseline), the counterfactual embedding at every position but BOS."""
+    from the baseline), the baseline embedding (the counterfactual prompt's, zero, or the mean
+    over the graph positions of ``reference``) at every position but BOS."""
     from ingest.attribution.batch import logit_diff
 
     valid = (torch.arange(batch.tokens.shape[1])[None] <= batch.last[:, None])
@@ -142,8 +144,15 @@ def patched_edges(model: HookedTransformer, batch) -> dict[tuple[str, str], torc
     model.set_use_hook_mlp_in(True)
     try:
         m_clean, clean = run(batch.tokens)
-        cf_embed = run(batch.cf_tokens)[1]["embed"]
-        x_base = torch.where(valid[..., None], cf_embed, clean["embed"])
+        if baseline == "counterfactual":
+            raw = run(batch.cf_tokens)[1]["embed"]
+        elif baseline == "zero":
+            raw = torch.zeros_like(clean["embed"])
+        else:
+            ref = run(reference.tokens)[1]["embed"]
+            pos = torch.arange(reference.tokens.shape[1])[None]
+            raw = ref[(pos <= reference.last[:, None]) & (pos >= 1)].mean(0).expand_as(clean["embed"])
+        x_base = torch.where(valid[..., None], raw, clean["embed"])
         _, base = run(batch.tokens, [("blocks.0.hook_resid_pre", lambda x, hook: x_base)])
         order = ["embed", "L0.H0", "L0.H1", "L0.MLP", "L1.H0", "L1.H1", "L1.MLP", "output"]
         where = {"L0.H0": ("blocks.0", 0), "L0.H1": ("blocks.0", 1), "L0.MLP": ("blocks.0", None),
@@ -172,7 +181,8 @@ def patched_edges(model: HookedTransformer, batch) -> dict[tuple[str, str], torc
         model.set_use_hook_mlp_in(False)
 
 
-def test_ingest_component_graph_stores_the_patched_edge_weights(db, tmp_path):
+@pytest.mark.parametrize("baseline", ["counterfactual", "zero", "mean"])
+def test_ingest_component_graph_stores_the_patched_edge_weights(db, tmp_path, baseline):
     from ingest.attribution.config import AttributionConfig
     from ingest.component_graph import component_key
     from ingest.pipeline import IngestConfig, ingest, resolve
@@ -180,12 +190,13 @@ def test_ingest_component_graph_stores_the_patched_edge_weights(db, tmp_path):
 
     ckpt = linear_checkpoint(tmp_path)
     config = IngestConfig(model=f"path:{ckpt}", tasks=("ioi",), graph="component", examples=6, batch_size=4,
-                          attribution=AttributionConfig(steps=2, threshold=0.0))
+                          attribution=AttributionConfig(steps=2, threshold=0.0, baseline=baseline))
     result = ingest(db, config, state_root=tmp_path / "state")
     (task,) = result.tasks
     assert task.residual < 1e-5 and task.steps == 2  # affine: IG is exact, the output's edges sum to ΔM
     resolved = resolve(config)
-    want = {pair: float(w.mean()) for pair, w in patched_edges(resolved.model, resolved.batches["ioi"]).items()}
+    want = {pair: float(w.mean()) for pair, w in patched_edges(resolved.model, resolved.batches["ioi"], baseline,
+                                                                resolved.reference.get("ioi")).items()}
     rows = run_query(db, "run_edges", {"run": result.run, "task": "ioi", "granularity": "component"})
     stored = {(r["source"], r["target"]): r["weight"] for r in rows}
     key = {n: component_key(n, model="ckpt", checkpoint="path", task="ioi")
