@@ -78,6 +78,8 @@ class IngestConfig:
         if self.graph == "component" and (self.dicts or self.dicts_all):
             raise ValueError("--graph component is between whole components and uses no dictionaries; "
                              "drop --dicts / --dicts-all")
+        if self.graph == "component" and not self.include_embed:
+            raise ValueError("--graph component always has the embedding as a node; drop --no-embed")
         require_positive(examples=self.examples, batch_size=self.batch_size)
         if self.split not in ("train", "test", "all"):
             raise ValueError(f"split must be train, test or all, got {self.split!r}")
@@ -164,7 +166,7 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
     if config.dicts_all:
         specs += _expand_dicts_all(config, model, tasks)
     dictionaries = [load_dictionary(s, device=device) for s in specs]
-    slots = build_slots(model, dictionaries, include_embed=config.include_embed) if dictionaries else []
+    slots = [] if config.graph == "component" else build_slots(model, dictionaries, include_embed=config.include_embed)
     check_key_parts(model_label, checkpoint, [t.name for t in tasks], slots=slots, n_layers=int(model.cfg.n_layers))
     batches, reference, task_specs = {}, {}, {}
     for spec_text, task in zip(config.tasks, tasks, strict=True):
