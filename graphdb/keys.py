@@ -36,6 +36,8 @@ KEY_PARTS: dict[Label, tuple[str, ...]] = {
     # One error node per dictionary: what the dictionary fails to reconstruct at its hook.
     Label.ERROR: ("model", "checkpoint", "hook", "dictionary"),
     Label.HEAD: ("model", "checkpoint", "layer", "head"),
+    # A layer's whole MLP (hook_mlp_out): a node of the component graph, beside heads.
+    Label.MLP: ("model", "checkpoint", "layer"),
     # ROIs are blocks of one partition (named) of one dictionary's latents.
     Label.ROI: ("model", "checkpoint", "hook", "dictionary", "partition", "index"),
     # The output metric is task-specific (a logit difference needs the task's answers).

@@ -8,7 +8,7 @@ Model (one Neo4j database holds many models, checkpoints, tasks and runs side by
 
     (:Model)<-[:OF_MODEL]-(:Checkpoint)<-[:AT_CHECKPOINT]-(:Dictionary)<-[:OF_DICTIONARY]-(:Feature:Node)
                                   ^                          ^-[:OF_DICTIONARY]-(:ErrorNode:Node)
-                                  +-[:AT_CHECKPOINT]-(:Head:Node) / (:Output:Node) / (:Input:Node) / (:ROI:Node)
+                                  +-[:AT_CHECKPOINT]-(:Head:Node) / (:MLP:Node) / (:Output:Node) / (:Input:Node) / (:ROI:Node)
     (:Node)-[:ATTRIBUTES_TO {weight, abs_weight, model, checkpoint, task, run, granularity}]->(:Node)
     (:Feature)-[:IN_HEAD {share}]->(:Head)      (:Feature)-[:IN_ROI]->(:ROI)
     (:Node)-[:IN_COMMUNITY]->(:Community)-[:PRODUCED_BY]->(:Run)
@@ -41,6 +41,7 @@ class Label(StrEnum):
     FEATURE = "Feature"
     ERROR = "ErrorNode"
     HEAD = "Head"
+    MLP = "MLP"  # a layer's whole MLP, a node of the component graph
     ROI = "ROI"
     OUTPUT = "Output"
     INPUT = "Input"
@@ -55,7 +56,7 @@ class Label(StrEnum):
 
 #: Labels whose nodes are vertices of the computational graph (endpoints of ATTRIBUTES_TO).
 GRAPH_NODE_LABELS: frozenset[Label] = frozenset(
-    {Label.FEATURE, Label.ERROR, Label.HEAD, Label.ROI, Label.OUTPUT, Label.INPUT, Label.PROMPT_NODE}
+    {Label.FEATURE, Label.ERROR, Label.HEAD, Label.MLP, Label.ROI, Label.OUTPUT, Label.INPUT, Label.PROMPT_NODE}
 )
 
 
@@ -84,6 +85,7 @@ class Granularity(StrEnum):
     HEAD = "head"
     ROI = "roi"
     PROMPT = "prompt"   # a prompt's position-resolved replacement graph (transcoder features)
+    COMPONENT = "component"  # whole components: embedding, heads, MLPs, output (ingest --graph component)
 
 
 #: Relationship properties that, with the two endpoints, identify one relationship. The

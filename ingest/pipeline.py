@@ -39,9 +39,11 @@ from mechgraph.errors import require_positive
 
 log = logging.getLogger(__name__)
 
-GraphKind = Literal["resid", "module"]
-#: Hook suffixes of the dictionaries each ``--graph`` picks from a zoo model.
-GRAPH_HOOKS: dict[str, tuple[str, ...]] = {"resid": ("hook_resid_post",), "module": ("hook_attn_out", "hook_mlp_out")}
+GraphKind = Literal["resid", "module", "component"]
+#: Hook suffixes of the dictionaries each ``--graph`` picks from a zoo model. ``component``: whole
+#: components (embedding, heads, MLPs, output), no dictionaries (ingest/component_graph.py).
+GRAPH_HOOKS: dict[str, tuple[str, ...]] = {"resid": ("hook_resid_post",), "module": ("hook_attn_out", "hook_mlp_out"),
+                                           "component": ()}
 
 #: progress(task, examples done, examples total, edges kept so far in the accumulator)
 Progress = Callable[[str, int, int, int], None]
@@ -73,6 +75,11 @@ class IngestConfig:
             parse_dicts_all(text)  # a SpecError (a ValueError) names the accepted forms
         if self.graph not in GRAPH_HOOKS:
             raise ValueError(f"graph must be one of {', '.join(GRAPH_HOOKS)}, got {self.graph!r}")
+        if self.graph == "component" and (self.dicts or self.dicts_all):
+            raise ValueError("--graph component is between whole components and uses no dictionaries; "
+                             "drop --dicts / --dicts-all")
+        if self.graph == "component" and not self.include_embed:
+            raise ValueError("--graph component always has the embedding as a node; drop --no-embed")
         require_positive(examples=self.examples, batch_size=self.batch_size)
         if self.split not in ("train", "test", "all"):
             raise ValueError(f"split must be train, test or all, got {self.split!r}")
@@ -142,7 +149,7 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
         task.check_count(config.examples, config.split)
     model_label, checkpoint, default_dicts = model_labels(spec, config.graph)
     specs = list(config.dicts) or ([] if config.dicts_all else default_dicts)
-    if not specs and not config.dicts_all:
+    if not specs and not config.dicts_all and config.graph != "component":
         raise SpecError(f"{config.model} has no zoo SAEs to pick for --graph {config.graph}; name dictionaries "
                         "with --dicts (path:DIR, identity:D/HOOK, release:RELEASE/SAE_ID, ...)")
     # Every part of every key the graph will have is checked now, before the model loads or
@@ -159,7 +166,7 @@ def resolve(config: IngestConfig, *, device: str = "cpu") -> Resolved:
     if config.dicts_all:
         specs += _expand_dicts_all(config, model, tasks)
     dictionaries = [load_dictionary(s, device=device) for s in specs]
-    slots = build_slots(model, dictionaries, include_embed=config.include_embed)
+    slots = [] if config.graph == "component" else build_slots(model, dictionaries, include_embed=config.include_embed)
     check_key_parts(model_label, checkpoint, [t.name for t in tasks], slots=slots, n_layers=int(model.cfg.n_layers))
     batches, reference, task_specs = {}, {}, {}
     for spec_text, task in zip(config.tasks, tasks, strict=True):
@@ -299,10 +306,20 @@ def ingest(db: Any, config: IngestConfig, *, state_root: Path, device: str = "cp
         for task in resolved.batches:
             if task in done:
                 counts = task_edge_counts(db, record.run_id, task)
-                results.append(TaskGraph(task=task, skipped=True, edges=counts.get(str(Granularity.FEATURE), 0),
+                fine = Granularity.COMPONENT if config.graph == "component" else Granularity.FEATURE
+                results.append(TaskGraph(task=task, skipped=True, edges=counts.get(str(fine), 0),
                                          head_edges=counts.get(str(Granularity.HEAD), 0)))
                 continue
             t1 = time.perf_counter()
+            if config.graph == "component":  # whole components, no dictionaries: ingest/component_graph.py
+                from ingest.component_graph import component_task
+                graph = TaskGraph(task=task, **component_task(writer, resolved, config, record.key, record.run_id,
+                                                              task, progress))
+                graph.seconds = time.perf_counter() - t1
+                results.append(graph)
+                done.add(task)
+                writer.write_nodes(Label.RUN, [{"key": record.key, "tasks_done": sorted(done), "tasks_writing": []}])
+                continue
             acc, budget = _accumulate(resolved, config, task, state_dir, progress, budget)
             if acc is None:
                 break

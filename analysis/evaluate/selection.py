@@ -38,7 +38,7 @@ from graphdb.schema import Label
 from mechgraph.errors import ConfigError
 from queries.loader import parse_query, run_query
 
-GRANULARITIES = ("feature", "head", "roi")
+GRANULARITIES = ("feature", "head", "roi", "component")
 #: (src slot, src index, dst slot, dst index)
 Located = tuple[int, int, int, int]
 
@@ -133,7 +133,8 @@ def select_edges(db: Any, selection: EdgeSelection, *, run: str, task: str, name
         rows = rows[:selection.top_n]
     if not rows:
         raise ConfigError(f"no {described} (|weight| >= {selection.min_abs_weight})")
-    coarse = _coarse_members(db, run, selection.granularity, rows)
+    # component graphs are run as components (analysis/evaluate/components.py), not as feature sets
+    coarse = {} if selection.granularity == "component" else _coarse_members(db, run, selection.granularity, rows)
     located, slot_of = [], {}
     for r in rows:
         try:

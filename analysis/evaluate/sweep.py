@@ -129,20 +129,25 @@ def evaluate(db: Any, config: EvaluateConfig, *, out_dir: Path, device: str = "c
     graph_run, run_cfg = _graph_run(db, config)
     if config.baseline is None:  # judge the graph against the baseline its edges were measured from
         config = replace(config, baseline=run_cfg.get("attribution", {}).get("baseline", "counterfactual"))
-    ingest_cfg = IngestConfig(model=run_cfg["model"], tasks=(config.task,), dicts=tuple(run_cfg["dicts"]),
-                              include_embed=run_cfg.get("include_embed", True), examples=config.examples,
-                              split=config.split, seed=config.seed,
-                              attribution=AttributionConfig(baseline=config.baseline))
-    resolved = resolve(ingest_cfg, device=device)
-    engine = AttributionEngine(resolved.model, resolved.slots, ingest_cfg.attribution)
-    if config.baseline == "mean":
-        engine.mean = engine.mean_baseline(resolved.reference[config.task])
-    names = GraphNames(model=resolved.model_label, checkpoint=resolved.checkpoint, slots=tuple(resolved.slots),
-                       n_layers=int(resolved.model.cfg.n_layers))
-    selected = select_edges(db, config.selection, run=graph_run, task=config.task, names=names)
-
+    if config.selection.granularity == "component":  # whole components: analysis/evaluate/components.py
+        from analysis.evaluate.components import component_sweep
+        names, selected, sweep = component_sweep(db, config, graph_run, run_cfg, device=device, point=CurvePoint)
+    else:
+        if run_cfg.get("graph") == "component":
+            raise ConfigError(f"{graph_run} is a component graph: evaluate it with --granularity component")
+        ingest_cfg = IngestConfig(model=run_cfg["model"], tasks=(config.task,), dicts=tuple(run_cfg["dicts"]),
+                                  include_embed=run_cfg.get("include_embed", True), examples=config.examples,
+                                  split=config.split, seed=config.seed,
+                                  attribution=AttributionConfig(baseline=config.baseline))
+        resolved = resolve(ingest_cfg, device=device)
+        engine = AttributionEngine(resolved.model, resolved.slots, ingest_cfg.attribution)
+        if config.baseline == "mean":
+            engine.mean = engine.mean_baseline(resolved.reference[config.task])
+        names = GraphNames(model=resolved.model_label, checkpoint=resolved.checkpoint, slots=tuple(resolved.slots),
+                           n_layers=int(resolved.model.cfg.n_layers))
+        selected = select_edges(db, config.selection, run=graph_run, task=config.task, names=names)
+        sweep = AblationSweep(engine, resolved.batches[config.task], config.batch_size, keep_errors=config.keep_errors)
     budgets = sweep_budgets(len(selected), config.sweep)
-    sweep = AblationSweep(engine, resolved.batches[config.task], config.batch_size, keep_errors=config.keep_errors)
     result = EvaluationResult(run="", graph_run=graph_run, model=names.model, checkpoint=names.checkpoint,
                               task=config.task, total_edges=len(selected), clean_logit_diff=sweep.m_full,
                               ablated_logit_diff=sweep.m_empty, baseline=str(config.baseline), budgets=budgets)
