@@ -311,9 +311,9 @@ def ingest_command(
             typer.echo(f"warning: {t.task}: the integrated-gradients path has not converged at K={t.steps}: "
                        f"completeness residual {t.residual:.3g} at {where} (tolerance {tolerance:g}); "
                        "raise --steps or use --steps auto", err=True)
-    for t in result.tasks:
+    for t in result.tasks:  # csv/json: stdout is the run table alone, one document
         heads = [h for h in t.heads if h["features"]]
-        if heads:
+        if heads and fmt is Format.TABLE:
             idle = len(t.heads) - len(heads)
             render(heads, list(heads[0]), fmt, title=f"{t.task}: features per argmax head (IN_HEAD), mean "
                                                      "share and assignment entropy (0 = one head, 1 = even)"

@@ -48,14 +48,13 @@ def evaluate(
     same with the graph ablated and its complement kept, CPR and CMD areas. Writes a CSV, a PNG
     and :Evaluation nodes linked to the runs.
     """
-    from analysis.evaluate.selection import EdgeSelection
+    from analysis.evaluate.selection import EdgeSelection, selection_query
     from analysis.evaluate.sweep import EvaluateConfig
     from analysis.evaluate.sweep import evaluate as run_evaluation
     from graphdb.cli import open_store
     from ingest.cli import Bars
     from graphdb.settings import output_dir
     from queries.cli import parse_params
-    from queries.loader import get_query
 
     kinds = ("edge", "node") if ablation == "both" else (ablation,)
     try:
@@ -70,8 +69,8 @@ def evaluate(
                                 keep_errors=not drop_errors)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    if query is not None:  # an unknown query or bad parameters fail before the store opens or a model loads
-        get_query(query).bind(dict(params))
+    if query is not None:  # an unknown query or file, or bad parameters, fail before the store opens or a model loads
+        selection_query(query).bind(dict(params))
     out_dir = output_dir(out) if out else None
     bars = Bars()
     with open_store(ctx) as (home, db), bars.progress:

@@ -36,7 +36,7 @@ from typing import Any
 from graphdb.keys import parse_key
 from graphdb.schema import Label
 from mechgraph.errors import ConfigError
-from queries.loader import parse_query, run_query
+from queries.loader import get_query, parse_query, run_query
 
 GRANULARITIES = ("feature", "head", "roi", "component")
 #: (src slot, src index, dst slot, dst index)
@@ -166,14 +166,23 @@ def _coarse_members(db: Any, run: str, granularity: str, rows: list[dict[str, An
     return out
 
 
+def selection_query(query: str) -> Any:
+    """The :class:`queries.loader.Query` a ``--query`` names: a library query by name, or a
+    ``.cypher`` file by path with the library's header (QueryError on a malformed header)."""
+    if not query.endswith(".cypher"):
+        return get_query(query)
+    path = Path(query).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"query file {path} does not exist")
+    return parse_query(path)
+
+
 def _query_rows(db: Any, query: str, params: dict[str, str]) -> list[dict[str, Any]]:
     """Rows of a library query (by name) or of a ``.cypher`` file with the library's header."""
     if not query.endswith(".cypher"):
         return run_query(db, query, params)
+    q = selection_query(query)
     path = Path(query).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"query file {path} does not exist")
-    q = parse_query(path)  # QueryError (a MechgraphError) on a malformed header
     rows = db.read(q.text, q.bind(params))
     if rows and set(q.returns) != set(rows[0]):
         raise ConfigError(f"{path.name}: header says it returns {', '.join(q.returns)}, the query returns "

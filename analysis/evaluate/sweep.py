@@ -182,7 +182,9 @@ def sweep_budgets(total: int, points: int) -> list[int]:
 
 class AblationSweep:
     """Runs graphs of one engine on one dataset: the batches are prepared (clean and baseline
-    values) once, and m(M), m(∅) measured once; :meth:`point` measures one graph."""
+    values) once, and m(M), m(∅) measured once; :meth:`point` measures one graph. A
+    bidirectional model's prompts run grouped by length, unpadded (:meth:`TaskBatch.unpadded`),
+    so every metric is each prompt's own, whatever the other prompts' lengths."""
 
     def __init__(self, engine: Any, batch: Any, batch_size: int, *, keep_errors: bool = True) -> None:
         import torch
@@ -191,7 +193,10 @@ class AblationSweep:
 
         self.engine = engine
         self.keep_errors = keep_errors
-        self.parts = [batch[i:i + batch_size] for i in range(0, len(batch), batch_size)]
+        # A bidirectional model attends to right-padding (TransformerLens masks padding only in
+        # causal attention): its prompts run grouped by length without padding, as in ingest.
+        groups = [batch] if engine.causal else [g for _, g in batch.unpadded()]
+        self.parts = [g[i:i + batch_size] for g in groups for i in range(0, len(g), batch_size)]
         self.preps = [engine.prepare(p) for p in self.parts]
         every = {s: torch.ones(sl.n_nodes, dtype=torch.bool) for s, sl in enumerate(engine.slots)}
         self.everything = GraphMask.complete(engine, every)
