@@ -342,7 +342,9 @@ def collect_signals(engine: Any, batches: dict[str, Any], slots: list[int], batc
 
     fs: dict[int, list[Any]] = {s: [] for s in slots}
     ats: dict[int, list[Any]] = {s: [] for s in slots}
-    parts = [(b, start) for b in batches.values() for start in range(0, len(b), batch_size)]
+    # A bidirectional model attends to right-padding: its prompts run grouped by length, unpadded.
+    groups = [g for b in batches.values() for g in ([b] if engine.causal else [g for _, g in b.unpadded()])]
+    parts = [(g, start) for g in groups for start in range(0, len(g), batch_size)]
     for n, (batch, start) in enumerate(parts):
         if progress:
             progress("activations and attributions", n, len(parts))

@@ -81,3 +81,22 @@ def test_an_ablated_graph_of_a_padded_batch_is_the_mean_of_its_prompts_alone(mod
             assert got[metric] == pytest.approx(sum(w[metric] for w in want) / len(want), abs=1e-5), (kind, metric)
     assert together.m_full == pytest.approx(sum(a.m_full for a in alone) / len(alone), abs=1e-5)
     assert together.m_empty == pytest.approx(sum(a.m_empty for a in alone) / len(alone), abs=1e-5)
+
+
+def test_roi_signals_of_a_padded_batch_are_each_prompts_own(model_dir):
+    """``roi fit``'s activations and attributions: the padded batch gives, prompt by prompt, the
+    values of that prompt run alone."""
+    from analysis.roi.fit import collect_signals
+    from ingest.attribution.engine import AttributionEngine
+
+    resolved = resolve(IngestConfig(model=f"path:{model_dir}", tasks=("ioi",), examples=N, dicts=DICTS))
+    engine = AttributionEngine(resolved.model, resolved.slots, AttributionConfig(baseline="counterfactual"))
+    batch = resolved.batches["ioi"]
+    slots = [s for s, sl in enumerate(engine.slots) if sl.dictionary is not None]
+    f_all, a_all = collect_signals(engine, {"ioi": batch}, slots, batch_size=N)
+    groups = [g for _, g in batch.unpadded()]
+    f_one, a_one = collect_signals(engine, {f"g{i}": g for i, g in enumerate(groups)}, slots, batch_size=1)
+    for s in slots:  # same rows (one per valid token), same order: groups by length either way
+        assert f_all[s].shape == f_one[s].shape
+        assert abs(f_all[s] - f_one[s]).max() < 1e-5
+        assert abs(a_all[s] - a_one[s]).max() < 1e-5
