@@ -2,7 +2,7 @@
 classes, served by its local server, rendered in headless Chromium.
 
     .venv/bin/python bench/ct_viewer.py                        # zoo:mt-small@final, an ioi prompt
-    .venv/bin/python bench/ct_viewer.py --prompt "..." --screenshot /tmp/ct.png
+    .venv/bin/python bench/ct_viewer.py --prompt "..." --screenshot /tmp/ct.png --file task.json   # + other exports
 
 Runs under mechgraph's venv and orchestrates:
 
@@ -122,14 +122,20 @@ def validate(data: Path) -> list[dict[str, Any]]:
     """Every graph file in ``data`` through circuit-tracer's models; registers each in graph-metadata.json."""
     from circuit_tracer.frontend.graph_models import Link, Model
     from circuit_tracer.frontend.utils import add_graph_metadata
+    from pydantic import ValidationError
 
     out = []
     for f in sorted(data.glob("*.json")):
         if f.name == "graph-metadata.json":
             continue
-        model = Model.model_validate(json.loads(f.read_text()))
-        for link in model.links:
-            Link.model_validate(link)
+        try:
+            model = Model.model_validate(json.loads(f.read_text()))
+            links = [Link.model_validate(link) for link in model.links]
+        except ValidationError as e:
+            raise SystemExit(f"{f.name} is not a circuit-tracer graph file: {e.errors()[0]}") from None
+        ids = {n.node_id for n in model.nodes}
+        if len(ids) != len(model.nodes) or any(x.source not in ids or x.target not in ids for x in links):
+            raise SystemExit(f"{f.name}: duplicate node ids, or links to nodes the file does not have")
         add_graph_metadata(model.metadata.model_dump(), str(data))
         kinds: dict[str, int] = {}
         for n in model.nodes:
@@ -273,6 +279,8 @@ def main() -> None:
     ap.add_argument("--prompt", default=PROMPT, help="an ioi prompt by default")
     ap.add_argument("--screenshot", type=Path, default=SCREENSHOT)
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the page to draw")
+    ap.add_argument("--file", type=Path, action="append", default=[],
+                    help="another exported graph JSON to validate and list in the viewer (repeatable)")
     args = ap.parse_args()
     if args.side == "ct":
         data, port, web = args.side_args
@@ -292,6 +300,8 @@ def main() -> None:
     finally:
         subprocess.run([sys.executable, "-c", "from analysis.cli import main; main()", "db", "stop"], env=env,
                        capture_output=True, timeout=300)
+    for f in args.file:
+        shutil.copy2(f, data / f.name)
     print(f"traced {args.model} on {args.prompt!r} in {time.perf_counter() - t0:.0f}s: prompt {summary['prompt']}, "
           f"{summary['pruned_nodes']} pruned nodes, {summary['pruned_edges']} pruned edges; exported {path.name}")
     port = free_port()
@@ -306,7 +316,7 @@ def main() -> None:
             print(f"validated with circuit-tracer {served['circuit_tracer']}'s graph_models.Model and Link: "
                   f"{v['file']} (slug {v['slug']}): {v['nodes']} nodes {v['node_types']}, {v['links']} links, "
                   f"{v['supernodes']} supernodes, {v['prompt_tokens']} prompt tokens")
-        graph = served["validated"][0]
+        graph = next(v for v in served["validated"] if v["file"] == path.name)
         shown = render(served["url"], graph, args.screenshot, args.timeout)
     finally:
         if side.stdin:
