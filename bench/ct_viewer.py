@@ -36,7 +36,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -58,10 +57,9 @@ CDN_SCRIPTS = {
     "dagre.min.js": "dagre/dist/dagre.min.js",
     "pako.min.js": "pako/dist/pako.min.js",
 }
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1400,700",
-         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
+#: Added to the test suite's headless Chromium flags (tests/browser.py): a wider window, and no
+#: host name but loopback resolves.
+FLAGS = ("--window-size=1400,700", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
 #: What the page drew: the link graph's nodes (SVG ``text.node``), the subgraph's nodes (a
 #: ``div.supernode-container`` each, supernodes included) and its links (``path.link-path``).
 COUNT_JS = ("return ['.link-graph text.node', '.subgraph .supernode-container', '.subgraph path.link-path']"
@@ -217,20 +215,12 @@ def render(url: str, graph: dict[str, Any], screenshot: Path, timeout: float) ->
     settle, count what it drew, save the screenshot."""
     from urllib.parse import urlencode
 
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
-    driver = next((p for p in map(shutil.which, ("chromedriver", "chromium-driver")) if p), None)
-    if binary is None or driver is None:
+    if not all(map(shutil.which, ("chromium", "chromedriver"))):
         raise SystemExit("Chromium or its driver is not installed (apt-get install chromium chromium-driver)")
-    profile = tempfile.mkdtemp(prefix="mechgraph-ct-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in (*FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(executable_path=driver), options=options)
-    try:
+    sys.path.insert(0, str(ROOT))
+    from tests.browser import chrome
+
+    with chrome(*FLAGS) as browser:
         t0 = time.perf_counter()
         browser.get(f"{url}?" + urlencode({"slug": graph["slug"], "pinnedIds": ",".join(graph["pin"]),
                                             "clickedId": graph["logit"]}))
@@ -252,9 +242,6 @@ def render(url: str, graph: dict[str, Any], screenshot: Path, timeout: float) ->
             "return {title: document.title, tokens: document.querySelectorAll('.link-graph .prompt-token').length}")
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(screenshot))
-    finally:
-        browser.quit()
-        shutil.rmtree(profile, ignore_errors=True)
     _shrink(screenshot)
     return {"link_graph_nodes": last[0], "subgraph_nodes": last[1], "subgraph_links": last[2], "seconds": seconds,
             **info}
