@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.mechgraph-installed
 WEB     = analysis/view/web
 
-.PHONY: demo test bench-write bench-attribution bench-evaluate bench-view bench-circuit-tracer system-deps install neo4j clean
+.PHONY: demo test bench-write bench-attribution bench-evaluate bench-view bench-circuit-tracer bench-ct-viewer system-deps install neo4j clean
 
 demo: install neo4j            ## the main job, end to end: zoo, graphs, analyses and report (mechgraph demo), then SmolLM2
 	$(BIN)/mechgraph demo
@@ -35,6 +35,9 @@ bench-view: install neo4j      ## request latency of `mechgraph view` on a 1M-ed
 
 bench-circuit-tracer: install  ## prompt graphs side by side with circuit-tracer 0.5.0 (its own venv in bench/out/ct-venv)
 	$(BIN)/python bench/vs_circuit_tracer.py
+
+bench-ct-viewer: install neo4j ## a mechgraph export validated and shown by circuit-tracer 0.5.0's own viewer (headless Chromium)
+	$(BIN)/python bench/ct_viewer.py
 
 install: system-deps $(STAMP) $(WEB)/node_modules/.package-lock.json
 

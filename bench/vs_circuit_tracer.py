@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -231,13 +232,21 @@ def report(r: dict[str, Any]) -> bool:
     same = sum(row["pruned_nodes_equal"] for row in r["rows"])
     dscore = max(abs(a - b) for row in r["rows"] for a, b in zip(row["mg_scores"], row["ct_scores"], strict=True))
     ratio = r["mg_seconds"] / r["ct_seconds"]
+    mean = [[sum(row[k][j] for row in r["rows"]) / len(r["rows"]) for j in range(4)] for k in ("mg_scores", "ct_scores")]
     print(f"max relative adjacency difference {worst:.3e} (target <= 1e-4); pruned node sets identical in "
           f"{same}/{len(r['rows'])} prompts; max score difference {dscore:.2e} (target <= 1e-3)")
-    print(f"wall time: mechgraph {r['mg_seconds']:.3f} s, circuit-tracer {r['ct_seconds']:.3f} s, ratio {ratio:.2f}x "
-          f"(target <= 1.0x)")
+    print(f"mean scores mechgraph / circuit-tracer: replacement {mean[0][0]:.5f} / {mean[1][0]:.5f}, completeness "
+          f"{mean[0][1]:.5f} / {mean[1][1]:.5f}; pruned graph: replacement {mean[0][2]:.5f} / {mean[1][2]:.5f}, "
+          f"completeness {mean[0][3]:.5f} / {mean[1][3]:.5f}")
+    print(f"wall time (attribution, {len(r['rows'])} prompts, fastest of {len(r['rounds'])} rounds): mechgraph "
+          f"{r['mg_seconds']:.3f} s, circuit-tracer {r['ct_seconds']:.3f} s, ratio {ratio:.2f}x (target <= 1.0x)")
+    for i, x in enumerate(r["rounds"]):
+        print(f"  round {i + 1}: mechgraph {x['mg']:.3f} s, circuit-tracer {x['ct']:.3f} s, ratio {x['mg'] / x['ct']:.2f}x, "
+              f"load average (1 min) {x['load']:.1f} on {os.cpu_count()} CPUs")
     mem = f"peak RSS: mechgraph {r['mg_rss']:.0f} MiB, circuit-tracer {r['ct_rss']:.0f} MiB, ratio {r['mg_rss'] / r['ct_rss']:.2f}x"
     if r["ct_gpu"]:
-        mem += f"; peak GPU: mechgraph {r['mg_gpu']:.0f} MiB, circuit-tracer {r['ct_gpu']:.0f} MiB"
+        mem += (f"; peak GPU: mechgraph {r['mg_gpu']:.0f} MiB, circuit-tracer {r['ct_gpu']:.0f} MiB, "
+                f"ratio {r['mg_gpu'] / r['ct_gpu']:.2f}x")
     print(mem)
     return bool(ok and ratio <= 1.0)
 
@@ -281,7 +290,7 @@ def main() -> None:
         mechgraph_side(Path(args.case_dir))
         return
     venv = subprocess.run(["bash", str(HERE / "peer_venv.sh")], check=True, capture_output=True, text=True,
-                          env={**__import__("os").environ, "MECHGRAPH_PYTHON": sys.executable}).stdout.strip().splitlines()[-1]
+                          env={**os.environ, "MECHGRAPH_PYTHON": sys.executable}).stdout.strip().splitlines()[-1]
     ct_python = str(Path(venv) / "bin" / "python")
     sizes = ["bench"] + (["fixture"] if args.fixture else [])
     ok = True
@@ -289,17 +298,21 @@ def main() -> None:
         for kind in args.kinds.split(","):
             n = args.prompts if size == "bench" else 1
             case = build_case(kind, size, args.seed, n, args.batch_size, args.device)
-            env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
-            best = {"mg": math.inf, "ct": math.inf}
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            rounds: list[dict[str, float]] = []
             # Alternate the tools for --rounds rounds and keep each one's fastest: the machine
             # is shared, so a single run of each measures the neighbours as much as the tools.
             for _ in range(args.rounds if size == "bench" else 1):
+                load = os.getloadavg()[0]
                 subprocess.run([sys.executable, str(Path(__file__)), "--side", "mechgraph", str(case)], check=True,
                                env=env)
                 subprocess.run([ct_python, str(HERE / "ct_side.py"), str(case)], check=True)
                 result = compare(case)
-                best = {"mg": min(best["mg"], result["mg_seconds"]), "ct": min(best["ct"], result["ct_seconds"])}
-            result["mg_seconds"], result["ct_seconds"] = best["mg"], best["ct"]
+                rounds.append({"mg": result["mg_seconds"], "ct": result["ct_seconds"],
+                               "load": (load + os.getloadavg()[0]) / 2})
+            result["mg_seconds"] = min(r["mg"] for r in rounds)
+            result["ct_seconds"] = min(r["ct"] for r in rounds)
+            result["rounds"] = rounds
             ok &= report(result)
             if size == "fixture":
                 print(f"fixture written: {write_fixture(case).relative_to(ROOT)}")

@@ -29,8 +29,9 @@ def _find(*names: str) -> str | None:
 
 
 @contextmanager
-def chrome() -> Iterator[Any]:
-    """A headless Chromium with a fresh profile; skips the test when Chromium is not installed."""
+def chrome(*extra_flags: str) -> Iterator[Any]:
+    """A headless Chromium with a fresh profile (``extra_flags`` after the usual ones, so a later
+    ``--window-size`` wins); skips the test when Chromium is not installed."""
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
     binary, driver = _find("chromium", "chromium-browser"), _find("chromedriver", "chromium-driver")
     if binary is None or driver is None:
@@ -40,7 +41,7 @@ def chrome() -> Iterator[Any]:
     profile = tempfile.mkdtemp(prefix="mechgraph-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for flag in (*FLAGS, f"--user-data-dir={profile}"):
+    for flag in (*FLAGS, *extra_flags, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     browser = webdriver.Chrome(service=Service(executable_path=driver), options=options)
     try:
