@@ -12,9 +12,10 @@ receives, and the MLP output ``blocks.L.hook_mlp_out``) are collected in float16
 layers per forward pass as ``max_activation_gb`` holds (each pass stops after its deepest
 layer), and each chunk's layers are trained before the next chunk is collected.
 
-Training is :func:`ingest.zoo.sparse_topk.train_sparse_topk` (the MLP output standardised,
-data-initialised, only the ``k`` chosen latents in the backward pass); the scales are folded
-back into the saved weights, so the saved transcoders read and write the model's own units.
+Training is :func:`ingest.zoo.topk_trainer.train_topk_standardised` (the MLP output standardised,
+data-initialised); the scales are folded back into the saved weights, so the saved
+transcoders read and write the model's own units. Run it with one OpenMP thread on a shared
+machine (``OMP_NUM_THREADS=1``: two threads were 2-10x slower per step under contention).
 
 Scores on the held-out rows, per layer: FVU (fraction of MLP-output variance unexplained),
 L0, dead fraction (latents never active on the held-out tokens: few tokens, so an upper
@@ -68,7 +69,7 @@ class SmolTranscoderConfig:
     context_size: int = 64
     train_rows: int = 80              # ~5k training tokens (BOS/EOS excluded)
     eval_rows: int = 12               # ~750 held-out tokens
-    steps: int = 120                  # per layer
+    steps: int = 100                  # per layer
     batch_tokens: int = 256
     lr: float = 4e-3
     seed: int = 0
@@ -143,7 +144,7 @@ def _build(out: Path, cfg: SmolTranscoderConfig, device: str, cache_dir: Path | 
     from ingest.zoo.corpus import tokenized_corpus
     from ingest.zoo.saes import token_mask
     from ingest.zoo.smollm2 import load_smollm2
-    from ingest.zoo.sparse_topk import train_sparse_topk
+    from ingest.zoo.topk_trainer import train_topk_standardised
 
     t0 = time.monotonic()
     model = load_smollm2(device=device, dtype="float32", cache_dir=cache_dir, progress=say)
@@ -173,7 +174,7 @@ def _build(out: Path, cfg: SmolTranscoderConfig, device: str, cache_dir: Path | 
         t = time.monotonic()
         for layer in layer_chunk:
             x, y = train_acts.pop(layer)
-            tc = train_sparse_topk(x, y, layer, width=cfg.width, k=cfg.k, steps=cfg.steps,
+            tc = train_topk_standardised(x, y, layer, width=cfg.width, k=cfg.k, steps=cfg.steps,
                                    batch_tokens=cfg.batch_tokens, lr=cfg.lr, seed=cfg.seed,
                                    progress=None if progress is None else
                                    lambda done, total, layer=layer: progress(f"layer {layer}", done, total))

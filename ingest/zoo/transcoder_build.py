@@ -246,17 +246,10 @@ def transcoder_rows(manifests: dict[str, Any], root: Path) -> list[dict[str, Any
 
 
 def resolve_zoo_transcoders(body: str, zoo: Path | None = None) -> str:
-    """``NAME[@CKPT][/clt]`` → the ``path:DIR`` of that zoo transcoder set (``smollm2-135m``:
-    SmolLM2's, :mod:`ingest.zoo.smollm2_transcoders`)."""
+    """``NAME[@CKPT][/clt]`` → the ``path:DIR`` of that zoo transcoder set."""
     from ingest.errors import SpecError
     from ingest.zoo.specs import zoo_manifest, zoo_model_dir
     from ingest.zoo.store import resolve_checkpoint
-
-    from ingest.zoo.smollm2 import SMOLLM2_NAME
-    if body.partition("@")[0].partition("/")[0] == SMOLLM2_NAME:   # one set, no checkpoints
-        from ingest.zoo.smollm2_transcoders import resolve_smollm2_transcoders
-        from ingest.zoo.store import zoo_root
-        return resolve_smollm2_transcoders(zoo_root(zoo))
 
     model_part, _, what = body.partition("/")
     if what not in ("", "clt", "transcoders"):

@@ -1,17 +1,17 @@
-"""A TopK transcoder trainer for real models on CPU: only the chosen latents are differentiated.
+"""A TopK transcoder trainer for real models on CPU: standardised, data-initialised, short.
 
-:func:`ingest.zoo.transcoders.train_topk_transcoder` (the toy zoo's) differentiates the dense
-``[batch d_dict]`` pre-activations, four dense matmuls a step. Here the TopK selection runs
-without gradient (one dense matmul), and the ``k`` selected latents' pre-activations and
-decoded output are recomputed from gathered rows, so the backward pass costs ``O(batch k d)``.
-
-The problem is standardised first: the input divided by its RMS, the output centred and
-divided by the RMS of its deviation (SmolLM2's MLP outputs range from norm ~20 to ~600 over
-layers), so one learning rate fits every layer. The dictionary is initialised from data:
-latent ``j`` reads the direction of training input ``i_j`` and writes the direction of its
-output (a nearest-neighbour start that a few hundred steps refine). Decoder rows are kept at
-unit norm. The scales are folded back into the returned :class:`TopKTranscoder`, whose
+Differs from :func:`ingest.zoo.transcoders.train_topk_transcoder` (the toy zoo's) in what a
+real model needs from a few hundred steps. The problem is standardised first: the input divided
+by its RMS, the output centred and divided by the RMS of its deviation (SmolLM2's MLP outputs
+range from norm ~20 to ~600 over layers), so one learning rate fits every layer. The dictionary
+is initialised from data: latent ``j`` reads the direction of training input ``i_j`` and writes
+the direction of its output (a nearest-neighbour start that the steps refine). Decoder rows are
+kept at unit norm. The scales are folded back into the returned :class:`TopKTranscoder`, whose
 activations are then in the model's own units (TopK and ReLU commute with positive scales).
+
+Measured on the shared 2-core machine (width 1024, batch 256): a dense step (TopK on the dense
+pre-activations, dense backward) took 0.29 s, one that gathers only the ``k`` chosen latents'
+rows 0.53 s; and two OpenMP threads made every step 2-10x slower than one under contention.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from torch import Tensor
 from ingest.dictionaries.transcoder import TopKTranscoder
 
 
-def train_sparse_topk(x: Tensor, y: Tensor, layer: int, *, width: int, k: int, steps: int, batch_tokens: int,
-                      lr: float, seed: int = 0, progress: Callable[[int, int], None] | None = None) -> TopKTranscoder:
+def train_topk_standardised(x: Tensor, y: Tensor, layer: int, *, width: int, k: int, steps: int, batch_tokens: int,
+                            lr: float, seed: int = 0, progress: Callable[[int, int], None] | None = None) -> TopKTranscoder:
     """One TopK transcoder from MLP inputs ``x [n d_in]`` to outputs ``y [n d_out]`` (any float dtype)."""
     g = torch.Generator().manual_seed(seed + layer)
     x, y = x.float(), y.float()
@@ -50,18 +50,16 @@ def train_sparse_topk(x: Tensor, y: Tensor, layer: int, *, width: int, k: int, s
     for step in range(steps):
         idx = torch.randint(0, n, (min(batch_tokens, n),), generator=g)
         xb, yb = xs[idx], ys[idx]
-        with torch.no_grad():
-            top = (xb @ enc.T + b_enc).topk(k, dim=-1).indices                # [B k]
-        pre = torch.einsum("bd,bkd->bk", xb, enc[top]) + b_enc[top]
-        f = torch.relu(pre)
-        y_hat = torch.einsum("bk,bkd->bd", f, dec[top]) + b_dec
-        loss = (y_hat - yb).pow(2).sum(-1).mean()
+        pre = xb @ enc.T + b_enc
+        top = pre.topk(k, dim=-1)
+        f = torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values))
+        loss = (f @ dec + b_dec - yb).pow(2).sum(-1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         with torch.no_grad():
             dec.div_(dec.norm(dim=1, keepdim=True).clamp(min=1e-8))
-        if progress and (step + 1) % 25 == 0 or progress and step + 1 == steps:
+        if progress is not None and ((step + 1) % 25 == 0 or step + 1 == steps):
             progress(step + 1, steps)
 
     t = TopKTranscoder(d_in, width, d_out, k, layer=layer)
