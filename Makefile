@@ -16,7 +16,7 @@ demo: install neo4j            ## the main job, end to end: zoo, graphs, analyse
 	$(BIN)/mechgraph zoo build --smollm2 --transcoders
 	$(BIN)/mechgraph model check smollm2-135m
 	$(BIN)/mechgraph ingest --model smollm2-135m --task ioi --examples 4 --steps 1
-	$(BIN)/mechgraph trace --model smollm2-135m --max-feature-nodes 2048 --prompt "When Mary and John went to the store, John gave a drink to"
+	$(BIN)/mechgraph trace --model smollm2-135m --max-feature-nodes 1024 --prompt "When Mary and John went to the store, John gave a drink to"
 	$(BIN)/mechgraph report
 
 test: install neo4j            ## the whole test suite (starts its own Neo4j)

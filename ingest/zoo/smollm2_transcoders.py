@@ -192,7 +192,8 @@ def _build(out: Path, cfg: SmolTranscoderConfig, device: str, cache_dir: Path | 
         say(f"replacement model: next-token loss {replacement['replacement_loss']:.3f} vs clean "
             f"{replacement['clean_loss']:.3f}, top-1 agreement {replacement['top1_agreement']:.3f}")
     manifest = {
-        "name": SMOLLM2_NAME, "kind": "per-layer", "config_hash": cfg.config_hash(), "config": asdict(cfg),
+        "name": SMOLLM2_NAME, "kind": "per-layer", "config_hash": cfg.config_hash(),
+        "config": {**asdict(cfg), "layers": list(cfg.layers)},
         "corpus": CORPUS_DESCRIPTION, "hooks": {"in": "blocks.L.ln2.hook_normalized (the MLP input)",
                                                 "out": "blocks.L.hook_mlp_out"},
         "tokens": {"train": n_train, "held_out": n_eval, "excluded_token_ids": sorted(special)},
