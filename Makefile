@@ -9,13 +9,14 @@ WEB     = analysis/view/web
 
 .PHONY: demo test bench-write bench-attribution bench-evaluate bench-view bench-circuit-tracer bench-ct-viewer system-deps install neo4j clean
 
-demo: install neo4j            ## the main job, end to end: zoo, graphs, analyses and report (mechgraph demo), then SmolLM2
+demo: install neo4j            ## the main job, end to end: zoo, graphs, analyses and report (mechgraph demo), then SmolLM2 (SAEs, transcoders, a prompt graph)
 	$(BIN)/mechgraph demo
 	$(BIN)/mechgraph ingest --model zoo:mt-small@final --graph module --task ioi
 	$(BIN)/mechgraph evaluate --model zoo:mt-small@final --task ioi --granularity head
-	$(BIN)/mechgraph zoo build --smollm2
+	$(BIN)/mechgraph zoo build --smollm2 --transcoders
 	$(BIN)/mechgraph model check smollm2-135m
 	$(BIN)/mechgraph ingest --model smollm2-135m --task ioi --examples 4 --steps 1
+	$(BIN)/mechgraph trace --model smollm2-135m --max-feature-nodes 1024 --prompt "When Mary and John went to the store, John gave a drink to"
 	$(BIN)/mechgraph report
 
 test: install neo4j            ## the whole test suite (starts its own Neo4j)

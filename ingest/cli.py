@@ -73,7 +73,7 @@ class Bars:
 def build(
     size: Annotated[list[str] | None, typer.Option("--size", "-s", help="Build only this size (repeatable): mt-small, mt-large.")] = None,
     smollm2: Annotated[bool, typer.Option("--smollm2/--no-smollm2", help="Also train SAEs on SmolLM2-135M layers (needs the smollm2 extra).")] = False,
-    transcoders: Annotated[bool, typer.Option("--transcoders/--no-transcoders", help="Also train TopK transcoders: every MLP of every mt-small checkpoint and of the final mt-large, and a cross-layer transcoder for the final mt-small (a separate cached step; `mechgraph demo` runs it).")] = False,
+    transcoders: Annotated[bool, typer.Option("--transcoders/--no-transcoders", help="Also train TopK transcoders: every MLP of every mt-small checkpoint and of the final mt-large, and a cross-layer transcoder for the final mt-small (a separate cached step; `mechgraph demo` runs it); with --smollm2, also all 30 MLPs of SmolLM2-135M (~40 min on 2 CPU cores, cached).")] = False,
     device: DeviceOpt = "cpu",
     zoo: ZooOpt = None,
 ) -> None:
@@ -97,6 +97,9 @@ def build(
             made, kept = build_zoo_transcoders(root, device=device, say=bars.progress.console.log)
             if not made:
                 typer.echo(f"zoo transcoders up to date ({', '.join(kept) or 'no toy models'})", err=True)
+        if smollm2 and transcoders:  # says itself whether it was up to date
+            from ingest.zoo.smollm2_transcoders import build_smollm2_transcoders
+            build_smollm2_transcoders(root, device=device, say=bars.progress.console.log, progress=bars.stages())
     if not result.built:
         typer.echo(f"toy models up to date in {root}: nothing to do ({', '.join(result.cached)} cached)",
                    err=True)
@@ -153,6 +156,12 @@ def _print_zoo(manifests: dict[str, Any], root: Path, fmt: Format, *, saes: bool
         columns = list(dict.fromkeys(k for r in trows for k in r))
         render(trows, columns, fmt, title="transcoders: max FVU (unexplained MLP-output variance), mean L0 and max dead fraction over "
                                           "layers; per task, the replacement model's accuracy / the clean model's")
+    from ingest.zoo.smollm2_transcoders import smollm2_transcoder_rows
+    smol = smollm2_transcoder_rows(root)
+    if smol:
+        render(smol, list(smol[-1]), fmt, title="SmolLM2-135M transcoders (held-out corpus rows): FVU, L0 and dead fraction "
+                                                "per layer; 'all': their means and the replacement model's next-token loss "
+                                                "and top-1 agreement with the clean model")
     if saes:
         srows = sae_rows(manifests)
         if srows:

@@ -16,7 +16,7 @@ def trace_command(
     ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", "-m", help="Model spec: zoo:NAME[@CKPT], smollm2-135m, hf:NAME or path:DIR.")],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="The prompt (BOS is prepended).")],
-    transcoders: Annotated[str | None, typer.Option("--transcoders", "-T", help="Transcoder spec: path:DIR (a CLT, a set directory, or one transcoder), SPEC,SPEC,... (one per layer), release:RELEASE, or zoo:NAME@CKPT[/clt] (the zoo's, from `zoo build --transcoders`).", show_default="for a zoo model, the zoo's per-layer transcoders of its checkpoint")] = None,
+    transcoders: Annotated[str | None, typer.Option("--transcoders", "-T", help="Transcoder spec: path:DIR (a CLT, a set directory, or one transcoder), SPEC,SPEC,... (one per layer), release:RELEASE, or zoo:NAME@CKPT[/clt] (the zoo's, from `zoo build --transcoders`).", show_default="for a zoo model, the zoo's per-layer transcoders of its checkpoint; for smollm2-135m, zoo:smollm2-135m")] = None,
     target: Annotated[str | None, typer.Option("--target", help="ANSWER/COUNTERFACTUAL: trace this logit difference instead of the top logits.")] = None,
     node_threshold: Annotated[float, typer.Option(help="Pruning keeps the nodes carrying this share of influence.")] = 0.8,
     edge_threshold: Annotated[float, typer.Option(help="Pruning keeps the edges carrying this share of edge influence.")] = 0.98,

@@ -215,10 +215,13 @@ def ingest_task(db: Any, config: TaskTraceConfig, *, device: str = "cpu", progre
 
 def check_transcoder_spec(spec: str | None, model: str = "") -> str:
     """The transcoder spec to use: ``spec``, or for a zoo model (``zoo:NAME[@CKPT]``) the zoo's
-    per-layer transcoders of that checkpoint (``zoo build --transcoders`` makes them)."""
+    per-layer transcoders of that checkpoint (``zoo build --transcoders`` makes them), and for
+    ``smollm2-135m`` the zoo's SmolLM2 set (``zoo build --smollm2 --transcoders``)."""
     if spec:
         return spec
     if model.strip().startswith("zoo:") and "/" not in model:
         return model.strip()
+    if model.strip() == "smollm2-135m":
+        return "zoo:smollm2-135m"
     raise SpecError("name the transcoders with --transcoders SPEC (path:DIR, SPEC,SPEC,..., release:RELEASE, "
-                    "zoo:NAME@CKPT[/clt]); only a zoo model has a default")
+                    "zoo:NAME@CKPT[/clt]); only zoo models and smollm2-135m have a default")

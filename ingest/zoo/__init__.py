@@ -11,7 +11,12 @@ register_dictionary_scheme("zoo", resolve_zoo_dictionary)
 
 
 def _zoo_transcoders(body: str) -> str:
-    from ingest.zoo.transcoder_build import resolve_zoo_transcoders  # torch-free, but not needed at start-up
+    # torch-free, but not needed at start-up
+    if body.partition("/")[0] == "smollm2-135m":   # SmolLM2's one set (no checkpoints)
+        from ingest.zoo.smollm2_transcoders import resolve_smollm2_transcoders
+        from ingest.zoo.store import zoo_root
+        return resolve_smollm2_transcoders(zoo_root())
+    from ingest.zoo.transcoder_build import resolve_zoo_transcoders
     return resolve_zoo_transcoders(body)
 
 

@@ -41,6 +41,7 @@ ProgressFn = Callable[[str], None]
 
 N_LAYERS = 30  # SmolLM2-135M
 MANIFEST = "manifest.json"
+TRANSCODERS = "transcoders"   # ingest.zoo.smollm2_transcoders.DIRNAME: kept across SAE rebuilds
 CORPUS_DESCRIPTION = ("Python's own documentation, read from the running interpreter: the language-reference "
                       "topics of pydoc_data and the docstrings of ~90 pure-Python stdlib modules "
                       "(ingest.zoo.corpus; no dataset download).")
@@ -211,10 +212,13 @@ def _cached_manifest(out: Path, key: dict[str, Any], hooks: list[str]) -> dict[s
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an older ``out`` is moved aside first, then deleted."""
+    """Rename ``tmp`` to ``out``; an older ``out`` is moved aside first, then deleted. Its
+    transcoders (:mod:`ingest.zoo.smollm2_transcoders`, a separate build) move across."""
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
     if out.exists():
         os.replace(out, old)
+        if (old / TRANSCODERS).is_dir():
+            os.replace(old / TRANSCODERS, tmp / TRANSCODERS)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
 
