@@ -18,6 +18,7 @@ demo: install neo4j            ## the main job, end to end: zoo, graphs, analyse
 	$(BIN)/mechgraph ingest --model smollm2-135m --task ioi --examples 4 --steps 1
 	$(BIN)/mechgraph trace --model smollm2-135m --max-feature-nodes 1024 --prompt "When Mary and John went to the store, John gave a drink to"
 	$(BIN)/mechgraph report
+	@echo "\nThe graph explorer on all of it: $(BIN)/mechgraph view  (serves on 127.0.0.1 and prints the URL with its access token; README: Looking at the graph)"
 
 test: install neo4j            ## the whole test suite (starts its own Neo4j)
 	$(BIN)/python -m pytest
