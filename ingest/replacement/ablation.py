@@ -43,6 +43,7 @@ from torch import Tensor
 from graphdb.keys import parse_key
 from graphdb.schema import Label
 from ingest.ablation import GraphMask, _mask_groups
+from ingest.attribution.slots import Slot
 from ingest.dictionaries.transcoder import in_hook, out_hook
 from ingest.dictionaries.transcoder_set import Transcoders
 from ingest.errors import AttributionError
@@ -54,22 +55,17 @@ BASELINES = ("zero", "mean", "counterfactual")
 EMBED_HOOK = "hook_embed"
 
 
-@dataclass(frozen=True)
-class ReplacementSlot:
-    """Nodes of one slot: the embedding (``layer`` -1, no latents) or one layer's transcoder
-    features plus its error node (index ``n_latents``), as :class:`ingest.attribution.slots.Slot`."""
+@dataclass(frozen=True, eq=False)
+class ReplacementSlot(Slot):
+    """Nodes of one slot: the embedding (``layer`` -1, ``width`` 0: its one vector node) or one
+    layer's ``width`` transcoder features plus its error node (index ``width``). The
+    transcoders live on the engine (a cross-layer one has no per-layer dictionary)."""
 
-    hook: str
-    layer: int
-    n_latents: int
-
-    @property
-    def vector(self) -> int:
-        return self.n_latents
+    width: int = 0
 
     @property
-    def n_nodes(self) -> int:
-        return self.n_latents + 1
+    def n_latents(self) -> int:
+        return self.width
 
     @property
     def is_embed(self) -> bool:
@@ -128,7 +124,10 @@ class ReplacementNames:
         if label in (Label.FEATURE, Label.ERROR) and parts.get("dictionary") == self.dictionary:
             for layer in range(self.n_layers):
                 if label is Label.FEATURE and parts.get("hook") == in_hook(layer):
-                    return layer + 1, int(parts["index"])
+                    index = int(parts["index"])
+                    if not 0 <= index < self.d_dict[layer]:
+                        raise ConfigError(f"{key}: layer {layer}'s transcoder has {self.d_dict[layer]} features")
+                    return layer + 1, index
                 if label is Label.ERROR and parts.get("hook") == out_hook(layer):
                     return layer + 1, self.d_dict[layer]
         raise ConfigError(f"{key} is not a node of the transcoders {self.dictionary}")
@@ -144,8 +143,8 @@ class ReplacementEngine:
             raise ConfigError(f"the transcoders cover {tcs.n_layers} layers, the model has {model.cfg.n_layers}")
         self.model, self.tcs, self.config, self.mean = model, tcs, config, mean
         self.L = tcs.n_layers
-        self.slots = [ReplacementSlot(EMBED_HOOK, -1, 0)] + [
-            ReplacementSlot(in_hook(l), l, tcs.d_dict(l)) for l in range(self.L)]
+        self.slots = [ReplacementSlot(EMBED_HOOK, None, -1)] + [
+            ReplacementSlot(in_hook(l), None, l, width=tcs.d_dict(l)) for l in range(self.L)]
         self.S = len(self.slots)
         with torch.no_grad():  # W[src][l]: the decoder of layer src's features into layer l's MLP output
             self.W = [{l: tcs.decoder(src, torch.arange(tcs.d_dict(src), device=tcs.b_dec(src).device))[:, j]

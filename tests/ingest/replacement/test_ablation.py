@@ -203,3 +203,9 @@ def test_names_locate_the_task_graph_keys() -> None:
     assert names.locate(labels.position_free({"kind": "error", "layer": 0})) == (1, 8)
     assert names.locate(labels.position_free({"kind": "token"})) == (0, 0)
     assert names.locate(labels.position_free({"kind": "target", "counter_token": 2, "token": 1})) == (3, 0)
+    from mechgraph.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="8 features"):
+        names.locate(labels.position_free({"kind": "feature", "layer": 0, "feature": 8}))
+    with pytest.raises(ConfigError, match="not a node of the transcoders"):
+        names.locate(GraphLabels("m", "final", "other").position_free({"kind": "error", "layer": 0}))
