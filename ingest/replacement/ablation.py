@@ -150,6 +150,11 @@ class ReplacementEngine:
             self.W = [{l: tcs.decoder(src, torch.arange(tcs.d_dict(src), device=tcs.b_dec(src).device))[:, j]
                        for j, l in enumerate(tcs.out_layers(src))} for src in range(self.L)]
 
+    @property
+    def causal(self) -> bool:
+        """Whether attention is causal (a bidirectional model's batches run unpadded)."""
+        return getattr(self.model.cfg, "attention_dir", "causal") == "causal"
+
     # -- forward passes --------------------------------------------------------------------
 
     @contextmanager
