@@ -346,4 +346,4 @@ def _ingest_transcoders(ctx: typer.Context, model: str, tasks: list[str], transc
     rows = [{"run": run, "task": r.task, "prompts": len(r.prompts), "prompt_nodes": r.nodes, "prompt_edges": r.edges,
              "task_edges": r.task_edges, "replacement": round(r.replacement, 4),
              "completeness": round(r.completeness, 4), "seconds": round(r.seconds, 1)} for r in results]
-    render(rows, list(rows[0]), fmt, title=f"run {run}: {model}, transcoders {transcoders}, beta {beta}")
+    render(rows, list(rows[0]), fmt, title=f"run {run}: {model}, transcoders {config.transcoders}, beta {beta}")

@@ -37,6 +37,7 @@ from graphdb.keys import node_key
 from graphdb.provenance import RunRecord
 from graphdb.schema import Label, Rel
 from graphdb.writer import GraphWriter
+from ingest.replacement.config import TASK_RUN_KIND
 from mechgraph.errors import ConfigError
 from queries.loader import run_query
 
@@ -124,12 +125,17 @@ def evaluate(db: Any, config: EvaluateConfig, *, out_dir: Path, device: str = "c
     from ingest.attribution.engine import AttributionEngine
     from ingest.graph_rows import GraphNames
     from ingest.pipeline import IngestConfig, resolve
+    from ingest.replacement.ablation import is_transcoder_run
 
     t0 = time.perf_counter()
     graph_run, run_cfg = _graph_run(db, config)
     if config.baseline is None:  # judge the graph against the baseline its edges were measured from
-        config = replace(config, baseline=run_cfg.get("attribution", {}).get("baseline", "counterfactual"))
-    if config.selection.granularity == "component":  # whole components: analysis/evaluate/components.py
+        # (a transcoder graph's direct effects are measured against absent sources: zero)
+        default = "zero" if is_transcoder_run(run_cfg) else "counterfactual"
+        config = replace(config, baseline=run_cfg.get("attribution", {}).get("baseline", default))
+    if is_transcoder_run(run_cfg):  # a transcoder task graph: the replacement model runs it
+        names, selected, sweep = _replacement_sweep(db, config, graph_run, run_cfg, device)
+    elif config.selection.granularity == "component":  # whole components: analysis/evaluate/components.py
         from analysis.evaluate.components import component_sweep
         names, selected, sweep = component_sweep(db, config, graph_run, run_cfg, device=device, point=CurvePoint)
     else:
@@ -171,6 +177,19 @@ def evaluate(db: Any, config: EvaluateConfig, *, out_dir: Path, device: str = "c
     return result
 
 
+def _replacement_sweep(db: Any, config: EvaluateConfig, graph_run: str, run_cfg: dict[str, Any],
+                       device: str) -> tuple[Any, Any, AblationSweep]:
+    """Key locator, selected edges and sweep of a transcoder task graph, run in the replacement
+    model (:mod:`ingest.replacement.ablation`) rebuilt from the ingest run's configuration."""
+    from ingest.replacement.ablation import replacement_setup
+
+    engine, names, batch = replacement_setup(run_cfg, task=config.task, examples=config.examples,
+                                             split=config.split, seed=config.seed,
+                                             baseline=config.baseline, device=device)  # type: ignore[arg-type]
+    selected = select_edges(db, config.selection, run=graph_run, task=config.task, names=names)
+    return names, selected, AblationSweep(engine, batch, config.batch_size, keep_errors=config.keep_errors)
+
+
 def sweep_budgets(total: int, points: int) -> list[int]:
     """Edge budgets: ``points`` log-spaced counts from 1% to 100% of ``total`` (distinct, sorted;
     one point: the whole graph). A small graph has fewer distinct budgets than ``points``
@@ -189,8 +208,9 @@ class AblationSweep:
     def __init__(self, engine: Any, batch: Any, batch_size: int, *, keep_errors: bool = True) -> None:
         import torch
 
-        from ingest.ablation import GraphMask, node_ablation
+        from ingest.ablation import GraphMask
 
+        self.node_ablation, self.edge_ablation = _ablations(engine)
         self.engine = engine
         self.keep_errors = keep_errors
         # A bidirectional model attends to right-padding (TransformerLens masks padding only in
@@ -200,7 +220,7 @@ class AblationSweep:
         self.preps = [engine.prepare(p) for p in self.parts]
         every = {s: torch.ones(sl.n_nodes, dtype=torch.bool) for s, sl in enumerate(engine.slots)}
         self.everything = GraphMask.complete(engine, every)
-        self.clean = [node_ablation(engine, p, self.everything, prep) for p, prep in zip(self.parts, self.preps)]
+        self.clean = [self.node_ablation(engine, p, self.everything, prep) for p, prep in zip(self.parts, self.preps)]
         nothing = GraphMask(nodes={s: ~k for s, k in every.items()}, edges={})
         self.m_full = self.measure("node", self.everything)["logit_diff"]
         self.m_empty = self.measure("node", nothing)["logit_diff"]
@@ -212,9 +232,9 @@ class AblationSweep:
         """Mean over the examples of each output metric, with ``mask`` ablated by ``kind``."""
         import torch
 
-        from ingest.ablation import edge_ablation, node_ablation, output_metrics
+        from ingest.ablation import output_metrics
 
-        run = edge_ablation if kind == "edge" else node_ablation
+        run = self.edge_ablation if kind == "edge" else self.node_ablation
         per: dict[str, list[Any]] = {}
         for p, prep, c in zip(self.parts, self.preps, self.clean, strict=True):
             for k, v in output_metrics(run(self.engine, p, mask, prep), c, p).items():
@@ -244,10 +264,23 @@ class AblationSweep:
                           answer_prob=kept["answer_prob"], baseline=str(engine.config.baseline))
 
 
+def _ablations(engine: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """Node and edge ablation for ``engine``: a transcoder replacement model runs its own."""
+    from ingest.replacement.ablation import ReplacementEngine
+
+    if isinstance(engine, ReplacementEngine):
+        from ingest.replacement import ablation as replacement
+        return replacement.node_ablation, replacement.edge_ablation
+    from ingest import ablation
+    return ablation.node_ablation, ablation.edge_ablation
+
+
 def _graph_run(db: Any, config: EvaluateConfig) -> tuple[str, dict[str, Any]]:
     """The ingest run to evaluate and its configuration."""
     if config.run is not None:
         rows = run_query(db, "run_config", {"run": config.run})
+        if rows and rows[0]["kind"] == TASK_RUN_KIND:  # `ingest --graph transcoders`: its own configuration
+            return config.run, json.loads(rows[0]["config"])
         if rows and rows[0]["kind"] == "roi":  # an ROI-level graph: the model is the ingest run's
             if config.selection.granularity != "roi":
                 raise ConfigError(f"{config.run} is a roi run: its graph is read with --granularity roi")

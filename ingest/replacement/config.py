@@ -7,6 +7,9 @@ from typing import Any
 
 from mechgraph.errors import require_positive
 
+#: The :Run kind of ``mechgraph ingest --graph transcoders`` (a task's prompt graphs and its task graph).
+TASK_RUN_KIND = "ingest-transcoders"
+
 
 @dataclass(frozen=True)
 class TraceConfig:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from graphdb.provenance import RunRecord
 from graphdb.writer import GraphWriter
 from ingest.errors import SpecError, TaskError
-from ingest.replacement.config import TraceConfig
+from ingest.replacement.config import TASK_RUN_KIND, TraceConfig
 from ingest.replacement.graph import PromptGraph
 from ingest.replacement.prune import Layout, Pruned, Scores, masked, prune, scores
 from mechgraph.errors import require_positive
@@ -176,7 +176,7 @@ def ingest_task(db: Any, config: TaskTraceConfig, *, device: str = "cpu", progre
     tasks = [get_task(t) for t in config.tasks]
     model, label, checkpoint = model_and_labels(config.model, device)
     tcs = load_transcoders(config.transcoders, device=device)
-    record = RunRecord(kind="ingest-transcoders", seed=config.seed, config={
+    record = RunRecord(kind=TASK_RUN_KIND, seed=config.seed, config={
         "model": config.model, "model_label": label, "checkpoint": checkpoint, "transcoders": config.transcoders,
         "transcoder_kind": tcs.kind, "tasks": list(config.tasks), "examples": config.examples,
         "split": config.split, "beta": config.beta, "trace": config.trace.as_dict()})
