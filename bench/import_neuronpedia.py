@@ -233,7 +233,8 @@ def main() -> int:
                                    env={**os.environ, "PYTHONPATH": str(ROOT)})
             got = json.loads(child.stdout.strip().splitlines()[-1])
             got["load"] = (before + load()) / 2
-            print(f"round {r}: import {got['links'] / got['seconds']:,.0f} links/s (load {got['load']:.1f})", file=sys.stderr)
+            print(f"round {r}: import {got['links'] / got['seconds']:,.0f} links/s (load {got['load']:.1f}), "
+                  f"peak RSS {got['peak_rss_mib']:,.0f} MiB", file=sys.stderr)
             if imp is None or got["seconds"] < imp["seconds"]:
                 imp = got
             before = load()
