@@ -1,7 +1,7 @@
 """Import benchmark: a synthetic Neuronpedia graph JSON file of --links links (9 million by
 default), imported streaming, next to the online writer on the same machine, in one invocation.
 
-1. generates ``bench/out/np-import/synthetic-<links>.json`` (streamed out; not committed): one
+1. generates ``<--out>/synthetic-<links>.json`` (streamed out; deleted at the end): one
    prompt of --nodes nodes (features over 26 layers and 64 positions, error nodes, the tokens,
    10 logits), --links distinct links with random weights, two supernodes;
 2. imports it with ``analysis.exchange.load.import_file`` in a child process (the streaming
@@ -17,7 +17,8 @@ default), imported streaming, next to the online writer on the same machine, in 
    links/s and the online writer's edges/s, each with the load average while it ran (the
    machine may be shared), and their ratio (target: import >= writer).
 
-Runs its own embedded Neo4j in bench/out/np-import/neo4j (wiped first) unless --external.
+Runs its own embedded Neo4j in ``<--out>/neo4j`` (wiped first; --out defaults to
+bench/out/np-import) unless --external.
 
     python bench/import_neuronpedia.py                   # the acceptance size, 9,000,000 links
     python bench/import_neuronpedia.py --links 1000000   # a quicker look
