@@ -1,21 +1,28 @@
 """Import benchmark: a synthetic Neuronpedia graph JSON file of --links links (9 million by
 default), imported streaming, next to the online writer on the same machine, in one invocation.
 
-1. generates ``bench/out/np-import/synthetic-<links>.json`` (streamed out; not committed): one
+1. generates ``<--out>/synthetic-<links>.json`` (streamed out; deleted at the end): one
    prompt of --nodes nodes (features over 26 layers and 64 positions, error nodes, the tokens,
    10 logits), --links distinct links with random weights, two supernodes;
 2. imports it with ``analysis.exchange.load.import_file`` in a child process (the streaming
    parse feeding the batched ``GraphWriter``) and reads that process's peak RSS;
-3. writes the same number of prompt-graph edges with ``GraphWriter`` straight from memory (the
-   online writer, as ``mechgraph trace`` writes), under another run;
+3. writes the same prompt-graph edges (same node count, same (source, target) pairs, same
+   weights' distribution) with ``GraphWriter`` straight from memory (the online writer, as
+   ``mechgraph trace`` writes), under another run: all --links of them, or the first
+   --baseline-links (a smaller slice, said so in the output: on this graph a MERGE gets slower
+   as the nodes' degrees grow, so a slice flatters the writer);
    Steps 2 and 3 alternate for --rounds rounds (the machine may be shared); the fastest counts.
-4. prints the file size, the import's peak memory (target <= 2 GB) and links/s, the online
-   writer's edges/s, and their ratio (target: import >= writer).
+4. prints the file size, the import's peak memory (target <= 2 GB; the importing Python
+   process only: the Neo4j JVM, whose heap MECHGRAPH_NEO4J_HEAP sets, is printed apart), its
+   links/s and the online writer's edges/s, each with the load average while it ran (the
+   machine may be shared), and their ratio (target: import >= writer).
 
-Runs its own embedded Neo4j in bench/out/np-import/neo4j (wiped first) unless --external.
+Runs its own embedded Neo4j in ``<--out>/neo4j`` (wiped first; --out defaults to
+bench/out/np-import) unless --external.
 
     python bench/import_neuronpedia.py                   # the acceptance size, 9,000,000 links
     python bench/import_neuronpedia.py --links 1000000   # a quicker look
+    python bench/import_neuronpedia.py --out /tmp/np --rounds 1 --baseline-links 1000000
 """
 
 from __future__ import annotations
@@ -96,6 +103,47 @@ def import_side(path: str, settings_json: str, batch_size: int, task: str) -> No
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
+def parse_side(path: str, batch_size: int) -> None:
+    """The child process of --parse-only: everything the import does to the file but the writes
+    (the stream parse, the checked edge rows, the parse-ahead thread, batches of rows as the
+    writer cuts them), with the modules the import loads; prints seconds, links, peak RSS."""
+    from analysis.exchange.load import _edge_rows
+    from analysis.exchange.stream import Header, events, prefetched, top
+    from graphdb.writer import batched
+
+    import ingest.replacement.store  # noqa: F401 - the import's fixed cost in memory (torch)
+
+    t = time.perf_counter()
+    header, count = Header(), [0]
+    with open(path, "rb") as f:
+        stream = top(events(f), header, links_ok=True)
+        first = next(stream)
+        key_of = {n["node_id"]: n["node_id"] for n in header.nodes}
+
+        def links():
+            yield first
+            yield from stream
+
+        for batch in batched(prefetched(_edge_rows(links(), key_of, count), batch_size), batch_size):
+            [dict(r) for r in batch]
+    print(json.dumps({"seconds": time.perf_counter() - t, "links": count[0], "nodes": len(key_of),
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def jvm_peak_mib(server) -> float | None:
+    """Peak resident memory of the private server's JVM (``VmHWM``), or None (external store)."""
+    state = server.state() if server is not None else None
+    try:
+        with open(f"/proc/{state.pid}/status") as f:
+            return next(int(x.split()[1]) / 1024 for x in f if x.startswith("VmHWM:"))
+    except (AttributeError, OSError, StopIteration):
+        return None
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
 def online(db, n_links: int, n_nodes: int, batch_size: int, prompt: str = "online") -> float:
     """Seconds for the online writer to write ``n_links`` prompt-graph edges from memory."""
     from graphdb.keys import node_key
@@ -130,10 +178,19 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=None, help="nodes in the graph (default: enough for the links, >= 4000)")
     ap.add_argument("--batch-size", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of each; the fastest counts")
+    ap.add_argument("--baseline-links", type=int, default=None,
+                    help="edges the online writer writes (default: --links; fewer is a slice, said so in the output)")
+    ap.add_argument("--out", type=Path, default=OUT, help="where the file and the private store go (default: bench/out/np-import)")
+    ap.add_argument("--keep-file", action="store_true", help="keep the generated file (default: deleted at the end)")
+    ap.add_argument("--parse-only", action="store_true",
+                    help="no database: the import's parse, checks and batching of the file alone (its peak memory and rate)")
     ap.add_argument("--external", action="store_true", help="use NEO4J_URI instead of a private embedded server")
     ap.add_argument("--side", help=argparse.SUPPRESS)
     ap.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.side == "parse":
+        parse_side(args.args[0], args.batch_size)
+        return 0
     if args.side == "import":
         import_side(args.args[0], args.args[1], args.batch_size, args.args[2])
         return 0
@@ -141,13 +198,27 @@ def main() -> int:
     from graphdb.connection import connect
 
     n_nodes = args.nodes or max(4000, math.ceil(math.sqrt(args.links)) + 1000)
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"synthetic-{args.links}.json"
+    base_links = min(args.baseline_links or args.links, args.links)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"synthetic-{args.links}.json"
     if not path.exists():
         t = time.perf_counter()
         generate(path, args.links, n_nodes)
         print(f"generated {path} in {time.perf_counter() - t:.0f}s", file=sys.stderr)
-    settings, server = bench_store(OUT, args.external)
+    if args.parse_only:
+        before = load()
+        child = subprocess.run([sys.executable, __file__, "--side", "parse", "--batch-size", str(args.batch_size), str(path)],
+                               check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        got = json.loads(child.stdout.strip().splitlines()[-1])
+        size = path.stat().st_size
+        if not args.keep_file:
+            path.unlink()
+        print(f"file: {path.name}, {size / 2**20:,.0f} MiB, {got['nodes']:,} nodes, {args.links:,} links")
+        print(f"parse only (no database: stream parse, checked edge rows, parse-ahead thread, batches): "
+              f"{got['links']:,} links in {got['seconds']:.1f}s = {got['links'] / got['seconds']:,.0f} links/s "
+              f"(load average {(before + load()) / 2:.1f}); peak RSS {got['peak_rss_mib']:,.0f} MiB (target <= 2048 MiB)")
+        return 0 if got["links"] == args.links else 1
+    settings, server = bench_store(args.out, args.external)
     try:
         with connect(settings) as db:
             # Warm the server up (JIT, page cache) untimed, so neither timed pass pays for it.
@@ -155,32 +226,45 @@ def main() -> int:
         blob = json.dumps({"uri": settings.uri, "user": settings.user, "password": settings.password})
         # The machine may be shared: the two run alternately for --rounds rounds, each one's
         # fastest round counts (each round imports under its own task, so a new prompt graph).
-        imp, writer_secs = None, math.inf
+        imp, writer_secs, loads = None, math.inf, {}
         for r in range(args.rounds):
+            before = load()
             child = subprocess.run([sys.executable, __file__, "--side", "import", "--batch-size", str(args.batch_size),
                                     str(path), blob, f"bench-{r}"], check=True, capture_output=True, text=True,
                                    env={**os.environ, "PYTHONPATH": str(ROOT)})
             got = json.loads(child.stdout.strip().splitlines()[-1])
-            print(f"round {r}: import {got['links'] / got['seconds']:,.0f} links/s", file=sys.stderr)
+            got["load"] = (before + load()) / 2
+            print(f"round {r}: import {got['links'] / got['seconds']:,.0f} links/s (load {got['load']:.1f}), "
+                  f"peak RSS {got['peak_rss_mib']:,.0f} MiB", file=sys.stderr)
             if imp is None or got["seconds"] < imp["seconds"]:
                 imp = got
+            before = load()
             with connect(settings) as db:
-                secs = online(db, args.links, n_nodes, args.batch_size, prompt=f"online-{r}")
-            print(f"round {r}: online writer {args.links / secs:,.0f} edges/s", file=sys.stderr)
-            writer_secs = min(writer_secs, secs)
+                secs = online(db, base_links, n_nodes, args.batch_size, prompt=f"online-{r}")
+            now = (before + load()) / 2
+            print(f"round {r}: online writer {base_links / secs:,.0f} edges/s (load {now:.1f})", file=sys.stderr)
+            if secs < writer_secs:
+                writer_secs, loads["writer"] = secs, now
         with connect(settings) as db:
             stored = db.read("MATCH (p:Prompt {slug: $s})<-[:IN_PROMPT]-(a)-[r:ATTRIBUTES_TO]->(b) "
                              "RETURN count(r) AS n", {"s": f"synthetic-{args.links}"})[0]["n"]
+        jvm = jvm_peak_mib(server)
     finally:
         if server is not None:
             server.stop()
     size = path.stat().st_size
-    import_rate, writer_rate = imp["links"] / imp["seconds"], args.links / writer_secs
+    if not args.keep_file:
+        path.unlink()
+    import_rate, writer_rate = imp["links"] / imp["seconds"], base_links / writer_secs
     print(f"file: {path.name}, {size / 2**20:,.0f} MiB, {imp['nodes']:,} nodes, {args.links:,} links")
     print(f"import (streaming, batched writer): {imp['links']:,} links in {imp['seconds']:.1f}s = "
-          f"{import_rate:,.0f} links/s; peak RSS {imp['peak_rss_mib']:,.0f} MiB (target <= 2048 MiB)")
-    print(f"online writer (GraphWriter, rows from memory): {args.links:,} edges in {writer_secs:.1f}s = "
-          f"{writer_rate:,.0f} edges/s")
+          f"{import_rate:,.0f} links/s (load average {imp['load']:.1f}); peak RSS of the importing process "
+          f"{imp['peak_rss_mib']:,.0f} MiB (target <= 2048 MiB; the Neo4j JVM not counted)")
+    print("Neo4j JVM (apart): " + (f"heap {server.heap} (MECHGRAPH_NEO4J_HEAP), page cache {server.page_cache}, "
+                                   f"peak RSS {jvm:,.0f} MiB" if jvm else "an external server, not measured"))
+    slice_ = "" if base_links == args.links else f" -- a SLICE: the first {base_links:,} of the {args.links:,} links"
+    print(f"online writer (GraphWriter, rows from memory): {base_links:,} edges in {writer_secs:.1f}s = "
+          f"{writer_rate:,.0f} edges/s (load average {loads['writer']:.1f}){slice_}")
     print(f"import / online writer: {import_rate / writer_rate:.2f}x (target >= 1)")
     print(f"links stored by the imports: {stored:,} (expected {args.rounds} x {args.links:,})")
     return 0 if stored == args.rounds * args.links else 1

@@ -15,8 +15,9 @@ from graphdb.tables import Format, render
 def describe_command(
     ctx: typer.Context,
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model spec (zoo:NAME[@CKPT], smollm2-135m, hf:NAME, path:DIR); repeatable.")] = None,
-    zoo: Annotated[bool, typer.Option("--zoo", help="Every checkpoint of every built zoo model (and SmolLM2 if its SAEs are built).")] = False,
-    dict_: Annotated[list[str] | None, typer.Option("--dict", "-d", help="Dictionary spec (repeatable); default: the zoo model's SAEs.")] = None,
+    zoo: Annotated[bool, typer.Option("--zoo", help="Every checkpoint of every built zoo model, its SAEs and transcoder sets (and SmolLM2 if its SAEs are built).")] = False,
+    dict_: Annotated[list[str] | None, typer.Option("--dict", "-d", help="Dictionary spec (repeatable); default: the zoo model's SAEs (and its transcoders).")] = None,
+    transcoders: Annotated[list[str] | None, typer.Option("--transcoders", "-T", help="Transcoder set spec (zoo:NAME@CKPT[/clt], path:DIR, ...); repeatable. Default for a zoo model without --dict: its checkpoint's zoo sets.")] = None,
     task: Annotated[list[str] | None, typer.Option("--task", "-t", help="Task whose prompts are run (repeatable), or 'corpus' for the zoo's text corpus.")] = None,
     examples: Annotated[int, typer.Option(help="Prompts per task (or corpus sequences).")] = 32,
     top_k: Annotated[int, typer.Option(help="Top-activating contexts kept per latent.")] = 8,
@@ -40,11 +41,12 @@ def describe_command(
             raise ConfigError("the zoo has no built models (`mechgraph zoo build`)")
     if not models:
         raise ConfigError("name a model with --model, or --zoo for every zoo model")
-    if dict_ and len(models) > 1:
-        raise ConfigError("--dict names dictionaries of one model; give one --model with it")
+    if (dict_ or transcoders) and len(models) > 1:
+        raise ConfigError("--dict and --transcoders name dictionaries of one model; give one --model with them")
     try:
-        configs = [DescribeConfig(model=m, dicts=tuple(dict_ or ()), tasks=tuple(task or DEFAULT_TASKS),
-                                  examples=examples, top_k=top_k, window=window, batch_size=batch_size, seed=seed)
+        configs = [DescribeConfig(model=m, dicts=tuple(dict_ or ()), transcoders=tuple(transcoders or ()),
+                                  tasks=tuple(task or DEFAULT_TASKS), examples=examples, top_k=top_k, window=window,
+                                  batch_size=batch_size, seed=seed)
                    for m in models]
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None

@@ -12,6 +12,13 @@ of the weight (``"Mary"``); else the token before it when one does (``after "to"
 three heaviest activating tokens (``"a" / "the" / "an"``). A latent with no positive activation
 on the prompts is labelled ``inactive on N prompts``.
 
+Transcoder sets are described too (``transcoders``; a zoo model's default: its checkpoint's
+per-layer set and, where built, its CLT): each layer's latents on the MLP's input (read by a
+forward hook on ``blocks.L.mlp``, as the zoo's transcoders were trained), keyed as the prompt
+graphs key their features (``GraphLabels.position_free``: ``blocks.L.mlp.hook_in``, the set's
+kind, the index), so a traced or imported prompt graph's features show these labels. Each set
+is read in its own forward pass (a per-layer set and a CLT read the same hooks).
+
 Written on ``(:Feature {key})`` (MERGEd: the key is the one the ingest writes, so a latent the
 ingest never wrote becomes a Feature too): ``description``, ``top_contexts`` (strings),
 ``top_activations``, ``description_run`` (the ``:Run`` of kind ``describe``).
@@ -38,6 +45,9 @@ class DescribeConfig:
 
     model: str
     dicts: tuple[str, ...] = ()
+    #: transcoder set specs (``zoo:NAME@CKPT[/clt]``, ``path:DIR``, ...); a zoo model without
+    #: ``dicts`` or ``transcoders`` gets its checkpoint's zoo sets
+    transcoders: tuple[str, ...] = ()
     tasks: tuple[str, ...] = DEFAULT_TASKS
     examples: int = 32
     top_k: int = 8
@@ -158,13 +168,84 @@ def describe_dictionaries(model: Any, dictionaries: Sequence[Any], config: Descr
         raise ConfigError(f"two dictionaries read the same hook ({', '.join(h for h in hooks if hooks.count(h) > 1)}): "
                           "describe them in separate runs")
     # One forward pass per batch reads every dictionary.
-    acts = collect_latents(model, dictionaries, batch, batch_size=config.batch_size,
-                           progress=(lambda n, total: progress("forward", n, total)) if progress else None)
+    collect = collect_transcoder_latents if all(isinstance(d, TranscoderLayer) for d in dictionaries) else collect_latents
+    acts = collect(model, dictionaries, batch, batch_size=config.batch_size,
+                   progress=(lambda n, total: progress("forward", n, total)) if progress else None)
     out = {}
     for d in dictionaries:
         ctxs = top_contexts(acts[d.hook_name], where, words, top_k=config.top_k, window=config.window)
         out[d.hook_name] = [(label(c, len(batch)), c) for c in ctxs]
     return out
+
+
+@dataclass(frozen=True)
+class TranscoderLayer:
+    """One layer of a transcoder set as ``collect_latents`` reads a dictionary."""
+
+    transcoders: Any     # ingest.dictionaries.transcoder_set.Transcoders
+    layer: int
+
+    @property
+    def hook_name(self) -> str:
+        from ingest.dictionaries.transcoder import in_hook
+
+        return in_hook(self.layer)
+
+    @property
+    def kind(self) -> str:
+        return self.transcoders.kind
+
+    def encode(self, x: Any) -> Any:
+        return self.transcoders.encode(self.layer, x)
+
+
+def collect_transcoder_latents(model: Any, layers: Sequence[TranscoderLayer], batch: Any, *, batch_size: int = 16,
+                               progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """``collect_latents`` for transcoder layers: ``{hook: float64 array [n_tokens d_dict]}``, the
+    set's activations of each layer's MLP input over the valid positions of ``batch``."""
+    import numpy as np
+    import torch
+
+    from ingest.latents import valid_positions
+
+    device = next(model.parameters()).device
+    skip_bos = getattr(model.tokenizer, "bos_token_id", None) is not None
+    out: dict[str, list[Any]] = {t.hook_name: [] for t in layers}
+    valid: dict[str, Any] = {}
+
+    def keep(t: TranscoderLayer, x: Any) -> None:     # returns None: the MLP's output is unchanged
+        out[t.hook_name].append(t.encode(x[valid["now"]]).double().cpu().numpy())
+
+    handles = [model.blocks[t.layer].mlp.register_forward_hook(lambda mod, args, o, t=t: keep(t, args[0]))
+               for t in layers]
+    starts = list(range(0, len(batch), batch_size))
+    try:
+        with torch.no_grad():
+            for n, start in enumerate(starts):
+                part = batch[start:start + batch_size].to(device)
+                valid["now"] = valid_positions(part, skip_bos)
+                model(part.tokens)
+                if progress:
+                    progress(n + 1, len(starts))
+    finally:
+        for h in handles:
+            h.remove()
+    return {h: np.concatenate(v) for h, v in out.items()}
+
+
+def zoo_transcoder_specs(spec: Any) -> list[str]:
+    """The zoo transcoder sets of a zoo model spec's checkpoint (per-layer, then CLT), or []."""
+    if spec.kind != "zoo":
+        return []
+    from ingest.zoo.specs import zoo_manifest, zoo_model_dir
+    from ingest.zoo.store import resolve_checkpoint
+    from ingest.zoo.transcoder_build import read_transcoder_manifest
+
+    model_dir = zoo_model_dir(spec.name)
+    step = resolve_checkpoint(zoo_manifest(model_dir, spec.name), spec.checkpoint)["step"]
+    sets = (read_transcoder_manifest(model_dir) or {}).get("sets", [])
+    return [f"zoo:{spec.name}@{step}" + ("/clt" if s["kind"] == "clt" else "")
+            for s in sorted(sets, key=lambda s: s["kind"] == "clt") if s["step"] == step]
 
 
 @dataclass(frozen=True)
@@ -181,28 +262,47 @@ class Described:
 def describe(db: Any, config: DescribeConfig, *, device: str = "cpu",
              progress: Progress | None = None) -> list[Described]:
     """Describe the config's dictionaries and write the descriptions (module docstring)."""
-    from graphdb.keys import node_key
     from graphdb.provenance import RunRecord
     from graphdb.schema import Label
     from graphdb.writer import GraphWriter
     from ingest.dictionaries import load_dictionary
+    from ingest.dictionaries.transcoder_set import load_transcoders
     from ingest.pipeline import model_labels
     from ingest.zoo.specs import load_model, parse_model_spec
 
     spec = parse_model_spec(config.model)
     model_label, checkpoint, resid = model_labels(spec, "resid")
-    specs = list(config.dicts) or list(dict.fromkeys(resid + model_labels(spec, "module")[2]))
-    if not specs:
+    explicit = bool(config.dicts or config.transcoders)
+    specs = list(config.dicts) or ([] if explicit else list(dict.fromkeys(resid + model_labels(spec, "module")[2])))
+    tc_specs = list(config.transcoders) or ([] if explicit else zoo_transcoder_specs(spec))
+    if not specs and not tc_specs:
         from ingest.errors import SpecError
 
-        raise SpecError(f"{config.model} has no zoo SAEs; name dictionaries with --dict")
+        raise SpecError(f"{config.model} has no zoo SAEs or transcoders; name dictionaries with --dict or --transcoders")
     model = load_model(spec, device=device)
-    dictionaries = [load_dictionary(s, device=device) for s in specs]
+    # One forward pass for the SAEs, one for each transcoder set.
+    groups: list[list[Any]] = [[load_dictionary(s, device=device) for s in specs]] if specs else []
+    for t in tc_specs:
+        tcs = load_transcoders(t, device=device)
+        groups.append([TranscoderLayer(tcs, layer) for layer in range(tcs.n_layers)])
     record = RunRecord(kind="describe", seed=config.seed,
-                       config={**{k: v for k, v in config.__dict__.items() if k != "seed"}, "dicts": specs})
-    results = describe_dictionaries(model, dictionaries, config, progress=progress)
+                       config={**{k: v for k, v in config.__dict__.items() if k != "seed"}, "dicts": specs,
+                               "transcoders": tc_specs})
     writer = GraphWriter(db)
     writer.write_nodes(Label.RUN, [record.row()])
+    out = []
+    for group in groups:
+        out += _describe_group(writer, model, group, config, record, model_label, checkpoint, progress)
+    return out
+
+
+def _describe_group(writer: Any, model: Any, dictionaries: list[Any], config: DescribeConfig, record: Any,
+                    model_label: str, checkpoint: str, progress: Progress | None) -> list[Described]:
+    """Describe dictionaries that read distinct hooks (one forward pass) and write them."""
+    from graphdb.keys import node_key
+    from graphdb.schema import Label
+
+    results = describe_dictionaries(model, dictionaries, config, progress=progress)
     out = []
     for d in dictionaries:
         rows = []

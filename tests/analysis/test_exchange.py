@@ -152,6 +152,13 @@ def test_round_trip_of_a_file_circuit_tracer_wrote(db, tmp_path):
     stored = db.read("MATCH (n:PromptNode {prompt: $p, np_node_id: $id}) RETURN n.layer AS layer, n.position AS pos",
                      {"p": r.prompt, "id": err["node_id"]})[0]
     assert (stored["layer"], stored["pos"]) == (int(err["layer"]), err["ctx_idx"])
+    # its edges carry what the writer's MERGE sets on a traced graph's edges
+    props = db.read("MATCH (:PromptNode {prompt: $p})-[r:ATTRIBUTES_TO]->() RETURN r {.*} AS r", {"p": r.prompt})
+    assert len(props) == len(original["links"])
+    assert all(x["r"]["abs_weight"] == abs(x["r"]["weight"]) and
+               {k: x["r"][k] for k in ("granularity", "model", "checkpoint", "task")} ==
+               {"granularity": "prompt", "model": original["metadata"]["scan"], "checkpoint": "final", "task": "neuronpedia"}
+               and x["r"]["run"].startswith("import-") for x in props)
 
 
 def test_library_queries_across_imported_prompts(db, tmp_path):

@@ -76,3 +76,40 @@ def test_describe_command(db, tiny_checkpoint, neo4j_settings, tmp_path):
     assert (row["hook"], row["latents"]) == (HOOK, 16)
     n = db.read("MATCH (f:Feature {hook: $h}) WHERE f.description IS NOT NULL RETURN count(f) AS n", {"h": HOOK})
     assert n[0]["n"] == 16
+
+
+def test_transcoder_sets_are_described_under_the_keys_prompt_graphs_use(db, tiny_checkpoint, tmp_path):
+    from ingest.dictionaries.transcoder import TopKTranscoder
+    from ingest.dictionaries.transcoder_set import load_transcoders
+    from ingest.latents import shared_prompts
+    from ingest.replacement.store import GraphLabels
+    from ingest.zoo.specs import load_model, parse_model_spec
+
+    ckpt = tiny_checkpoint(16, 32, 2)
+    torch.manual_seed(0)
+    for layer in range(2):
+        t = TopKTranscoder(16, 8, 16, 2, layer=layer)
+        with torch.no_grad():
+            for p in t.parameters():
+                p.normal_()
+        t.save(tmp_path / "set" / f"layer_{layer}")
+    config = DescribeConfig(model=f"path:{ckpt}", transcoders=(f"path:{tmp_path / 'set'}",), tasks=("ioi",),
+                            examples=4, top_k=3, window=3)
+    done = describe(db, config)
+    tcs = load_transcoders(f"path:{tmp_path / 'set'}")
+    assert [(d.hook, d.dictionary, d.latents) for d in done] == [(f"blocks.{i}.mlp.hook_in", tcs.kind, 8) for i in range(2)]
+    # By hand: layer L's MLP input is ln2 of the residual stream between attention and MLP.
+    model = load_model(parse_model_spec(f"path:{ckpt}"))
+    batch = shared_prompts(model.tokenizer, ("ioi",), 4, seed=0, n_ctx=model.cfg.n_ctx)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(batch.tokens)
+    labels = GraphLabels(model="ckpt", checkpoint="path", dictionary=tcs.kind)
+    for layer in range(2):
+        with torch.no_grad():
+            acts = tcs.encode(layer, model.blocks[layer].ln2(cache[f"blocks.{layer}.hook_resid_mid"]))
+        for j in range(8):
+            key = labels.position_free({"kind": "feature", "layer": layer, "feature": j})   # what a prompt graph names
+            [row] = db.read("MATCH (f:Feature {key: $k}) RETURN f.top_activations AS acts, f.description AS d", {"k": key})
+            cands = sorted((float(acts[r, p, j]) for r in range(len(batch)) for p in range(1, int(batch.last[r]) + 1)),
+                           reverse=True)
+            assert row["acts"] == pytest.approx([a for a in cands if a > 0][:3], rel=1e-5) and row["d"]
