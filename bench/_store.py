@@ -21,6 +21,6 @@ def bench_store(out: Path, external: bool) -> tuple[Any, Any]:
     shutil.rmtree(data, ignore_errors=True)
     server = EmbeddedServer(data)
     t = time.perf_counter()
-    server.start(port=free_port())
+    server.start(port=free_port(), timeout=600)   # a loaded machine can take minutes for a first boot
     print(f"embedded Neo4j started in {time.perf_counter() - t:.1f}s", file=sys.stderr)
     return server.settings(), server

@@ -53,8 +53,8 @@ def read_manifest(shards: Path) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{shards} has no {MANIFEST}: it is not a shard directory (write one with ShardWriter "
-                          "or `mechgraph ingest --bulk`)") from None
+        raise ConfigError(f"{shards} has no {MANIFEST}: it is not a shard directory (write one with "
+                          "graphdb.bulk.shards.ShardWriter)") from None
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot read {path}: {e}") from None
     if manifest.get("format") != FORMAT:
