@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from graphdb.bulk.importer import ImportResult, import_shards, read_manifest
-from graphdb.connection import Database, connect
+from graphdb.connection import Database, RetryPolicy, connect
 from graphdb.embedded import EmbeddedServer, ServerState
 from graphdb.schema import Label, init_schema
 
 
 _CYPHER = Path(__file__).parent / "cypher"
+#: A server that has just opened a freshly imported store can take seconds to answer its first
+#: Bolt handshake on a busy machine; the embedded default (3 s) gives up too soon for that.
+FRESH_SERVER_RETRY = RetryPolicy(connect_timeout_s=30.0, unavailable_s=30.0)
 
 
 def set_empty_lists(db: Database, empty: list[list[str]]) -> None:
@@ -65,7 +68,7 @@ def load_shards(shards: Path, data_dir: Path, *, force: bool = False, port: int 
     state, _ = server.start(port=port, timeout=timeout)
     seconds["server start"] = time.perf_counter() - t
     t = time.perf_counter()
-    with connect(server.settings()) as db:
+    with connect(server.settings(), retry=FRESH_SERVER_RETRY) as db:
         init_schema(db)
         set_empty_lists(db, read_manifest(Path(shards)).get("empty_lists", []))
     seconds["schema"] = time.perf_counter() - t

@@ -10,7 +10,7 @@ import pytest
 
 from graphdb.bulk.checksum import node_entities, relationship_entities, store_checksum
 from graphdb.bulk.importer import import_shards
-from graphdb.bulk.load import load_shards
+from graphdb.bulk.load import FRESH_SERVER_RETRY, load_shards
 from graphdb.bulk.shards import ShardWriter
 from graphdb.connection import connect
 from graphdb.embedded import EmbeddedServer, free_port
@@ -87,7 +87,7 @@ def test_bulk_load_equals_the_online_writer(db, tmp_path):
         result = load_shards(tmp_path / "shards", tmp_path / "data", port=free_port(), server=server, timeout=600,
                              heap="512m", memory="256m")
         assert (result.imported.nodes, result.imported.relationships) == (online.nodes, online.relationships)
-        with connect(server.settings()) as bulk:
+        with connect(server.settings(), retry=FRESH_SERVER_RETRY) as bulk:
             assert node_entities(bulk) == online_nodes
             assert relationship_entities(bulk) == online_rels
             assert store_checksum(bulk) == online
