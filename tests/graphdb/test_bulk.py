@@ -84,8 +84,8 @@ def test_bulk_load_equals_the_online_writer(db, tmp_path):
 
     server = EmbeddedServer(tmp_path / "data", heap="512m", page_cache="64m")
     try:
-        result = load_shards(tmp_path / "shards", tmp_path / "data", port=free_port(), server=server, timeout=600,
-                             heap="512m", memory="256m")
+        result = load_shards(tmp_path / "shards", tmp_path / "data", port=free_port(), server=server,
+                             timeout=600, heap="512m", memory="256m")
         assert (result.imported.nodes, result.imported.relationships) == (online.nodes, online.relationships)
         with connect(server.settings(), retry=FRESH_SERVER_RETRY) as bulk:
             assert node_entities(bulk) == online_nodes
