@@ -193,7 +193,8 @@ class ShardWriter:
         """Hold nodes (``{"key": ..., **properties}``) for :meth:`close`; returns rows taken."""
         self._check_open()
         key_label, extra = _node_labels(label)
-        common = {k: v for k, v in (common or {}).items() if k != "nid"}
+        # As the procedure: nid comes from the key, and a None in common sets nothing.
+        common = {k: v for k, v in (common or {}).items() if k != "nid" and v is not None}
         for name in common:
             _check_name(name)
         nodes = self._nodes.setdefault(key_label, {})
