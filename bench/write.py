@@ -1,4 +1,5 @@
-"""Write benchmark: the batched writer against a naive one-edge-per-transaction writer.
+"""Write benchmark: the batched writer against a naive one-edge-per-transaction writer, and
+the bulk path (shards + Neo4j's importer) against the batched writer.
 
 In one invocation and against one server: writes --features feature nodes, then --edges
 ATTRIBUTES_TO edges among them through ``GraphWriter`` (batched managed transactions, the
@@ -7,6 +8,13 @@ the same edges through the writer's portable Cypher path (``UNWIND $rows ... MER
 the first --naive of them one edge per transaction. Each pass uses its own run id, so every
 pass creates new edges rather than no-op merges. Prints edges/s for each, the ratios against
 the naive writer, and the machine it ran on.
+
+Then, that server stopped, the bulk path on the same graph (the feature nodes and the --edges
+edges of the batched pass, same rows): ``ShardWriter`` writes shards into bench/out/shards,
+``load_shards`` runs Neo4j's importer into a new store (bench/out/neo4j-bulk), starts a server
+on it and creates the schema. Its edges/s is end to end (shards written + importer + server
+start + schema), printed with each step and its ratio to the batched writer (target >= 4x).
+--no-bulk skips it; it needs the embedded server (not --external).
 
 Runs its own embedded Neo4j in bench/out/neo4j (wiped first) unless --external is given,
 in which case it uses NEO4J_URI and writes into that database (it never deletes there).
@@ -20,7 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
+import shutil
 import time
 from pathlib import Path
 
@@ -28,6 +36,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from _store import bench_store  # bench/ is on sys.path when a script here runs
+from graphdb.bulk.load import FRESH_SERVER_RETRY
 from graphdb.connection import connect
 from graphdb.keys import node_key
 from graphdb.schema import Label, Rel, init_schema
@@ -89,14 +98,16 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=10_000)
     ap.add_argument("--external", action="store_true", help="use NEO4J_URI instead of a private embedded server")
+    ap.add_argument("--no-bulk", dest="bulk", action="store_false", help="skip the bulk path (shards + importer)")
     args = ap.parse_args()
     n_per_layer = args.features // args.layers
 
     settings, server = bench_store(OUT, args.external)
 
     rates: dict[str, tuple[int, float]] = {}
+    online_key = ""
     try:
-        with connect(settings) as db:
+        with connect(settings, retry=None if server is None else FRESH_SERVER_RETRY) as db:
             init_schema(db)
             columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
             with Progress(*columns, transient=True) as progress:
@@ -119,6 +130,8 @@ def main() -> int:
                     written = writer.write_relationships(Rel.ATTRIBUTES_TO, edges(n, args.features, n_per_layer),
                                                          common=common(run))
                     rates[f"batched writer, {writer.path} path"] = (written, time.perf_counter() - t)
+                    if path == "auto":
+                        online_key = f"batched writer, {writer.path} path"
 
                 advance = bar("naive", args.naive)
                 query = relationship_query(Rel.ATTRIBUTES_TO)
@@ -134,6 +147,7 @@ def main() -> int:
     finally:
         if server is not None:
             server.stop()
+    bulk = bulk_path(args, n_per_layer) if args.bulk and not args.external else None
 
     print(f"machine: {machine()}")
     print(f"graph: {args.features:,} features, ATTRIBUTES_TO edges in batches of {args.batch_size:,}")
@@ -145,7 +159,51 @@ def main() -> int:
         print(f"{name}: {n:,} edges in {secs:.1f}s = {rate:,.0f} edges/s ({rate / naive_rate:.1f}x naive)")
     expected = sum(n for n, _ in rates.values())
     print(f"edges in the store: {count:,} (expected {expected:,})")
-    return 0 if count == expected else 1
+    ok = count == expected
+    if bulk is not None and online_key:
+        online_rate = rates[online_key][0] / rates[online_key][1]
+        steps = ", ".join(f"{name} {secs:.1f}s" for name, secs in bulk["steps"].items())
+        rate = args.edges / bulk["total"]
+        print(f"bulk path (shards + importer + server start + schema), same {args.features:,} features and "
+              f"{args.edges:,} edges: {bulk['total']:.1f}s = {rate:,.0f} edges/s end to end ({steps})")
+        offline = bulk["steps"]["shards"] + bulk["steps"]["import"]
+        print(f"  of which shards + importer alone: {offline:.1f}s = {args.edges / offline:,.0f} edges/s "
+              f"({args.edges / offline / online_rate:.1f}x the online writer)")
+        print(f"bulk / online batched writer: {rate / online_rate:.1f}x (target >= 4x: "
+              f"{'met' if rate >= 4 * online_rate else 'NOT met'})")
+        print(f"online batched writer / naive: {online_rate / naive_rate:.1f}x (target >= 40x: "
+              f"{'met' if online_rate >= 40 * naive_rate else 'NOT met'})")
+        print(f"edges in the bulk store: {bulk['count']:,} (expected {args.edges:,})")
+        ok = ok and bulk["count"] == args.edges
+    return 0 if ok else 1
+
+
+def bulk_path(args: argparse.Namespace, n_per_layer: int) -> dict:
+    """The same graph through ShardWriter + Neo4j's importer into a new store; seconds per step."""
+    from graphdb.bulk.load import load_shards
+    from graphdb.bulk.shards import ShardWriter
+    from graphdb.embedded import EmbeddedServer, free_port
+
+    shards, data = OUT / "shards", OUT / "neo4j-bulk"
+    for old in (shards, data):
+        shutil.rmtree(old, ignore_errors=True)
+    server = EmbeddedServer(data)
+    t = time.perf_counter()
+    with ShardWriter(shards, batch_size=args.batch_size) as writer:
+        writer.write_nodes(Label.FEATURE, ({"key": feature_key(i, n_per_layer), "layer": i // n_per_layer,
+                                            "index": i % n_per_layer} for i in range(args.features)),
+                           common={"model": "bench", "checkpoint": "final"})
+        writer.write_relationships(Rel.ATTRIBUTES_TO, edges(args.edges, args.features, n_per_layer),
+                                   common=common("bench-batched"))
+    steps = {"shards": time.perf_counter() - t}
+    try:
+        result = load_shards(shards, data, port=free_port(), server=server, timeout=600)
+        steps.update(result.seconds)
+        with connect(server.settings(), retry=FRESH_SERVER_RETRY) as db:
+            count = db.read("MATCH ()-[r:ATTRIBUTES_TO]->() WHERE r.task = 'bench' RETURN count(r) AS n")[0]["n"]
+    finally:
+        server.stop()
+    return {"steps": steps, "total": sum(steps.values()), "count": count}
 
 
 if __name__ == "__main__":

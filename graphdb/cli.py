@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from graphdb.bulk.cli import load
 from graphdb.connection import Database
 from graphdb.settings import data_dir as resolve_data_dir
 from graphdb.settings import external_settings
@@ -145,6 +146,9 @@ def sample(
     with connect(data=_data_dir(ctx)) as db:
         counts = write_sample(GraphWriter(db, batch_size=batch_size), SampleSpec(seed=seed))
     typer.echo("wrote " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+
+
+app.command()(load)   # `db load SHARDS`: graphdb/bulk/cli.py
 
 
 def _spinner(text: str):  # noqa: ANN202 - a rich Status context manager
