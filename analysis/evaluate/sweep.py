@@ -182,12 +182,14 @@ class AblationSweep:
     def __init__(self, engine: Any, batch: Any, batch_size: int, *, keep_errors: bool = True) -> None:
         import torch
 
-        from ingest.ablation import GraphMask, node_ablation
+        from ingest.ablation import GraphMask, node_ablation, residual_starts
 
         self.engine = engine
         self.keep_errors = keep_errors
         self.parts = [batch[i:i + batch_size] for i in range(0, len(batch), batch_size)]
         self.preps = [engine.prepare(p) for p in self.parts]
+        # where edge ablation's passes may start: a forward pass per batch, the same for every graph
+        self.starts = [residual_starts(engine, p, prep) for p, prep in zip(self.parts, self.preps, strict=True)]
         every = {s: torch.ones(sl.n_nodes, dtype=torch.bool) for s, sl in enumerate(engine.slots)}
         self.everything = GraphMask.complete(engine, every)
         self.clean = [node_ablation(engine, p, self.everything, prep) for p, prep in zip(self.parts, self.preps)]
@@ -204,10 +206,11 @@ class AblationSweep:
 
         from ingest.ablation import edge_ablation, node_ablation, output_metrics
 
-        run = edge_ablation if kind == "edge" else node_ablation
         per: dict[str, list[Any]] = {}
-        for p, prep, c in zip(self.parts, self.preps, self.clean, strict=True):
-            for k, v in output_metrics(run(self.engine, p, mask, prep), c, p).items():
+        for p, prep, c, starts in zip(self.parts, self.preps, self.clean, self.starts, strict=True):
+            logits = (edge_ablation(self.engine, p, mask, prep, starts=starts) if kind == "edge"
+                      else node_ablation(self.engine, p, mask, prep))
+            for k, v in output_metrics(logits, c, p).items():
                 per.setdefault(k, []).append(v)
         return {k: float(torch.cat(v).mean()) for k, v in per.items()}
 
