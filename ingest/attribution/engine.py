@@ -441,7 +441,8 @@ class AttributionEngine:
         return acc
 
     def _integrate_metric(self, batch: TaskBatch, prep: Prepared) -> dict[int, Tensor]:
-        """The output's in-edges: one scalar per example, one ordinary backward per step."""
+        """The output's in-edges: one scalar per example, one ordinary backward per chunk of IG steps
+        (their copies of the batch stacked, :func:`steps_per_pass`)."""
         K, n = self.config.steps, len(batch)
         acc: dict[int, Tensor] = {}
         per_pass = steps_per_pass(K, n)
