@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.mechgraph-installed
 WEB     = analysis/view/web
 
-.PHONY: demo test bench-write bench-attribution bench-evaluate bench-view bench-circuit-tracer bench-ct-viewer system-deps install neo4j clean
+.PHONY: demo test bench-write bench-attribution bench-evaluate bench-view bench-circuit-tracer bench-ct-viewer bench-byo system-deps install neo4j clean
 
 demo: install neo4j            ## the main job, end to end: zoo, graphs, analyses and report (mechgraph demo), then SmolLM2 (SAEs, transcoders, a prompt graph)
 	$(BIN)/mechgraph demo
@@ -31,6 +31,9 @@ bench-attribution: install     ## the attribution benchmark (engine vs one backw
 
 bench-evaluate: install        ## edge- vs node-ablation curve time on zoo:mt-small@final
 	$(BIN)/python bench/evaluate.py
+
+bench-byo: install neo4j       ## a random tiny Llama through ingest and evaluate (issue 15, item 16): per-stage profile, CPU-s vs targets
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python bench/byo.py
 
 bench-view: install neo4j      ## request latency of `mechgraph view` on a 1M-edge store
 	$(BIN)/python bench/view_latency.py

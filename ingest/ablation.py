@@ -37,6 +37,7 @@ from torch import Tensor
 
 from ingest.attribution.batch import Prepared
 from ingest.attribution.engine import AttributionEngine
+from ingest.attribution.hooks import run_hooked
 from ingest.errors import AttributionError
 from ingest.tasks.encode import TaskBatch, final_logits
 
@@ -137,20 +138,21 @@ def node_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
         return out.view(x.shape)
 
     with torch.no_grad():
-        logits = engine.model.run_with_hooks(batch.tokens, fwd_hooks=[(s.hook, ablate) for s in engine.slots])
+        logits = run_hooked(engine.model, batch.tokens, fwd_hooks=[(s.hook, ablate) for s in engine.slots])
     return final_logits(logits, batch.last)
 
 
 def edge_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
                   prep: Prepared | None = None, *, max_copies: int = 64,
-                  latents: dict[int, Tensor] | None = None) -> Tensor:
+                  latents: dict[int, Tensor] | None = None, starts: dict[int, Start] | None = None) -> Tensor:
     """Last-position logits [batch, d_vocab] when every node of the graph reads only its kept
     in-edges (see the module docstring); ``latents``, if given, receives each slot's latents in
     the ablated run (the last slot's at each prompt's last position only, when only the
-    output reads it)."""
+    output reads it). ``starts``: :func:`residual_starts` of ``batch`` and ``prep``, when the
+    caller runs many graphs on one batch (it costs a forward pass)."""
     prep = prep or engine.prepare(batch)
     S = engine.S
-    starts = _residual_starts(engine, batch, prep)
+    starts = residual_starts(engine, batch, prep) if starts is None else starts
     f_abl: list[Tensor | None] = [None] * S     # latents in the ablated run
     e_abl: list[Tensor] = [None] * S            # type: ignore[list-item]  vector node values
     with torch.no_grad():
@@ -289,7 +291,7 @@ def _masked_incoming(engine: AttributionEngine, batch: TaskBatch, prep: Prepared
     return out
 
 
-def _residual_starts(engine: AttributionEngine, batch: TaskBatch, prep: Prepared) -> dict[int, Start]:
+def residual_starts(engine: AttributionEngine, batch: TaskBatch, prep: Prepared) -> dict[int, Start]:
     """For each layer L >= 1 whose incoming residual stream is a function of the slot values (the
     previous layer's ``resid_post``, or the embedding plus every earlier ``attn_out`` and
     ``mlp_out``), that function, checked on the clean run, and the slots a pass started there
@@ -303,8 +305,8 @@ def _residual_starts(engine: AttributionEngine, batch: TaskBatch, prep: Prepared
         seen[int(hook.name.split(".")[1])] = x
 
     with torch.no_grad():
-        engine.model.run_with_hooks(batch.tokens, fwd_hooks=[(f"blocks.{L}.hook_resid_pre", keep)
-                                                             for L in range(1, n_layers)])
+        run_hooked(engine.model, batch.tokens, fwd_hooks=[(f"blocks.{L}.hook_resid_pre", keep)
+                                                          for L in range(1, n_layers)])
     out: dict[int, Start] = {}
     for L in range(1, n_layers + 1):
         later = {s for s, slot in enumerate(engine.slots) if slot.layer >= L}

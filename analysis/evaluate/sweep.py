@@ -208,7 +208,7 @@ class AblationSweep:
     def __init__(self, engine: Any, batch: Any, batch_size: int, *, keep_errors: bool = True) -> None:
         import torch
 
-        from ingest.ablation import GraphMask
+        from ingest.ablation import GraphMask, edge_ablation, residual_starts
 
         self.node_ablation, self.edge_ablation = _ablations(engine)
         self.engine = engine
@@ -218,6 +218,10 @@ class AblationSweep:
         groups = [batch] if engine.causal else [g for _, g in batch.unpadded()]
         self.parts = [g[i:i + batch_size] for g in groups for i in range(0, len(g), batch_size)]
         self.preps = [engine.prepare(p) for p in self.parts]
+        # where a dictionary engine's edge-ablation passes may start: a forward pass per batch, the
+        # same for every graph (the replacement model's edge ablation has no such starts)
+        self.starts = ([residual_starts(engine, p, prep) for p, prep in zip(self.parts, self.preps, strict=True)]
+                       if self.edge_ablation is edge_ablation else [None] * len(self.parts))
         every = {s: torch.ones(sl.n_nodes, dtype=torch.bool) for s, sl in enumerate(engine.slots)}
         self.everything = GraphMask.complete(engine, every)
         self.clean = [self.node_ablation(engine, p, self.everything, prep) for p, prep in zip(self.parts, self.preps)]
@@ -236,8 +240,9 @@ class AblationSweep:
 
         run = self.edge_ablation if kind == "edge" else self.node_ablation
         per: dict[str, list[Any]] = {}
-        for p, prep, c in zip(self.parts, self.preps, self.clean, strict=True):
-            for k, v in output_metrics(run(self.engine, p, mask, prep), c, p).items():
+        for p, prep, c, starts in zip(self.parts, self.preps, self.clean, self.starts, strict=True):
+            extra = {"starts": starts} if kind == "edge" and starts is not None else {}
+            for k, v in output_metrics(run(self.engine, p, mask, prep, **extra), c, p).items():
                 per.setdefault(k, []).append(v)
         return {k: float(torch.cat(v).mean()) for k, v in per.items()}
 

@@ -70,7 +70,8 @@ from torch import Tensor
 
 from ingest.attribution.batch import BatchGraph, MeanBaseline, Prepared, _flat, logit_diff, merge_graphs
 from ingest.attribution.config import AttributionConfig, Baseline, PositionAgg
-from ingest.attribution.nodes import head_mass, node_attribution
+from ingest.attribution.hooks import run_hooked
+from ingest.attribution.nodes import head_mass, node_attribution, steps_per_pass
 from ingest.attribution.rows import (
     EdgeRows,
     project_on_nodes,
@@ -117,7 +118,7 @@ class AttributionEngine:
             cache[hook.name] = _flat(x).detach()
 
         with torch.no_grad():
-            logits = self.model.run_with_hooks(tokens, fwd_hooks=[(s.hook, keep) for s in self.slots])
+            logits = run_hooked(self.model, tokens, fwd_hooks=[(s.hook, keep) for s in self.slots])
         return logits, [cache[s.hook] for s in self.slots]
 
     def frozen_forward(self, tokens: Tensor, values: Sequence[Tensor], *, stop_at_layer: int | None = None,
@@ -134,8 +135,8 @@ class AttributionEngine:
             incoming[i] = _flat(x)
             return values[i].view(x.shape)
 
-        out = self.model.run_with_hooks(tokens, fwd_hooks=[(s.hook, swap) for s in self.slots],
-                                        stop_at_layer=stop_at_layer, start_at_layer=start_at_layer)
+        out = run_hooked(self.model, tokens, fwd_hooks=[(s.hook, swap) for s in self.slots],
+                         stop_at_layer=stop_at_layer, start_at_layer=start_at_layer)
         return out, incoming
 
     def graph_positions(self, batch: TaskBatch) -> Bool[Tensor, "batch pos"]:
@@ -241,7 +242,7 @@ class AttributionEngine:
             return x + z
 
         with torch.enable_grad():
-            logits = self.model.run_with_hooks(batch.tokens, fwd_hooks=[(s.hook, tap) for s in self.slots])
+            logits = run_hooked(self.model, batch.tokens, fwd_hooks=[(s.hook, tap) for s in self.slots])
             grads = torch.autograd.grad(self.metric(logits, batch).sum(), [taps[s.hook] for s in self.slots],
                                         allow_unused=True)
         return [_flat(torch.zeros_like(taps[s.hook]) if g is None else g).detach()
@@ -440,17 +441,23 @@ class AttributionEngine:
         return acc
 
     def _integrate_metric(self, batch: TaskBatch, prep: Prepared) -> dict[int, Tensor]:
-        """The output's in-edges: one scalar per example, one ordinary backward per step."""
-        K = self.config.steps
+        """The output's in-edges: one scalar per example, one ordinary backward per chunk of IG steps
+        (their copies of the batch stacked, :func:`steps_per_pass`)."""
+        K, n = self.config.steps, len(batch)
         acc: dict[int, Tensor] = {}
-        for k in range(K):
-            values = self._path(prep, (k + 0.5) / K, grad=True)
+        per_pass = steps_per_pass(K, n)
+        for k0 in range(0, K, per_pass):
+            ks = range(k0, min(K, k0 + per_pass))  # these steps' copies of the batch run as one batch
+            paths = [self._path(prep, (k + 0.5) / K) for k in ks]
+            values = [torch.cat(v).detach().requires_grad_(True) for v in zip(*paths, strict=True)]
             with torch.enable_grad():
-                logits, _ = self.frozen_forward(batch.tokens, values)
-                grads = torch.autograd.grad(self.metric(logits, batch).sum(), values, allow_unused=True)
+                logits, _ = self.frozen_forward(batch.tokens.repeat(len(ks), 1), values)
+                total = sum(self.metric(logits[i * n:(i + 1) * n], batch).sum() for i in range(len(ks)))
+                grads = torch.autograd.grad(total, values, allow_unused=True)
             for s, g in enumerate(grads):
-                if g is not None:
-                    acc[s] = acc[s] + g[None] / K if s in acc else g[None] / K
+                for i in range(len(ks) if g is not None else 0):
+                    step = g[i * n:(i + 1) * n][None] / K
+                    acc[s] = acc[s] + step if s in acc else step
         return acc
 
     def _upstream(self, batch: TaskBatch, prep: Prepared, m: int) -> list[int]:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ingest.attribution.batch import Prepared
+from ingest.attribution.hooks import run_hooked
 from ingest.attribution.rows import _latent_jacobian_rows
 from ingest.attribution.slots import Slot
 from ingest.tasks.encode import TaskBatch
@@ -29,20 +30,35 @@ Project = Callable[[Prepared, int, Tensor], tuple[Tensor, Tensor]]
 Metric = Callable[[Tensor, TaskBatch], Tensor]
 
 
+#: rows (examples x IG steps) one stacked forward pass of the IG steps may hold
+STACKED_ROWS = 256
+
+
+def steps_per_pass(steps: int, n: int) -> int:
+    """How many IG steps of an ``n``-example batch run stacked in one forward/backward pass:
+    per-call overhead, not arithmetic, is the cost of a small model's passes."""
+    return max(1, min(steps, STACKED_ROWS // max(n, 1)))
+
+
 def node_attribution(model: Any, metric: Metric, project: Project, steps: int, slot: Slot,
                      batch: TaskBatch, prep: Prepared, s: int) -> Tensor:
     """Total-effect IG of slot ``s``'s nodes (``slot``) on the metric, Σ over positions:
     [n, n_nodes]. ``model`` is the HookedTransformer, ``steps`` the IG steps K."""
     K = steps
+    n = len(batch)
     gbar = torch.zeros_like(prep.clean[s])
-    for k in range(K):
-        t = (k + 0.5) / K
-        leaf = (prep.base[s] + t * (prep.clean[s] - prep.base[s])).detach().requires_grad_(True)
+    per_pass = steps_per_pass(K, n)
+    for k0 in range(0, K, per_pass):
+        ks = range(k0, min(K, k0 + per_pass))  # these steps' copies of the batch run as one batch
+        leaf = torch.cat([prep.base[s] + (k + 0.5) / K * (prep.clean[s] - prep.base[s]) for k in ks])
+        leaf = leaf.detach().requires_grad_(True)
         with torch.enable_grad():
-            logits = model.run_with_hooks(
-                batch.tokens, fwd_hooks=[(slot.hook, lambda x, hook: leaf.view(x.shape))])
-            g, = torch.autograd.grad(metric(logits, batch).sum(), leaf)
-        gbar += g / K
+            logits = run_hooked(model, batch.tokens.repeat(len(ks), 1),
+                                fwd_hooks=[(slot.hook, lambda x, hook: leaf.view(x.shape))])
+            total = sum(metric(logits[i * n:(i + 1) * n], batch).sum() for i in range(len(ks)))
+            g, = torch.autograd.grad(total, leaf)
+        for i in range(len(ks)):
+            gbar += g[i * n:(i + 1) * n] / K
     A, ids = project(prep, s, gbar[None])
     out = torch.zeros((A.shape[1], slot.n_nodes), dtype=A.dtype, device=A.device)
     out[:, ids] = A[0].sum(1)
@@ -59,8 +75,8 @@ def head_mass(model: Any, slot: Slot, batch: TaskBatch, prep: Prepared, s: int) 
     z_hook = f"blocks.{layer}.attn.hook_z"
     cache: dict[str, Tensor] = {}
     with torch.no_grad():
-        model.run_with_hooks(batch.tokens, fwd_hooks=[(z_hook, lambda x, hook: cache.__setitem__("z", x))],
-                                    stop_at_layer=layer + 1)
+        run_hooked(model, batch.tokens, fwd_hooks=[(z_hook, lambda x, hook: cache.__setitem__("z", x))],
+                   stop_at_layer=layer + 1)
     z = cache["z"]                                                   # [n T H dh]
     H = z.shape[2]
     mass = torch.zeros((slot.n_latents, H), dtype=z.dtype, device=z.device)
