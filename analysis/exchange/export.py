@@ -14,9 +14,11 @@ Three kinds of selection, one document shape:
   the ``ctx_idx`` of its dictionary's rank.
 
 ``clerp`` is the feature's automatic description (``mechgraph describe``) where there is one,
-else what an imported file said. Communities (those of ``--communities RUN``, and for a prompt
-graph those its nodes belong to, imported supernodes included) and ROIs become
-``qParams.supernodes``: ``[label, node ids...]``.
+else what an imported file said. Communities and ROIs become ``qParams.supernodes``: ``[label,
+node ids...]``: for a task graph or a query the communities of ``--communities RUN``; for a prompt
+graph the communities its nodes belong to through their ``feature`` (as ``mechgraph view`` groups
+them; the newest covering run by default), those attached to its own nodes (imported supernodes)
+and ROIs.
 """
 
 from __future__ import annotations
@@ -199,11 +201,11 @@ def _supernodes(groups: list[dict[str, Any]], node_id: dict[str, str]) -> list[l
             continue
         members = [node_id[k] for k in g["members"] if k in node_id]
         if members:
-            out.append([_group_label(g), *dict.fromkeys(members)])
+            out.append([_group_label(g, len(set(members))), *dict.fromkeys(members)])
     return out
 
 
-def _group_label(g: dict[str, Any]) -> str:
+def _group_label(g: dict[str, Any], shown: int) -> str:
     kind, c = g["kind"], g["group"]
     if c.get("label"):
         return str(c["label"])
@@ -213,7 +215,7 @@ def _group_label(g: dict[str, Any]) -> str:
         layers = sorted({int(x) for x in g["layers"] if x is not None})
         span = f"L{layers[0]}" + (f"-L{layers[-1]}" if layers[-1] != layers[0] else "") if layers else ""
         about = f": {g['description']}" if g.get("description") else ""
-        return f"community {c.get('index')} ({len(g['members'])} nodes {span}){about}"
+        return f"community {c.get('index')} ({shown} nodes {span}){about}"
     return f"community {c.get('index')} (level {c.get('level')}, {c.get('size', '?')} nodes, run {c.get('run')})"
 
 
