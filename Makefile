@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.mechgraph-installed
 WEB     = analysis/view/web
 
-.PHONY: demo test bench-write bench-attribution bench-evaluate bench-view bench-circuit-tracer bench-ct-viewer screenshots system-deps install neo4j clean
+.PHONY: demo test bench-write bench-attribution bench-evaluate bench-view bench-circuit-tracer bench-ct-viewer system-deps install neo4j clean
 
 demo: install neo4j            ## the main job, end to end: zoo, graphs, analyses and report (mechgraph demo), then SmolLM2
 	$(BIN)/mechgraph demo
@@ -39,6 +39,7 @@ bench-circuit-tracer: install  ## prompt graphs side by side with circuit-tracer
 bench-ct-viewer: install neo4j ## a mechgraph export validated and shown by circuit-tracer 0.5.0's own viewer (headless Chromium)
 	$(BIN)/python bench/ct_viewer.py
 
+.PHONY: screenshots
 screenshots: install neo4j     ## the README's mt-small ioi screenshots: the explorer and circuit-tracer's viewer, communities as supernodes
 	$(BIN)/python bench/screenshots.py
 
