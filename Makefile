@@ -44,6 +44,10 @@ bench-circuit-tracer: install  ## prompt graphs side by side with circuit-tracer
 bench-ct-viewer: install neo4j ## a mechgraph export validated and shown by circuit-tracer 0.5.0's own viewer (headless Chromium)
 	$(BIN)/python bench/ct_viewer.py
 
+.PHONY: screenshots
+screenshots: install neo4j     ## the README's mt-small ioi screenshots: the explorer and circuit-tracer's viewer, communities as supernodes
+	$(BIN)/python bench/screenshots.py
+
 install: system-deps $(STAMP) $(WEB)/node_modules/.package-lock.json
 
 # The explorer's JavaScript libraries (cytoscape, Chart.js), exactly as locked in package-lock.json;

@@ -209,10 +209,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def render(url: str, graph: dict[str, Any], screenshot: Path, timeout: float) -> dict[str, Any]:
-    """Open the graph page headless (every node but the embeddings pinned into the subgraph and
-    the target logit clicked, through the page's own URL parameters), wait for the drawing to
-    settle, count what it drew, save the screenshot."""
+def render(url: str, graph: dict[str, Any], screenshot: Path, timeout: float,
+           supernodes: list[list[str]] | None = None) -> dict[str, Any]:
+    """Open the graph page headless (every node but the embeddings pinned into the subgraph, the
+    target logit clicked and the file's supernodes, through the page's own URL parameters), wait
+    for the drawing to settle, count what it drew, save the screenshot.
+
+    The supernodes go in the URL because circuit-tracer 0.5.0's ``init-cg.js`` replaces
+    ``qParams.supernodes`` with its ``supernodes`` URL parameter, an empty list when absent."""
     from urllib.parse import urlencode
 
     if not all(map(shutil.which, ("chromium", "chromedriver"))):
@@ -222,8 +226,10 @@ def render(url: str, graph: dict[str, Any], screenshot: Path, timeout: float) ->
 
     with chrome(*FLAGS) as browser:
         t0 = time.perf_counter()
-        browser.get(f"{url}?" + urlencode({"slug": graph["slug"], "pinnedIds": ",".join(graph["pin"]),
-                                            "clickedId": graph["logit"]}))
+        params = {"slug": graph["slug"], "pinnedIds": ",".join(graph["pin"]), "clickedId": graph["logit"]}
+        if supernodes:
+            params["supernodes"] = json.dumps(supernodes)
+        browser.get(f"{url}?" + urlencode(params))
         deadline, last, stable_since = time.monotonic() + timeout, None, time.monotonic()
         while time.monotonic() < deadline:
             errors = [e["message"] for e in browser.get_log("browser") if "Uncaught" in e.get("message", "")]
@@ -266,6 +272,8 @@ def main() -> None:
     ap.add_argument("--prompt", default=PROMPT, help="an ioi prompt by default")
     ap.add_argument("--screenshot", type=Path, default=SCREENSHOT)
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the page to draw")
+    ap.add_argument("--show", type=Path, help="show this exported prompt graph (named <slug>.json) instead of "
+                                              "tracing --prompt")
     ap.add_argument("--file", type=Path, action="append", default=[],
                     help="another exported graph JSON to validate and list in the viewer (repeatable)")
     args = ap.parse_args()
@@ -282,15 +290,19 @@ def main() -> None:
     env = {**os.environ, "MECHGRAPH_HOME": str(OUT / "home"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     t0 = time.perf_counter()
-    try:
-        summary, path = trace_and_export(args.model, args.prompt, data, env)
-    finally:
-        subprocess.run([sys.executable, "-c", "from analysis.cli import main; main()", "db", "stop"], env=env,
-                       capture_output=True, timeout=300)
+    if args.show is not None:
+        path = Path(shutil.copy2(args.show, data / args.show.name))
+    else:
+        try:
+            summary, path = trace_and_export(args.model, args.prompt, data, env)
+        finally:
+            subprocess.run([sys.executable, "-c", "from analysis.cli import main; main()", "db", "stop"], env=env,
+                           capture_output=True, timeout=300)
+        print(f"traced {args.model} on {args.prompt!r} in {time.perf_counter() - t0:.0f}s: prompt "
+              f"{summary['prompt']}, {summary['pruned_nodes']} pruned nodes, {summary['pruned_edges']} pruned edges; "
+              f"exported {path.name}")
     for f in args.file:
         shutil.copy2(f, data / f.name)
-    print(f"traced {args.model} on {args.prompt!r} in {time.perf_counter() - t0:.0f}s: prompt {summary['prompt']}, "
-          f"{summary['pruned_nodes']} pruned nodes, {summary['pruned_edges']} pruned edges; exported {path.name}")
     port = free_port()
     side = subprocess.Popen([str(Path(venv) / "bin" / "python"), str(Path(__file__)), "--side", "ct", str(data),
                              str(port), str(web)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -304,7 +316,8 @@ def main() -> None:
                   f"{v['file']} (slug {v['slug']}): {v['nodes']} nodes {v['node_types']}, {v['links']} links, "
                   f"{v['supernodes']} supernodes, {v['prompt_tokens']} prompt tokens")
         graph = next(v for v in served["validated"] if v["file"] == path.name)
-        shown = render(served["url"], graph, args.screenshot, args.timeout)
+        shown = render(served["url"], graph, args.screenshot, args.timeout,
+                       json.loads(path.read_text())["qParams"]["supernodes"])
     finally:
         if side.stdin:
             side.stdin.close()

@@ -42,7 +42,7 @@ def export_neuronpedia(
     community: Annotated[str | None, typer.Option(help="A community's key (community|<run>|<level>|<index>): its members and their edges.")] = None,
     query: Annotated[str | None, typer.Option(help="Any library query returning source, target, weight (node keys); parameters with -p.")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE for --query, repeatable.")] = None,
-    communities: Annotated[str | None, typer.Option(help="Task graphs and queries: a communities run whose communities become supernodes (ROIs always do).")] = None,
+    communities: Annotated[str | None, typer.Option(help="A communities run whose communities become supernodes (ROIs always do). Prompt graphs: through each node's feature, as `mechgraph view` groups them; default newest (the newest run covering the prompt's features), or none.")] = None,
     min_abs_weight: Annotated[float, typer.Option(help="Only edges with |weight| >= this.")] = 0.0,
     node_threshold: Annotated[float | None, typer.Option(help="Prompt graphs: prune the stored graph again, keeping the nodes carrying this share of influence.")] = None,
     edge_threshold: Annotated[float | None, typer.Option(help="Prompt graphs: prune again, keeping the edges carrying this share of edge influence.")] = None,
@@ -51,7 +51,7 @@ def export_neuronpedia(
     """A stored graph as Neuronpedia graph JSON: a prompt graph (--prompt), a task graph (--task,
     --model), a community (--community) or a library query's edges (--query). Feature
     descriptions become clerps; communities and ROIs become qParams.supernodes."""
-    from analysis.exchange.export import (export_community, export_prompt, export_query, export_task,
+    from analysis.exchange.export import (NEWEST, export_community, export_prompt, export_query, export_task,
                                           write_json)
     from mechgraph.errors import ConfigError
     from queries.cli import parse_params
@@ -67,7 +67,7 @@ def export_neuronpedia(
     with _database(ctx) as db:
         if prompt is not None:
             doc = export_prompt(db, prompt, min_abs_weight=min_abs_weight, node_threshold=node_threshold,
-                                edge_threshold=edge_threshold, slug=slug)
+                                edge_threshold=edge_threshold, slug=slug, communities=communities or NEWEST)
         elif task is not None:
             doc = export_task(db, model=str(model), checkpoint=checkpoint, task=task, run=run,
                               granularity=granularity, min_abs_weight=min_abs_weight, community_run=communities)
@@ -82,6 +82,10 @@ def export_neuronpedia(
     path = write_json(doc, output)
     typer.echo(f"{path}: {len(doc['nodes'])} nodes, {len(doc['links'])} links, "
                f"{len(doc['qParams']['supernodes'])} supernodes")
+    if prompt is not None:
+        used = doc["metadata"]["info"].get("communities_run")
+        typer.echo(f"communities run: {used}" if used else "communities run: none (no run covers the prompt's "
+                   "features, or it has its own supernodes; `--communities RUN` to choose one)")
 
 
 @import_app.command("neuronpedia")

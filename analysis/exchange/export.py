@@ -14,9 +14,11 @@ Three kinds of selection, one document shape:
   the ``ctx_idx`` of its dictionary's rank.
 
 ``clerp`` is the feature's automatic description (``mechgraph describe``) where there is one,
-else what an imported file said. Communities (those of ``--communities RUN``, and for a prompt
-graph those its nodes belong to, imported supernodes included) and ROIs become
-``qParams.supernodes``: ``[label, node ids...]``.
+else what an imported file said. Communities and ROIs become ``qParams.supernodes``: ``[label,
+node ids...]``: for a task graph or a query the communities of ``--communities RUN``; for a prompt
+graph the communities its nodes belong to through their ``feature`` (as ``mechgraph view`` groups
+them; the newest covering run by default), those attached to its own nodes (imported supernodes)
+and ROIs.
 """
 
 from __future__ import annotations
@@ -64,9 +66,22 @@ def _document(meta: dict[str, Any], nodes: list[dict[str, Any]], links: list[dic
 
 
 # -- prompt graphs -------------------------------------------------------------------------
+#: ``communities=`` value of :func:`export_prompt` for "the newest run covering the prompt's features".
+NEWEST = "newest"
+#: ``communities=`` value for "no communities run" (imported supernodes and ROIs still come).
+NONE = "none"
+
+
 def export_prompt(db: Any, prompt: str, *, min_abs_weight: float = 0.0, node_threshold: float | None = None,
-                  edge_threshold: float | None = None, slug: str | None = None) -> dict[str, Any]:
-    """The Neuronpedia document of one stored prompt graph (see the module docstring)."""
+                  edge_threshold: float | None = None, slug: str | None = None,
+                  communities: str = NEWEST) -> dict[str, Any]:
+    """The Neuronpedia document of one stored prompt graph (see the module docstring).
+
+    ``communities``: the communities run whose communities become supernodes, reached as
+    ``mechgraph view`` reaches them (each prompt node's ``feature`` -> its community); ``newest``
+    (the newest run covering any of the prompt's features; none for an imported prompt with its
+    own supernodes, so a round trip keeps exactly the file's) or ``none``. The run used is
+    ``metadata.info.communities_run``."""
     from graphdb.keys import node_key
     from graphdb.schema import Granularity, Label
     from graphdb.writer import cypher_template
@@ -95,8 +110,15 @@ def export_prompt(db: Any, prompt: str, *, min_abs_weight: float = 0.0, node_thr
     links = [{"source": nodes[e["src"]]["node_id"], "target": nodes[e["dst"]]["node_id"], "weight": e["weight"]}
              for e in edges if e["src"] in nodes and e["dst"] in nodes]
     groups = db.read(cypher("export_prompt_supernodes"), {"key": pkey})
+    run = _community_run(db, pkey, communities, imported=any(g["group"].get("member_ids") is not None for g in groups))
+    if run is not None:
+        seen = {g["group"].get("key") for g in groups}
+        groups += [g for g in db.read(cypher("export_prompt_feature_communities"), {"key": pkey, "run": run})
+                   if g["group"].get("key") not in seen]
     supernodes = _supernodes(groups, {k: n["node_id"] for k, n in nodes.items()})
     extra = json.loads(p.get("metadata_extra") or "{}")
+    if run is not None:
+        extra["info"] = {**(extra.get("info") or {}), "communities_run": run}
     meta = _metadata(slug or p.get("slug") or prompt, p.get("scan") or p.get("model", ""), p.get("text", ""),
                      list(p.get("token_strs") or []), transcoders=list(p.get("transcoder_list") or []),
                      node_threshold=node_threshold if node_threshold is not None else p.get("node_threshold"),
@@ -104,6 +126,20 @@ def export_prompt(db: Any, prompt: str, *, min_abs_weight: float = 0.0, node_thr
     q = {"pinnedIds": list(p.get("pinned_ids") or []), "linkType": p.get("link_type") or "both",
          "clickedId": p.get("clicked_id") or "", "sg_pos": p.get("sg_pos") or ""}
     return _document(meta, list(nodes.values()), links, supernodes, q)
+
+
+def _community_run(db: Any, pkey: str, communities: str, *, imported: bool) -> str | None:
+    """The communities run to take supernodes from (``export_prompt``'s ``communities``)."""
+    if communities == NONE or (communities == NEWEST and imported):
+        return None
+    runs = db.read(cypher("prompt_community_runs"), {"key": pkey})
+    if communities == NEWEST:
+        return runs[0]["run"] if runs else None
+    if not any(r["run"] == communities for r in runs):
+        known = ", ".join(r["run"] for r in runs) or "none"
+        raise ExportError(f"communities run {communities!r} has none of this prompt's features "
+                          f"(runs that do: {known}; `mechgraph communities` makes one)")
+    return communities
 
 
 def _prompt_order(n: dict[str, Any]) -> tuple:
@@ -165,15 +201,21 @@ def _supernodes(groups: list[dict[str, Any]], node_id: dict[str, str]) -> list[l
             continue
         members = [node_id[k] for k in g["members"] if k in node_id]
         if members:
-            out.append([_group_label(g["kind"], c), *dict.fromkeys(members)])
+            out.append([_group_label(g, len(set(members))), *dict.fromkeys(members)])
     return out
 
 
-def _group_label(kind: str, c: dict[str, Any]) -> str:
+def _group_label(g: dict[str, Any], shown: int) -> str:
+    kind, c = g["kind"], g["group"]
     if c.get("label"):
         return str(c["label"])
     if kind == "roi":
         return f"ROI {c.get('index')} of {c.get('dictionary')} at {c.get('hook')} ({c.get('size', '?')} latents)"
+    if "layers" in g:        # a prompt graph's community, reached through its features
+        layers = sorted({int(x) for x in g["layers"] if x is not None})
+        span = f"L{layers[0]}" + (f"-L{layers[-1]}" if layers[-1] != layers[0] else "") if layers else ""
+        about = f": {g['description']}" if g.get("description") else ""
+        return f"community {c.get('index')} ({shown} nodes {span}){about}"
     return f"community {c.get('index')} (level {c.get('level')}, {c.get('size', '?')} nodes, run {c.get('run')})"
 
 

@@ -137,6 +137,46 @@ def test_round_trip_of_a_prompt_graph_with_supernodes(db, tmp_path):
     assert db.read("MATCH (n:PromptNode) RETURN count(n) AS n")[0]["n"] == 6
 
 
+def test_prompt_export_takes_communities_through_its_nodes_features(db, tmp_path):
+    """As `mechgraph view` groups a prompt graph: each prompt node's feature (its task-graph node)
+    -> that node's community; the newest run covering the features by default, or the one named."""
+    from analysis.exchange.export import ExportError
+
+    prompt = _hand_built(db)
+    db.write("MATCH (c:Community {run: 'r1'}) DETACH DELETE c")       # only the task-graph runs below
+    db.write("MATCH (r:ROI) DETACH DELETE r")
+    labels = GraphLabels(model="toy", checkpoint="final", dictionary="tc", task="t")
+    f0 = labels.position_free({"kind": "feature", "layer": 0, "feature": 3})
+    f1 = labels.position_free({"kind": "feature", "layer": 1, "feature": 4})
+    e01 = labels.position_free({"kind": "error", "layer": 0})
+    writer = GraphWriter(db)
+    writer.write_nodes(Label.FEATURE, [{"key": f1, "layer": 1, "index": 4}])
+    writer.write_nodes(Label.ERROR, [{"key": e01, "layer": 0}])
+    for run, created, groups in (("communities-old", 1.0, [[f0, f1, e01]]), ("communities-new", 2.0, [[f0], [f1, e01]])):
+        writer.write_nodes(Label.RUN, [{"key": node_key(Label.RUN, run=run), "run": run, "kind": "communities",
+                                        "created_at": created}])
+        for i, members in enumerate(groups):
+            ckey = node_key(Label.COMMUNITY, run=run, level=0, index=i)
+            writer.write_nodes(Label.COMMUNITY, [{"key": ckey, "run": run, "level": 0, "index": i, "size": 10 + i}])
+            writer.write_relationships(Rel.IN_COMMUNITY, [{"src": k, "dst": ckey, "run": run} for k in members],
+                                       src=Label.NODE, dst=Label.COMMUNITY)
+    doc = export_prompt(db, prompt)
+    assert doc["metadata"]["info"]["communities_run"] == "communities-new"
+    # members by influence: f1 (0.25) before e(0, 1) (0.75); labels name the layers and a description
+    assert doc["qParams"]["supernodes"] == [["community 0 (1 nodes L0): dogs", "0_3_1"],
+                                            ["community 1 (2 nodes L0-L1)", "1_4_1", "0_-1_1"]]
+    old = export_prompt(db, prompt, communities="communities-old")
+    assert old["qParams"]["supernodes"] == [["community 0 (3 nodes L0-L1): dogs", "1_4_1", "0_3_1", "0_-1_1"]]
+    assert export_prompt(db, prompt, communities="none")["qParams"]["supernodes"] == []
+    with pytest.raises(ExportError, match="communities-new"):
+        export_prompt(db, prompt, communities="communities-gone")
+    # round trip: the imported prompt's supernodes are the file's, and no run is added to them
+    write_json(doc, tmp_path / "c.json")
+    db.write("MATCH (n) DETACH DELETE n")
+    again = export_prompt(db, import_file(db, tmp_path / "c.json", ImportConfig(model="toy2")).prompt)
+    _same(doc, again)
+
+
 def test_round_trip_of_a_file_circuit_tracer_wrote(db, tmp_path):
     original = json.loads(FIXTURE.read_text())
     r = import_file(db, FIXTURE)
