@@ -32,7 +32,8 @@ from graphdb.schema import GRAPH_NODE_LABELS, INDEXES, REL_IDENTITY, Label, Rel
 BLOOM_FORMAT_VERSION = "2.x"
 #: Neo4j's own default palette (the one Bloom and Browser start from).
 PALETTE = ("#FFE081", "#C990C0", "#F79767", "#57C7E3", "#F16667", "#D9C8AE", "#8DCC93", "#ECB5C9",
-           "#4C8EDA", "#FFC454", "#DA7194", "#569480", "#848484", "#D9D9D9", "#A5ABB6", "#6DCE9E")
+           "#4C8EDA", "#FFC454", "#DA7194", "#569480", "#848484", "#D9D9D9", "#A5ABB6", "#6DCE9E",
+           "#B07AA1", "#9C755F", "#76B7B2", "#E15759")   # more colours than labels: one each
 #: The edge properties every attribution edge has (graphdb/schema.py's module docstring).
 ATTRIBUTION_PROPERTIES = ("weight", "abs_weight", "model", "checkpoint", "task", "run", "granularity")
 _PARAM = re.compile(r"\$([A-Za-z_]\w*)")
