@@ -167,7 +167,7 @@ def test_trace_on_a_zoo_model_defaults_to_its_transcoders(zoo, monkeypatch):
 
     assert check_transcoder_spec(None, "zoo:micro@final") == "zoo:micro@final"
     assert check_transcoder_spec("path:/x", "zoo:micro@final") == "path:/x"
-    with pytest.raises(SpecError, match="only a zoo model has a default"):
+    with pytest.raises(SpecError, match="only zoo models and smollm2-135m have a default"):
         check_transcoder_spec(None, "path:/some/model")
     monkeypatch.setenv("MECHGRAPH_ZOO", str(zoo))
     prompt = get_task("ioi").examples(1, seed=0, split="test")[0].clean
