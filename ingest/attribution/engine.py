@@ -68,6 +68,7 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 
+from ingest.attribution.baseline import reference_mean
 from ingest.attribution.batch import BatchGraph, MeanBaseline, Prepared, _flat, logit_diff, merge_graphs
 from ingest.attribution.config import AttributionConfig, Baseline, PositionAgg
 from ingest.attribution.hooks import run_hooked
@@ -150,25 +151,7 @@ class AttributionEngine:
 
     def mean_baseline(self, batch: TaskBatch, *, batch_size: int = 32) -> MeanBaseline:
         """Per-slot mean hook value and mean latents over the graph positions of ``batch``."""
-        sums_x: list[Tensor] = []
-        sums_f: list[Tensor | None] = []
-        count = 0
-        parts = [batch[start:start + batch_size] for start in range(0, len(batch), batch_size)]
-        if not self.causal:  # no padding for a model that would attend to it
-            parts = [p for part in parts for _, p in part.unpadded()]
-        for part in parts:
-            valid = self.graph_positions(part)
-            _, values = self.run_cached(part.tokens)
-            xs = [v[valid].sum(0) for v in values]
-            with torch.no_grad():
-                fs = [None if s.dictionary is None else s.dictionary.encode(v[valid]).sum(0)
-                      for s, v in zip(self.slots, values, strict=True)]
-            sums_x = xs if not sums_x else [a + b for a, b in zip(sums_x, xs, strict=True)]
-            sums_f = fs if not sums_f else [None if a is None else a + b for a, b in zip(sums_f, fs, strict=True)]
-            count += int(valid.sum())
-        if count == 0:
-            raise AttributionError("the mean baseline's reference set has no graph positions")
-        return MeanBaseline(x=[x / count for x in sums_x], f=[None if f is None else f / count for f in sums_f])
+        return reference_mean(self, batch, batch_size=batch_size)
 
     # -- preparation -----------------------------------------------------------------------
 
