@@ -78,14 +78,9 @@ def load_average() -> str:
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from _machine import cpu_name
+
+    cpu = cpu_name()
     return (f"{platform.node()}: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
             f"Python {platform.python_version()}, torch {torch.__version__} with {torch.get_num_threads()} "
             f"thread(s) (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}), no GPU used")

@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from _store import bench_store  # bench/ is on sys.path when a script here runs
+from _machine import cpu_name  # bench/ is on sys.path when a script here runs
+from _store import bench_store
 from graphdb.bulk.load import FRESH_SERVER_RETRY
 from graphdb.connection import connect
 from graphdb.keys import node_key
@@ -46,14 +47,7 @@ OUT = Path(__file__).parent / "out"
 
 
 def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
 
 
