@@ -96,6 +96,26 @@ def batched(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
+def relationship_common(rel: Rel, common: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The properties every row of a ``write_relationships`` call shares. Edges that do not say
+    otherwise belong to the feature-level graph (a row's own granularity wins over common, as
+    every row property does)."""
+    out = dict(common or {})
+    if rel is Rel.ATTRIBUTES_TO:
+        out.setdefault("granularity", str(Granularity.FEATURE))
+    return out
+
+
+def relationship_rows(rel: Rel, batch: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[Any], list[Any]]:
+    """A batch's rows (derived properties added, ``src``/``dst`` taken out), sources and targets."""
+    rows = [_derive(rel, dict(r)) for r in batch]
+    srcs = [r.pop("src", None) for r in rows]
+    dsts = [r.pop("dst", None) for r in rows]
+    if not all(srcs) or not all(dsts):
+        raise ConfigError(f"every {rel} row needs src and dst keys")
+    return rows, srcs, dsts
+
+
 def _derive(rel: Rel, row: dict[str, Any]) -> dict[str, Any]:
     """Properties derived in exactly one place: ``abs_weight = |weight|`` on attribution edges."""
     if rel is Rel.ATTRIBUTES_TO and "weight" in row and "abs_weight" not in row:
@@ -193,18 +213,10 @@ class GraphWriter:
         _check_endpoints(src, dst)
         identity = REL_IDENTITY.get(rel, ())
         self.ensure_schema()
-        common = dict(common or {})
-        if rel is Rel.ATTRIBUTES_TO:
-            # Edges that do not say otherwise belong to the feature-level graph (a row's own
-            # granularity wins over common, as every row property does).
-            common.setdefault("granularity", str(Granularity.FEATURE))
+        common = relationship_common(rel, common)
         total = 0
         for batch in batched(rows, self.batch_size):
-            rows_ = [_derive(rel, dict(r)) for r in batch]
-            srcs = [r.pop("src", None) for r in rows_]
-            dsts = [r.pop("dst", None) for r in rows_]
-            if not all(srcs) or not all(dsts):
-                raise ConfigError(f"every {rel} row needs src and dst keys")
+            rows_, srcs, dsts = relationship_rows(rel, batch)
             for p in identity:
                 if common.get(p) is None and any(r.get(p) is None for r in rows_):
                     raise ConfigError(f"a {rel} row needs the identity property {p!r} (in the row or in common)")

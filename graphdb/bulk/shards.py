@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from graphdb.keys import key_id
-from graphdb.schema import KEYED_LABELS, REL_IDENTITY, Granularity, Label, Rel
-from graphdb.writer import DEFAULT_BATCH_SIZE, MissingEndpointError, _check_endpoints, _derive, _node_labels, batched
+from graphdb.schema import KEYED_LABELS, REL_IDENTITY, Label, Rel
+from graphdb.writer import (DEFAULT_BATCH_SIZE, MissingEndpointError, _check_endpoints, _node_labels, batched,
+                            relationship_common, relationship_rows)
 from mechgraph.errors import ConfigError
 
 MANIFEST = "manifest.json"
@@ -229,19 +230,13 @@ class ShardWriter:
         rel, src, dst = Rel(rel), Label(src), Label(dst)
         _check_endpoints(src, dst)
         identity = REL_IDENTITY.get(rel, ())
-        common = dict(common or {})
-        if rel is Rel.ATTRIBUTES_TO:
-            common.setdefault("granularity", str(Granularity.FEATURE))
+        common = relationship_common(rel, common)
         for name in common:
             _check_name(name)
         src_nodes, dst_nodes = self._nodes.get(src, {}), self._nodes.get(dst, {})
         total = 0
         for batch in batched(rows, self.batch_size):
-            rows_ = [_derive(rel, dict(r)) for r in batch]
-            srcs = [r.pop("src", None) for r in rows_]
-            dsts = [r.pop("dst", None) for r in rows_]
-            if not all(srcs) or not all(dsts):
-                raise ConfigError(f"every {rel} row needs src and dst keys")
+            rows_, srcs, dsts = relationship_rows(rel, batch)
             for s, d in zip(srcs, dsts):
                 if s not in src_nodes or d not in dst_nodes:
                     missing = s if s not in src_nodes else d
