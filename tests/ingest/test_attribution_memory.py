@@ -20,9 +20,9 @@ from ingest.attribution.config import AttributionConfig
 from ingest.attribution.engine import AttributionEngine
 from ingest.attribution.slots import build_slots
 from ingest.dictionaries import SAEDictionary
-from ingest.tasks.encode import TaskBatch
+from tests.ingest.test_attribution import D_MODEL, VOCAB, make_batch
 
-D_MODEL, D_SAE, K_ACTIVE, VOCAB, BOS, PAD = 16, 96, 3, 40, 0, 1
+D_SAE, K_ACTIVE = 96, 3
 
 
 @pytest.fixture(autouse=True)
@@ -55,19 +55,6 @@ def topk_sae(hook: str, seed: int) -> SAEDictionary:
     return SAEDictionary(sae.eval())
 
 
-def batch_of(lengths: list[int], T: int = 7) -> TaskBatch:
-    g = torch.Generator().manual_seed(3)
-    n = len(lengths)
-    tokens, cf = torch.randint(2, VOCAB, (2, n, T), generator=g)
-    tokens[:, 0] = cf[:, 0] = BOS
-    for i, length in enumerate(lengths):
-        tokens[i, length:] = cf[i, length:] = PAD
-    last = torch.tensor(lengths) - 1
-    answer = torch.randint(2, VOCAB // 2, (n,), generator=g)
-    cf_answer = torch.randint(VOCAB // 2, VOCAB, (n,), generator=g)
-    return TaskBatch(tokens, cf, last, last.clone(), answer, cf_answer, ("toy",) * n, PAD)
-
-
 def assert_same_graph(a: BatchGraph, b: BatchGraph) -> None:
     assert set(a.edges) == set(b.edges)
     for key in a.edges:
@@ -90,7 +77,7 @@ def test_sparse_latents_and_early_pruning_give_the_dense_engines_graph(
         kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     model = tiny_model()
     slots = build_slots(model, [topk_sae(f"blocks.{i}.hook_resid_post", seed=i) for i in range(2)])
-    batch = batch_of([7, 5, 6])
+    batch = make_batch([6, 5, 6], seed=3)
     config = AttributionConfig(steps=2, chunk=5, **kwargs)  # small chunks: rows of one edge span chunks
     engine = AttributionEngine(model, slots, config)
 
