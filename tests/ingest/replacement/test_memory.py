@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -33,7 +35,7 @@ def test_estimate_counts_the_traces_features_and_nodes(tiny_model, which: str) -
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the measured peak is exact only on CUDA (allocated bytes)")
 def test_estimate_is_near_the_measured_gpu_peak(tiny_model) -> None:
-    model = tiny_model.to("cuda")
+    model = copy.deepcopy(tiny_model).to("cuda")  # the session's model stays on the CPU
     tcs = make_set("skip", seed=1).to("cuda")
     tokens = model.to_tokens(" ".join([PROMPT] * 3))[0]
     config = TraceConfig(batch_size=256)
