@@ -49,8 +49,9 @@ def trace_command(
     bars = Bars()
     progress = bars.stages()
 
-    def estimate(e: Any) -> None:  # before the run, on stderr with the progress bars
-        typer.echo(e.describe(), err=True)
+    def estimate(e: Any) -> None:  # before the run, on stderr with the progress bars (not in JSON mode:
+        if fmt is not Format.JSON:   # a runner that merges the streams would read it as part of the document)
+            typer.echo(e.describe(), err=True)
 
     if store:
         from graphdb.connection import connect
