@@ -31,6 +31,15 @@ counted so that memory stays bounded at threshold 0.
     python bench/attribution.py --part a                # engine vs loop, 8 IOI prompts, K = 4
     python bench/attribution.py --part b --layers 2     # GPT-2-small-shaped, CPU: extrapolated
     python bench/attribution.py --part b --device cuda  # all 12 layers on a GPU
+
+Part M (memory against dictionary width): the same prompt and model with 16k- and 64k-latent
+TopK SAEs (same k), each width in its own process; prints the dictionaries' weights, total
+peak and working memory (peak minus what is resident once the model and dictionaries are
+loaded; the weights are inputs, so the target ratio <= 1.3 is on the working memory). See
+``bench/_attribution_memory.py``.
+
+    python bench/attribution.py --part m --mem-layers 2 --mem-seq 32   # CPU
+    python bench/attribution.py --part m --device cuda                 # 12 layers, 64 tokens
 """
 
 from __future__ import annotations
@@ -361,15 +370,15 @@ def part_a(args: argparse.Namespace, device: str) -> None:
 
 # -- Part B: seconds per prompt, GPT-2-small shape -----------------------------------------
 
-def gpt2_small_shaped(device: str, *, d_sae: int, k: int, seed: int) -> tuple[Any, list[Slot]]:
-    """Random-weight GPT-2-small-shaped model and random TopK SAEs on every resid_post."""
+def gpt2_small_shaped(device: str, *, d_sae: int, k: int, seed: int, n_layers: int = 12) -> tuple[Any, list[Slot]]:
+    """Random-weight GPT-2-small-shaped model (``n_layers`` of its blocks) and random TopK SAEs on every resid_post."""
     from sae_lens import TopKSAE, TopKSAEConfig
     from sae_lens.saes.sae import SAEMetadata
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     from ingest.dictionaries import SAEDictionary
 
-    cfg = HookedTransformerConfig(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257,
+    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257,
                                   n_ctx=1024, act_fn="gelu_new", normalization_type="LN", device=device, seed=seed)
     model = HookedTransformer(cfg).eval()
     torch.manual_seed(seed)
@@ -467,7 +476,8 @@ def part_b(args: argparse.Namespace, device: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=("a", "b", "both"), default="both")
+    ap.add_argument("--part", choices=("a", "b", "m", "both"), default="both",
+                    help="a: engine vs loop; b: seconds per prompt; m: memory vs width; both: a and b")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="a smoke run: tiny sizes everywhere, seconds")
     ap.add_argument("--threads", type=int, default=None,
@@ -489,6 +499,11 @@ def main() -> int:
     b.add_argument("--seq", type=int, default=64)
     b.add_argument("--d-sae", type=int, default=16384)
     b.add_argument("--k", type=int, default=64)
+    m = ap.add_argument_group("Part M")
+    m.add_argument("--mem-widths", type=int, nargs="+", default=[16384, 65536], help="SAE widths compared")
+    m.add_argument("--mem-layers", type=int, default=None, help="blocks of the model (default: 12 on a GPU, 2 on CPU)")
+    m.add_argument("--mem-seq", type=int, default=None, help="prompt length (default: 64 on a GPU, 32 on CPU)")
+    m.add_argument("--mem-threshold", type=float, default=0.0, help="the engine's threshold in Part M")
     args = ap.parse_args()
     for name in ("examples", "a_steps", "repeat", "loop_examples", "steps", "seq", "d_sae", "k", "chunk"):
         if getattr(args, name) < 1:
@@ -502,17 +517,26 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     if args.layers is None:
         args.layers = 12 if device.startswith("cuda") else 2
+    on_gpu = device.startswith("cuda")
+    args.mem_layers = args.mem_layers or (12 if on_gpu else 2)
+    args.mem_seq = args.mem_seq or (64 if on_gpu else 32)
     if args.quick:
+        args.mem_widths, args.mem_layers, args.mem_seq = [2048, 8192], 1, 8
         args.examples, args.a_steps, args.loop_examples = 2, 2, 1
         args.layers, args.seq, args.d_sae, args.k = 1, 16, 2048, 16
     print(f"machine: {machine(device)}")
     if args.quick:
         print("--quick: smoke sizes (Part A 2 prompts, K = 2, loop on 1; Part B 1 layer, 16 tokens, "
-              "2,048-latent SAEs, k = 16); these figures are not the benchmark's")
+              "2,048-latent SAEs, k = 16; Part M 2,048 vs 8,192 latents, 1 block, 8 tokens); "
+              "these figures are not the benchmark's")
     if args.part in ("a", "both"):
         part_a(args, device)
     if args.part in ("b", "both"):
         part_b(args, device)
+    if args.part == "m":
+        from _attribution_memory import part_m  # bench/ is on sys.path when this runs as a script
+
+        part_m(args, device)
     return 0
 
 

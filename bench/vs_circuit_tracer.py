@@ -45,8 +45,12 @@ OUT = HERE / "out" / "ct-bench"
 FIXTURES = ROOT / "tests" / "fixtures"
 
 #: Case sizes: the bench cases, and the tiny ones whose circuit-tracer results CI keeps.
+#: ``gpt2``: GPT-2-small's shape (the zoo's word-level vocabulary), 16k-latent per-layer transcoders
+#: with encoder biases low enough that ~0.1% fire, and 64-token prompts (task prompts repeated).
 SIZES = {"bench": dict(n_layers=4, d_model=64, n_heads=4, d_mlp=256, d_dict=256, clt_dict=192),
-         "fixture": dict(n_layers=2, d_model=16, n_heads=2, d_mlp=32, d_dict=24, clt_dict=24)}
+         "fixture": dict(n_layers=2, d_model=16, n_heads=2, d_mlp=32, d_dict=24, clt_dict=24),
+         "gpt2": dict(n_layers=12, d_model=768, n_heads=12, d_mlp=3072, d_dict=16384, clt_dict=4096,
+                      b_enc=-3.5, prompt_len=64)}
 
 
 # -- building a case (mechgraph venv) ----------------------------------------------------------
@@ -96,7 +100,7 @@ def build_case(kind: str, size: str, seed: int, n_prompts: int, batch_size: int,
             t = SkipTranscoder(c)
             with torch.no_grad():
                 t.W_enc.copy_(rnd(d, s["d_dict"], scale=d ** -0.5))
-                t.b_enc.copy_(rnd(s["d_dict"], scale=0.5) - 1.5)
+                t.b_enc.copy_(rnd(s["d_dict"], scale=0.5) + s.get("b_enc", -1.5))
                 t.W_dec.copy_(rnd(s["d_dict"], d, scale=0.05))
                 t.b_dec.copy_(rnd(d, scale=0.02))
                 t.W_skip.copy_(rnd(d, d, scale=0.05))
@@ -109,7 +113,7 @@ def build_case(kind: str, size: str, seed: int, n_prompts: int, batch_size: int,
         clt = CrossLayerTranscoder(L, d, s["clt_dict"], activation="relu")
         with torch.no_grad():
             clt.W_enc.copy_(rnd(L, d, s["clt_dict"], scale=d ** -0.5))
-            clt.b_enc.copy_(rnd(L, s["clt_dict"], scale=0.5) - 1.5)
+            clt.b_enc.copy_(rnd(L, s["clt_dict"], scale=0.5) + s.get("b_enc", -1.5))
             for i in range(L):
                 clt.W_dec[i].copy_(rnd(s["clt_dict"], L - i, d, scale=0.05))
             clt.b_dec.copy_(rnd(L, d, scale=0.02))
@@ -120,8 +124,10 @@ def build_case(kind: str, size: str, seed: int, n_prompts: int, batch_size: int,
                       str(case / "ct_transcoders" / f"W_enc_{i}.safetensors"))
             save_file({f"W_dec_{i}": clt.W_dec[i].detach().contiguous()},
                       str(case / "ct_transcoders" / f"W_dec_{i}.safetensors"))
-    spec = {"kind": kind, "size": size, "device": device, "batch_size": batch_size,
-            "prompts": prompts(tok, n_prompts)}
+    rows = prompts(tok, n_prompts)
+    if "prompt_len" in s:  # BOS, then the prompt's tokens repeated up to the length
+        rows = [(r + r[1:] * (s["prompt_len"] // max(1, len(r) - 1) + 1))[:s["prompt_len"]] for r in rows]
+    spec = {"kind": kind, "size": size, "device": device, "batch_size": batch_size, "prompts": rows}
     (case / "case.json").write_text(json.dumps(spec))
     return case
 
@@ -274,6 +280,23 @@ def write_fixture(case: Path) -> Path:
     return path
 
 
+def mechgraph_only(args: argparse.Namespace) -> None:
+    """mechgraph's side alone: wall time and peak memory, no comparison."""
+    import numpy as np
+
+    for kind in args.kinds.split(","):
+        case = build_case(kind, args.size, args.seed, args.prompts, args.batch_size, args.device)
+        subprocess.run([sys.executable, str(Path(__file__)), "--side", "mechgraph", str(case)], check=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+        mg = np.load(case / "mg_result.npz")
+        n = len(mg["seconds"])
+        feats = [int(len(mg[f"selected_{i}"])) for i in range(n)]
+        gpu = f", peak GPU {float(mg['peak_gpu_mib']):,.0f} MiB" if float(mg["peak_gpu_mib"]) else ""
+        print(f"== {case.name} (mechgraph only, no circuit-tracer): {n} prompts, features {feats}; "
+              f"{float(mg['seconds'].sum()):.3f} s ({float(mg['seconds'].mean()):.3f} s/prompt); "
+              f"peak RSS {float(mg['peak_rss_mib']):,.0f} MiB{gpu}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--side", help=argparse.SUPPRESS)
@@ -285,24 +308,31 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=2, help="alternating runs of each tool; the fastest counts")
     ap.add_argument("--fixture", action="store_true", help="also rewrite the CI fixtures from the tiny cases")
+    ap.add_argument("--size", default="bench", choices=("bench", "gpt2"),
+                    help="bench: the 4-layer toy; gpt2: GPT-2-small's shape, 16k-latent transcoders, 64 tokens")
+    ap.add_argument("--no-peer", action="store_true",
+                    help="mechgraph's side only (no circuit-tracer venv, e.g. on a machine without internet)")
     args = ap.parse_args()
     if args.side == "mechgraph":
         mechgraph_side(Path(args.case_dir))
         return
+    if args.no_peer:
+        mechgraph_only(args)
+        return
     venv = subprocess.run(["bash", str(HERE / "peer_venv.sh")], check=True, capture_output=True, text=True,
                           env={**os.environ, "MECHGRAPH_PYTHON": sys.executable}).stdout.strip().splitlines()[-1]
     ct_python = str(Path(venv) / "bin" / "python")
-    sizes = ["bench"] + (["fixture"] if args.fixture else [])
+    sizes = [args.size] + (["fixture"] if args.fixture else [])
     ok = True
     for size in sizes:
         for kind in args.kinds.split(","):
-            n = args.prompts if size == "bench" else 1
+            n = args.prompts if size != "fixture" else 1
             case = build_case(kind, size, args.seed, n, args.batch_size, args.device)
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             rounds: list[dict[str, float]] = []
             # Alternate the tools for --rounds rounds and keep each one's fastest: the machine
             # is shared, so a single run of each measures the neighbours as much as the tools.
-            for _ in range(args.rounds if size == "bench" else 1):
+            for _ in range(args.rounds if size != "fixture" else 1):
                 load = os.getloadavg()[0]
                 subprocess.run([sys.executable, str(Path(__file__)), "--side", "mechgraph", str(case)], check=True,
                                env=env)

@@ -6,6 +6,7 @@ Node axes follow :mod:`.slots`: latents ``0 .. n_latents-1`` of a slot, then its
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -43,17 +44,68 @@ class BatchGraph:
     metric_base: Tensor | None = None
 
 
+#: Store a slot's latents sparse when at most this fraction of them is nonzero (a COO entry
+#: costs 3 int64 indices + 1 value = 7 float32 slots, so sparse pays below 1/7).
+SPARSE_BELOW = 1 / 8
+
+
+class LatentStore(Sequence[Tensor | None]):
+    """Per-slot latents ``[batch pos d_dict]`` held sparse (COO) when few are nonzero.
+
+    A TopK or ReLU dictionary has ``k`` << ``d_dict`` active latents per token, so the dense
+    tensors of every slot would make a batch's resident memory grow with dictionary width
+    (``n × T × d_dict`` floats per slot) rather than with active latents (``n × T × k``).
+    Indexing (``store[s]``) returns the slot's dense tensor, built on the spot and exact
+    (``to_dense`` of the stored nonzeros), so a reader sees what it always saw; the engine's
+    hot paths read :meth:`stored` and work on the nonzeros. ``sparse=False`` keeps all dense.
+    """
+
+    def __init__(self, latents: Sequence[Tensor | None], *, sparse: bool = True) -> None:
+        self._items = [self.pack(f) if sparse else f for f in latents]
+
+    @staticmethod
+    def pack(f: Tensor | None) -> Tensor | None:
+        """``f`` as a store holds it: coalesced sparse COO when at most :data:`SPARSE_BELOW` is nonzero."""
+        if f is None or f.is_sparse or f.numel() == 0:
+            return f
+        nnz = int(torch.count_nonzero(f))
+        return f.to_sparse().coalesce() if nnz <= SPARSE_BELOW * f.numel() else f
+
+    def stored(self, s: int) -> Tensor | None:
+        """Slot ``s``'s latents as held: a coalesced sparse COO tensor, a dense one, or None."""
+        return self._items[s]
+
+    def __getitem__(self, s: int) -> Tensor | None:  # type: ignore[override]
+        f = self._items[s]
+        return f.to_dense() if f is not None and f.is_sparse else f
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Tensor | None]:
+        return (self[s] for s in range(len(self)))
+
+
 @dataclass
 class Prepared:
-    """Clean and baseline values of every slot for one batch (graph positions only differ)."""
+    """Clean and baseline values of every slot for one batch (graph positions only differ).
+
+    ``f_clean``/``f_base`` are :class:`LatentStore` s (lists given are converted): indexing one
+    gives the slot's dense latents, while the batch holds only the nonzeros."""
 
     valid: Bool[Tensor, "batch pos"]
     clean: list[HookValues]
     base: list[HookValues]
-    f_clean: list[Tensor | None]
-    f_base: list[Tensor | None]
+    f_clean: Sequence[Tensor | None]
+    f_base: Sequence[Tensor | None]
     grad_metric: list[HookValues]  # ∂metric/∂x_s at the clean input (total effect)
     metric_clean: Tensor           # [batch] the metric on the clean prompts
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.f_clean, LatentStore):
+            self.f_clean = LatentStore(self.f_clean)
+        if not isinstance(self.f_base, LatentStore):
+            self.f_base = LatentStore(self.f_base)
 
     @property
     def n_valid(self) -> Tensor:

@@ -69,13 +69,14 @@ from jaxtyping import Bool
 from torch import Tensor
 
 from ingest.attribution.baseline import reference_mean
-from ingest.attribution.batch import BatchGraph, MeanBaseline, Prepared, _flat, logit_diff, merge_graphs
+from ingest.attribution.batch import BatchGraph, LatentStore, MeanBaseline, Prepared, _flat, logit_diff, merge_graphs
 from ingest.attribution.config import AttributionConfig, Baseline, PositionAgg
 from ingest.attribution.hooks import run_hooked
 from ingest.attribution.nodes import head_mass, node_attribution, steps_per_pass
 from ingest.attribution.rows import (
     EdgeRows,
     project_on_nodes,
+    prune_early,
     _coalesce,
     _group,
     _latent_jacobian_rows,
@@ -192,8 +193,8 @@ class AttributionEngine:
                 fb = torch.where(keep, fb, fc)
             if not torch.isfinite(fc).all() or not torch.isfinite(fb).all():
                 raise AttributionError(f"non-finite latents of the dictionary on {s.hook}")
-            f_clean.append(fc)
-            f_base.append(fb)
+            f_clean.append(LatentStore.pack(fc))  # sparse as soon as made: memory follows active latents
+            f_base.append(LatentStore.pack(fb))
         return Prepared(valid=valid, clean=clean, base=base, f_clean=f_clean, f_base=f_base,
                         grad_metric=self._grad_metric(batch), metric_clean=self.metric(logits, batch))
 
@@ -477,7 +478,8 @@ class AttributionEngine:
             total.index_put_((g_ex[g], g_node[g]), A.sum((2, 3))[gb, ge].detach().double(), accumulate=True)
         b, e, j = ((R != 0) & (table[..., None] >= 0)).nonzero(as_tuple=True)
         group = table[b, e]
-        return EdgeRows(example=g_ex[group], dst=g_node[group], src=ids[j], weight=R[b, e, j].detach())
+        rows = EdgeRows(example=g_ex[group], dst=g_node[group], src=ids[j], weight=R[b, e, j].detach())
+        return prune_early(rows, self.config, prep.n_valid)
 
     def _finish(self, prep: Prepared, s: int, parts: list[EdgeRows]) -> EdgeRows:
         """All chunks of one (upstream, downstream) slot pair: combine a downstream node's
@@ -493,4 +495,6 @@ class AttributionEngine:
 
     def _project(self, prep: Prepared, s: int, gbar: Tensor) -> tuple[Tensor, Tensor]:
         """Attributions of slot ``s``'s nodes: [B n T U] over candidate node ids [U]."""
-        return project_on_nodes(self.slots[s], prep.clean[s] - prep.base[s], prep.f_clean[s], prep.f_base[s], gbar)
+        fc, fb = prep.f_clean, prep.f_base  # sparse latents as held, not dense copies
+        latents = (fc.stored(s), fb.stored(s)) if isinstance(fc, LatentStore) and isinstance(fb, LatentStore) else (fc[s], fb[s])
+        return project_on_nodes(self.slots[s], prep.clean[s] - prep.base[s], *latents, gbar)

@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ingest.attribution.config import PositionAgg
+from ingest.attribution.config import AttributionConfig, PositionAgg
 
 
 @dataclass
@@ -118,20 +118,55 @@ def _coalesce(rows: EdgeRows, alpha: PositionAgg, n_src: int) -> EdgeRows:
     return EdgeRows(example=rest // big, dst=rest % big, src=src, weight=w)
 
 
+def prune_early(rows: EdgeRows, config: AttributionConfig, n_valid: Tensor) -> EdgeRows:
+    """Drop a chunk's rows that the engine's final pruning would drop (``|w| < epsilon`` after
+    α), so that the rows held between chunks follow kept edges, not every (target, candidate)
+    pair. Exact where a row's fate does not depend on other rows: merged positions (one row per
+    edge, compared after the same mean normalisation by ``n_valid`` [batch]) and max (the row of
+    largest |w| decides, and it is kept iff the edge is); a sum of |w| over positions, whose rows
+    add up across chunks, is left whole."""
+    if not config.merges_positions and config.alpha is not PositionAgg.MAX:
+        return rows
+    w = rows.weight
+    if config.alpha is PositionAgg.MEAN:
+        w = w / n_valid[rows.example].clamp(min=1).to(w.dtype)
+    keep = w.abs() >= max(config.epsilon, 1e-30)
+    return EdgeRows(rows.example[keep], rows.dst[keep], rows.src[keep], rows.weight[keep])
+
+
 def project_on_nodes(slot: Any, dx: Tensor, f_clean: Tensor | None, f_base: Tensor | None,
                      gbar: Tensor) -> tuple[Tensor, Tensor]:
     """IG attributions of one slot's nodes from mean gradients ``gbar`` [B n T d_in] at its hook:
     [B n T U] over candidate node ids [U] (latents that move between baseline and clean, then the
     vector node). ``dx`` is the hook's clean - baseline value; a latent's attribution is
-    ``(gbar · W_dec[u]) Δf_u``, the error node's ``gbar · (dx - Δf W_dec)``."""
+    ``(gbar · W_dec[u]) Δf_u``, the error node's ``gbar · (dx - Δf W_dec)``. The latents may be
+    sparse COO tensors (:class:`~ingest.attribution.batch.LatentStore`): Δf is then formed from
+    the nonzeros only, never as a dense ``[n T d_dict]`` tensor, with the same values."""
     vector_ids = torch.tensor([slot.vector], device=dx.device)
     if slot.dictionary is None:
         return (gbar * dx).sum(-1, keepdim=True), vector_ids
-    df = f_clean - f_base  # type: ignore[operator]  (set for every slot with a dictionary)
-    cand = (df != 0).any(0).any(0).nonzero(as_tuple=True)[0]
+    cand, dfc = latent_delta(f_clean, f_base)                        # [U], [n T U]
     W = slot.dictionary.W_dec[cand]                                  # [U d_in]
-    dfc = df[..., cand]                                              # [n T U]
     de = dx - dfc @ W                                                # error delta
     A_lat = (gbar @ W.T) * dfc
     A_err = (gbar * de).sum(-1, keepdim=True)
     return torch.cat([A_lat, A_err], dim=-1), torch.cat([cand, vector_ids])
+
+
+def latent_delta(f_clean: Tensor | None, f_base: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Latents that differ between clean and baseline, ascending ids [U], and their
+    differences ``f_clean - f_base`` at those columns [n T U]; dense or sparse inputs."""
+    if f_clean is None or f_base is None:
+        raise ValueError("a dictionary slot has clean and baseline latents")
+    if not (f_clean.is_sparse and f_base.is_sparse):
+        df = f_clean.to_dense() - f_base.to_dense()
+        cand = (df != 0).any(0).any(0).nonzero(as_tuple=True)[0]
+        return cand, df[..., cand]
+    df = (f_clean - f_base).coalesce()   # the same float subtraction, at the nonzeros of either
+    idx, val = df.indices(), df.values()
+    nz = val != 0
+    ex, q, u, val = idx[0, nz], idx[1, nz], idx[2, nz], val[nz]
+    cand = torch.unique(u)
+    dfc = torch.zeros((*df.shape[:2], len(cand)), dtype=val.dtype, device=val.device)
+    dfc[ex, q, torch.searchsorted(cand, u)] = val
+    return cand, dfc

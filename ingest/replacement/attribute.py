@@ -133,7 +133,7 @@ def _sources(model: Any, tc: Transcoders, tokens: Tensor, clean: _Clean, zero_bo
     L, T = model.cfg.n_layers, tokens.shape[0]
     actives, values, pres = [], [], []
     blocks: list[list[tuple[int, int, Tensor]]] = [[] for _ in range(L)]
-    decoded = [torch.zeros(T, model.cfg.d_model, dtype=clean.y[0].dtype) for _ in range(L)]
+    decoded = [clean.y[0].new_zeros(T, model.cfg.d_model) for _ in range(L)]
     n_before = 0
     with torch.no_grad():
         for l in range(L):
@@ -232,7 +232,7 @@ class _FrozenGraph:
         """Inject ``vec[i]`` at read point ``layer[i]``, position ``pos[i]`` of copy ``i``;
         returns d/d(each write point) and d/d(token embeddings), ``[B pos d_model]`` each."""
         outputs, cotangents = [], []
-        rows = torch.arange(len(layer))
+        rows = torch.arange(len(layer), device=layer.device)
         for lo in layer.unique().tolist():
             m = layer == lo
             read = self.read[lo]
@@ -264,12 +264,12 @@ def _rows(fg: _FrozenGraph, src: _Sources, n_cols: int, layer: Tensor, pos: Tens
         if padded is not None:
             V, mask, cols = padded
             R = torch.bmm(g.transpose(0, 1), V.transpose(1, 2))          # [pos B k]
-            buf.index_add_(1, cols, R.transpose(0, 1).reshape(n, -1)[:, mask])
+            buf.index_add_(1, cols, R.transpose(0, 1).reshape(n, -1)[:, mask].to(buf.device))
         start = n_feat + lo * n_pos
-        buf[:, start:start + n_pos] = torch.einsum("btd,td->bt", g, src.errors[lo])
+        buf[:, start:start + n_pos] = torch.einsum("btd,td->bt", g, src.errors[lo]).to(buf.device)
     if g_embed is not None:
         start = n_feat + n_layers * n_pos
-        buf[:, start:start + n_pos] = torch.einsum("btd,td->bt", g_embed[:n], src.tokens)
+        buf[:, start:start + n_pos] = torch.einsum("btd,td->bt", g_embed[:n], src.tokens).to(buf.device)
     return buf
 
 
@@ -337,12 +337,12 @@ def trace_prompt(model: Any, transcoders: Transcoders, tokens: Int[Tensor, " pos
         dtype = src.tokens.dtype
         K = len(targets)
         n_nodes = n_sel + L * T + T + K
-        t_vec = torch.stack([t.direction for t in targets]).to(dtype)
+        t_vec = torch.stack([t.direction for t in targets]).to(device=src.tokens.device, dtype=dtype)
         f_layer, f_pos, f_feat = src.active.unbind(1)
         weights = torch.tensor([t.weight for t in targets], dtype=dtype)
 
         def encoders(idx: Tensor) -> Tensor:
-            enc = torch.empty(len(idx), model.cfg.d_model, dtype=dtype)
+            enc = torch.empty(len(idx), model.cfg.d_model, dtype=dtype, device=src.tokens.device)
             for lo in f_layer[idx].unique().tolist():
                 m = f_layer[idx] == lo
                 enc[m] = transcoders.encoder_rows(lo, f_feat[idx][m]).to(dtype)
@@ -396,11 +396,12 @@ def trace_prompt(model: Any, transcoders: Transcoders, tokens: Int[Tensor, " pos
         fixed = torch.zeros(n_nodes, dtype=dtype)
         value = torch.zeros(n_nodes, dtype=dtype)
         with torch.no_grad():
-            s_layer, s_pos, s_feat = src.active[selected].unbind(1)
+            # The adjacency, fixed terms and values live in host memory (on CUDA too); indices follow.
+            s_layer, s_pos, s_feat = src.active[selected.to(src.active.device)].cpu().unbind(1)
             for lo in s_layer.unique().tolist():
                 m = s_layer == lo
-                fixed[:n_sel][m] = transcoders.pre_activation(lo, x0[lo])[s_pos[m], s_feat[m]].to(dtype)
-            value[:n_sel] = src.pre[selected]
+                fixed[:n_sel][m] = transcoders.pre_activation(lo, x0[lo])[s_pos[m], s_feat[m]].to(dtype).cpu()
+            value[:n_sel] = src.pre[selected.to(src.pre.device)].cpu()
             for j, t in enumerate(targets):
                 fixed[n_nodes - len(targets) + j] = final0[-1] @ t.direction.to(dtype) + t.bias
                 value[n_nodes - len(targets) + j] = target_value(t, clean.logits[-1])

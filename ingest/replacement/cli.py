@@ -48,6 +48,11 @@ def trace_command(
         raise typer.BadParameter(str(e)) from None
     bars = Bars()
     progress = bars.stages()
+
+    def estimate(e: Any) -> None:  # before the run, on stderr with the progress bars (not in JSON mode:
+        if fmt is not Format.JSON:   # a runner that merges the streams would read it as part of the document)
+            typer.echo(e.describe(), err=True)
+
     if store:
         from graphdb.connection import connect
         from graphdb.embedded import ensure_running
@@ -56,10 +61,10 @@ def trace_command(
         home = data_dir(ctx.obj.data_dir if ctx.obj else None)
         ensure_running(home)
         with connect(data=home) as db, bars.progress:
-            result = trace(request, db=db, progress=progress)
+            result = trace(request, db=db, progress=progress, on_estimate=estimate)
     else:
         with bars.progress:
-            result = trace(request, progress=progress)
+            result = trace(request, progress=progress, on_estimate=estimate)
     targets = [{"target": t.label, "weight": round(t.weight, 4),
                 "value": round(float(result.graph.value[result.graph.target_start + j]), 4)}
                for j, t in enumerate(result.graph.targets)]

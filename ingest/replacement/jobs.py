@@ -95,8 +95,9 @@ def prune_and_score(graph: PromptGraph, config: TraceConfig) -> tuple[Pruned, Sc
 
 
 def trace(request: TraceRequest, *, db: Any | None = None, progress: Progress | None = None,
-          writer: GraphWriter | None = None) -> TraceResult:
-    """Trace one prompt; store it when ``db`` is given (see the module docstring)."""
+          writer: GraphWriter | None = None, on_estimate: Callable[[Any], None] | None = None) -> TraceResult:
+    """Trace one prompt; store it when ``db`` is given (see the module docstring). ``on_estimate``
+    gets the run's :class:`~ingest.replacement.memory.MemoryEstimate` before the trace starts."""
     from ingest.dictionaries.transcoder_set import load_transcoders
     from ingest.replacement.attribute import trace_prompt
     from ingest.replacement.store import GraphLabels, write_prompt_graph
@@ -111,6 +112,10 @@ def trace(request: TraceRequest, *, db: Any | None = None, progress: Progress | 
         a, c = request.target.split("/")
         targets = [logit_diff_target(_token_id(model, a), _token_id(model, c), model.W_U.detach(),
                                      model.b_U.detach(), model.tokenizer.decode)]
+    if on_estimate is not None:
+        from ingest.replacement.memory import estimate_memory
+
+        on_estimate(estimate_memory(model, tcs, tokens, request.config, n_targets=None if targets is None else 1))
     graph = trace_prompt(model, tcs, tokens, request.config, prompt=request.prompt, targets=targets,
                          progress=progress)
     pruned, full, ps = prune_and_score(graph, request.config)
