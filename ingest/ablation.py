@@ -22,6 +22,13 @@ Slots are computed in forward order, so ablations propagate. The output reads it
 input the same way. Downstream nodes with the same in-mask share one forward pass; distinct
 masks run as copies of the batch.
 
+The passes do only work that can change the result: a pass starts at the latest layer at or below
+its hook's whose incoming residual stream is a function of slot values (:func:`residual_starts`),
+so it reads only those slots and the ones after; in-edges from slots it does not read, or from
+nodes whose value equals their baseline, are ignored when grouping (their bit changes nothing);
+and a kept node that no computed node reads through a kept edge is left at its baseline (unless
+the caller asks for the ``latents``).
+
 With every edge between kept nodes kept, edge ablation equals node ablation; with every node and
 edge kept it reproduces the clean run; with nothing kept, the fully ablated run.
 """
