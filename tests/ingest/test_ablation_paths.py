@@ -13,8 +13,6 @@ outputs), and slots with no usable start at all.
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -24,8 +22,8 @@ from ingest.attribution.engine import AttributionEngine
 from ingest.attribution.slots import build_slots
 from ingest.dictionaries import IdentityDictionary
 from ingest.tasks.encode import TaskBatch, final_logits
-
-D, D_SAE = 8, 12
+from tests.ingest.test_attribution import D_MODEL as D
+from tests.ingest.test_attribution import random_sae
 
 MODELS = {
     # slot at resid_post 2 starts at layer 1, mlp_out 3 at layer 3, the output at layer 3
@@ -38,31 +36,12 @@ MODELS = {
 }
 
 
-def random_sae(hook: str, seed: int):
-    """A standard sae_lens SAE with random weights: about half its latents fire, and its
-    reconstruction error is far from zero."""
-    from sae_lens.saes import StandardSAE, StandardSAEConfig
-
-    from ingest.dictionaries.sae import SAEDictionary
-
-    cfg = StandardSAEConfig(d_in=D, d_sae=D_SAE)
-    cfg.metadata.hook_name = hook
-    sae = StandardSAE(cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.randn(D, D_SAE, generator=g) / math.sqrt(D))
-        sae.W_dec.copy_(torch.randn(D_SAE, D, generator=g) * 0.3)
-        sae.b_enc.copy_(torch.randn(D_SAE, generator=g) * 0.3)
-        sae.b_dec.copy_(torch.randn(D, generator=g) * 0.1)
-    return SAEDictionary(sae)
-
-
 def build(name: str, baseline: str):
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     n_layers, embed, specs = MODELS[name]
     torch.manual_seed(0)
-    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=D, n_heads=2, d_head=4, d_mlp=16, n_ctx=16,
+    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=D, n_heads=2, d_head=D // 2, d_mlp=16, n_ctx=16,
                                   d_vocab=20, act_fn="gelu", normalization_type="LN", seed=0)
     model = HookedTransformer(cfg).eval()
     dicts = [random_sae(hook, i) if kind == "sae" else IdentityDictionary(D, hook_name=hook)
