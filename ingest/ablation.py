@@ -22,6 +22,13 @@ Slots are computed in forward order, so ablations propagate. The output reads it
 input the same way. Downstream nodes with the same in-mask share one forward pass; distinct
 masks run as copies of the batch.
 
+The passes do only work that can change the result: a pass starts at the latest layer at or below
+its hook's whose incoming residual stream is a function of slot values (:func:`residual_starts`),
+so it reads only those slots and the ones after; in-edges from slots it does not read, or from
+nodes whose value equals their baseline, are ignored when grouping (their bit changes nothing);
+and a kept node that no computed node reads through a kept edge is left at its baseline (unless
+the caller asks for the ``latents``).
+
 With every edge between kept nodes kept, edge ablation equals node ablation; with every node and
 edge kept it reproduces the clean run; with nothing kept, the fully ablated run.
 """
@@ -153,6 +160,16 @@ def edge_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
     prep = prep or engine.prepare(batch)
     S = engine.S
     starts = residual_starts(engine, batch, prep) if starts is None else starts
+    n_layers = int(engine.model.cfg.n_layers)
+    widths = [slot.n_nodes for slot in engine.slots]
+    # each pass starts at the latest layer <= its hook's whose incoming residual is a function of
+    # slot values, and reads only the slots it needs; the output reads the last layer's
+    begin = [_start_layer(starts, slot.layer) for slot in engine.slots] + [_start_layer(starts, n_layers)]
+    reads = [set(range(m)) if L is None else starts[L][1] & set(range(m)) for m, L in enumerate(begin)]
+    # without ``latents``, a node no computed node reads (through a kept edge, in a pass that reads
+    # its slot) is left at its baseline: nothing depends on its value
+    wanted = _read_nodes(engine, mask, reads) if latents is None else None
+    moved: list[Tensor] = []                    # per slot: nodes whose kept value differs from the baseline
     f_abl: list[Tensor | None] = [None] * S     # latents in the ablated run
     e_abl: list[Tensor] = [None] * S            # type: ignore[list-item]  vector node values
     with torch.no_grad():
@@ -160,6 +177,8 @@ def edge_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
             keep = mask.kept(m)
             if slot.dictionary is None:
                 e_abl[m] = prep.clean[m] if bool(keep[slot.vector]) else prep.base[m]
+                moved.append(torch.zeros(slot.n_nodes, dtype=torch.bool))
+                moved[m][slot.vector] = bool((e_abl[m] != prep.base[m]).any())
                 continue
             fb = prep.f_base[m]
             if fb is None:
@@ -172,15 +191,17 @@ def edge_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
             rows = torch.arange(len(batch), device=fb.device)
             f_sub = f_new[rows, batch.last][:, None] if last_only else f_new      # [n T' d_dict]
             e_sub = e_new[rows, batch.last][:, None] if last_only else e_new
-            groups, members = _mask_groups(mask, m, keep.nonzero().flatten(),
-                                           [engine.slots[s].n_nodes for s in range(m)])
+            dsts = keep if wanted is None else keep & wanted[m]
+            groups, members = _mask_groups(mask, m, dsts.nonzero().flatten(), widths[:m],
+                                           _relevant(moved, reads[m]))
             if members:
                 # Each kept latent reads its own group's copy; the error node reads its group's.
                 g_of = torch.cat([torch.full((len(d),), g) for g, d in enumerate(members)])
                 node = torch.cat(members)
                 lat = node < slot.n_latents
                 start = 0
-                for ys in _masked_incoming(engine, batch, prep, f_abl, e_abl, m, groups, max_copies, starts):
+                for ys in _masked_incoming(engine, batch, prep, f_abl, e_abl, m, groups, max_copies, starts,
+                                           begin[m]):
                     if last_only:
                         ys = ys[:, rows, batch.last][:, :, None]
                     f = slot.dictionary.encode(ys)                          # [copies n T' d_dict]
@@ -199,16 +220,44 @@ def edge_ablation(engine: AttributionEngine, batch: TaskBatch, mask: GraphMask,
             if latents is not None:
                 latents[m] = f_abl[m]  # type: ignore[assignment]
             e_abl[m] = torch.where(prep.valid[..., None], e_new, prep.clean[m] - slot.dictionary.decode(prep.f_clean[m]))
-        out_masks, _ = _mask_groups(mask, S, torch.zeros(1, dtype=torch.long), [s.n_nodes for s in engine.slots])
-        n_layers = int(engine.model.cfg.n_layers)
-        if n_layers in starts:
-            fn, needed = starts[n_layers]
-            values = _masked_values(engine, prep, f_abl, e_abl, out_masks, upto=S, needed=needed)
-            logits, _ = engine.frozen_forward(fn(values), values, start_at_layer=n_layers)
+            eb = prep.base[m] - slot.dictionary.decode(fb)
+            moved.append(torch.cat([(f_abl[m] != fb).flatten(0, -2).any(0),
+                                    (e_abl[m] != eb).any().reshape(1)]))
+        out_masks, _ = _mask_groups(mask, S, torch.zeros(1, dtype=torch.long), widths, _relevant(moved, reads[S]))
+        L = begin[S]
+        values = _masked_values(engine, prep, f_abl, e_abl, out_masks, upto=S, needed=None if L is None else reads[S])
+        if L is not None:
+            logits, _ = engine.frozen_forward(starts[L][0](values), values, start_at_layer=L)
         else:
-            values = _masked_values(engine, prep, f_abl, e_abl, out_masks, upto=S)
             logits, _ = engine.frozen_forward(batch.tokens, values)
     return final_logits(logits, batch.last)
+
+
+def _start_layer(starts: Mapping[int, Start], layer: int) -> int | None:
+    """The latest layer <= ``layer`` a pass may start at (``None``: from the tokens)."""
+    return max((L for L in starts if L <= layer), default=None)
+
+
+def _read_nodes(engine: AttributionEngine, mask: GraphMask, reads: list[set[int]]) -> list[Tensor]:
+    """Per slot, the nodes whose ablated value some computed node reads: a kept edge into a kept
+    node that is itself read (the output always is), in a pass that reads the upstream slot."""
+    S = engine.S
+    out: list[Tensor] = [torch.ones(1, dtype=torch.bool)] * (S + 1)
+    for s in range(S - 1, -1, -1):
+        read = torch.zeros(engine.slots[s].n_nodes, dtype=torch.bool)
+        for m in range(s + 1, S + 1):
+            if s in reads[m] and (s, m) in mask.edges:
+                dst = out[m] & mask.kept(m) if m < S else out[m]
+                if bool(dst.any()):
+                    read |= mask.edges[s, m][dst].any(0)
+        out[s] = read
+    return out
+
+
+def _relevant(moved: list[Tensor], reads: set[int]) -> list[Tensor]:
+    """Per upstream slot, the nodes whose in-edge bit can change a pass that reads ``reads``: a
+    node of a slot the pass does not read, or whose kept value equals its baseline, cannot."""
+    return [m if s in reads else torch.zeros_like(m) for s, m in enumerate(moved)]
 
 
 def positionwise_readout(model: Any, hook: str) -> bool:
@@ -218,14 +267,20 @@ def positionwise_readout(model: Any, hook: str) -> bool:
     return hook in (f"blocks.{last}.hook_resid_post", f"blocks.{last}.hook_mlp_out")
 
 
-def _mask_groups(mask: GraphMask, m: int, dsts: Tensor,
-                 widths: list[int]) -> tuple[list[Tensor], list[Tensor]]:
+def _mask_groups(mask: GraphMask, m: int, dsts: Tensor, widths: list[int],
+                 relevant: list[Tensor] | None = None) -> tuple[list[Tensor], list[Tensor]]:
     """Group downstream nodes ``dsts`` of slot ``m`` by their kept in-edges: the distinct
-    in-masks (per upstream slot, bool ``[groups, n_nodes_s]``) and the members of each group."""
+    in-masks (per upstream slot, bool ``[groups, n_nodes_s]``) and the members of each group.
+    With ``relevant`` (per upstream slot, bool ``[n_nodes_s]``), only the bits of those nodes
+    count; the others cannot change what flows in and are cleared."""
     if len(dsts) == 0:
         return [], []
+    if not widths:  # the first slot reads no slot: one group
+        return [], [dsts]
     rows = [mask.edges[s, m][dsts] if (s, m) in mask.edges else torch.zeros((len(dsts), w), dtype=torch.bool)
             for s, w in enumerate(widths)]
+    if relevant is not None:
+        rows = [r & k for r, k in zip(rows, relevant, strict=True)]
     uniq, inv = torch.unique(torch.cat(rows, dim=1), dim=0, return_inverse=True)
     return list(torch.split(uniq, widths, dim=1)), [dsts[inv == g] for g in range(len(uniq))]
 
@@ -266,20 +321,21 @@ def _masked_values(engine: AttributionEngine, prep: Prepared, f_abl: list[Tensor
 
 def _masked_incoming(engine: AttributionEngine, batch: TaskBatch, prep: Prepared, f_abl: list[Tensor | None],
                      e_abl: list[Tensor], m: int, group: list[Tensor], max_copies: int,
-                     starts: dict[int, Start]) -> list[Tensor]:
+                     starts: Mapping[int, Start], begin: int | None) -> list[Tensor]:
     """What flows into hook ``m`` under each in-mask of ``group`` (``group[s]``: bool ``[G,
-    n_nodes_s]``), ``[G, batch, pos, d_in]`` per chunk of copies. When the residual stream
-    entering ``m``'s layer is a function of the slot values (``starts``), only that layer runs."""
+    n_nodes_s]``), ``[G, batch, pos, d_in]`` per chunk of copies. A pass starts at layer
+    ``begin`` (a key of ``starts``: the residual stream entering it is a function of the slot
+    values) and runs the layers from there to ``m``'s; from the tokens when ``begin`` is None."""
     out: list[Tensor] = []
     layer = engine.slots[m].layer
-    G = group[0].shape[0]
+    G = group[0].shape[0] if group else 1  # no upstream slot: one pass
     for a in range(0, G, max_copies):
         chunk = [g[a:a + max_copies] for g in group]
-        copies = chunk[0].shape[0]
-        if layer in starts:
-            fn, needed = starts[layer]
+        copies = min(max_copies, G - a)
+        if begin is not None:
+            fn, needed = starts[begin]
             values = _masked_values(engine, prep, f_abl, e_abl, chunk, upto=m, needed=needed)
-            _, incoming = engine.frozen_forward(fn(values), values, start_at_layer=layer,
+            _, incoming = engine.frozen_forward(fn(values), values, start_at_layer=begin,
                                                 stop_at_layer=layer + 1)
         else:
             values = _masked_values(engine, prep, f_abl, e_abl, chunk, upto=m)
