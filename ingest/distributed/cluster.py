@@ -2,9 +2,20 @@
 
 ``address`` is a running cluster's ``HOST:PORT`` (``ray start --head`` prints it) or ``auto``;
 ``local`` (the default of a bare ``--ray``) starts a private single-node cluster for this
-process, bound to loopback: its node address is 127.0.0.1, it has no dashboard, and its size
-comes from ``MECHGRAPH_RAY_CPUS`` (default: every core) and ``MECHGRAPH_RAY_OBJECT_STORE_MB``
-(default 200; units return small partial results, not activations).
+process, bound to loopback: its node address is 127.0.0.1 and every server of it (GCS, raylet,
+object manager, workers, runtime-env agent) listens on 127.0.0.1 only; it has no dashboard; its
+size comes from ``MECHGRAPH_RAY_CPUS`` (default: every core) and
+``MECHGRAPH_RAY_OBJECT_STORE_MB`` (default 200; units return small partial results, not
+activations).
+
+Ray 2.60 turns ``_node_ip_address="127.0.0.1"`` into the machine's routable address on Linux
+(``services.resolve_ip_for_localhost``) unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, its
+switch for single-machine clusters; with it the node address stays 127.0.0.1 and Ray's gRPC
+servers bind there instead of on every interface. It is read when ray is imported, so it is
+set before the import, for the local cluster only (a multi-node cluster needs routable addresses).
+
+``MECHGRAPH_RAY_UNIT_CPUS`` (default 1): CPU cores each unit reserves on a cluster without GPUs
+(Ray sets the worker's OMP_NUM_THREADS to it).
 """
 
 from __future__ import annotations
@@ -39,7 +50,8 @@ class Cluster:
         """``.options(...)`` of every unit: one GPU where the cluster has GPUs, else one CPU;
         retried when its worker dies, and on exceptions a retry can cure (out of memory, I/O)."""
         import torch
-        return {"num_gpus": 1 if self.gpus else 0, "num_cpus": 1, "max_retries": MAX_RETRIES,
+        cpus = 1 if self.gpus else int(os.environ.get("MECHGRAPH_RAY_UNIT_CPUS", "1"))
+        return {"num_gpus": 1 if self.gpus else 0, "num_cpus": cpus, "max_retries": MAX_RETRIES,
                 "retry_exceptions": [torch.OutOfMemoryError, MemoryError, OSError]}
 
 
@@ -57,6 +69,8 @@ def check_address(address: str) -> str:
 
 def connect(address: str = LOCAL) -> Cluster:
     """Join the cluster at ``address`` (or start the local one) once per process."""
+    if address == LOCAL:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only (module docstring)
     try:
         import ray
     except ImportError:
