@@ -123,6 +123,7 @@ def test_a_killed_driver_resumes_without_recomputing_saved_units(db, model_dir, 
     assert len(saved) >= 2
     log.write_text("")
     monkeypatch.setenv("MECHGRAPH_RAY_UNIT_LOG", str(log))
+    monkeypatch.setenv("MECHGRAPH_RAY_UNIT_CPUS", "2")  # one worker (the killed driver's are gone): one import of torch
     result, units = ray_ingest(db, config, state_root=home / "runs", address=ray_address)
     assert result.run == state.parent.name  # the CLI's run and this one are the same configuration
     recomputed = {int(u.split("#")[1]) for u in log.read_text().split()}
