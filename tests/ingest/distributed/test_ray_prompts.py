@@ -12,9 +12,9 @@ pytestmark = pytest.mark.slow
 
 def _graph(db, run: str) -> dict:  # noqa: ANN001
     rows = db.read("MATCH (a)-[r:ATTRIBUTES_TO]->(b) WHERE r.run = $run OR r.granularity = 'prompt' "
-                   "RETURN a.key AS a, b.key AS b, r.granularity AS g, r.weight AS w", {"run": run})
+                   "RETURN a.key AS a, b.key AS b, r.granularity AS g, r.task AS t, r.weight AS w", {"run": run})
     prompts = db.read("MATCH (p:Prompt {run: $run}) RETURN p.prompt AS p, p.replacement_score AS s", {"run": run})
-    return {"edges": {(r["a"], r["b"], r["g"]): r["w"] for r in rows}, "prompts": {r["p"]: r["s"] for r in prompts}}
+    return {"edges": {(r["a"], r["b"], r["g"], r["t"]): r["w"] for r in rows}, "prompts": {r["p"]: r["s"] for r in prompts}}
 
 
 def test_ray_prompt_graphs_equal_the_single_process_ones(db, saved, tmp_path, ray_address) -> None:
@@ -31,6 +31,7 @@ def test_ray_prompt_graphs_equal_the_single_process_ones(db, saved, tmp_path, ra
     got = _graph(db, run)
     assert len(want["prompts"]) == 6 and got["prompts"] == want["prompts"]
     assert got["edges"].keys() == want["edges"].keys() and {k[2] for k in want["edges"]} == {"prompt", "feature"}
+    assert len(want["edges"]) == len(db.read("MATCH ()-[r:ATTRIBUTES_TO]->() RETURN r"))  # no two edges on one key
     for k, w in want["edges"].items():
         assert got["edges"][k] == pytest.approx(w, rel=1e-6, abs=1e-12), k
     assert [r.task_edges for r in results] == [r.task_edges for r in single]
