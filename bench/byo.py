@@ -162,7 +162,7 @@ def instrument(stages: Stages) -> None:
         (engine, "node_attribution", "node attributions"),
         (engine, "head_mass", "head contributions"),
         (GraphAccumulator, "add", "aggregation (accumulator add)"),
-        (pipeline, "_save", "resume-state save"),
+        (pipeline, "save_state", "resume-state save"),
         (pipeline, "_write_task", "graph rows and store write"),
         (GraphWriter, "write_nodes", "Neo4j write (nodes)"),
         (GraphWriter, "write_relationships", "Neo4j write (relationships)"),

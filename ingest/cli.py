@@ -256,6 +256,7 @@ def ingest_command(
     seed: Annotated[int, typer.Option(help="Seed of the task examples.")] = 0,
     device: DeviceOpt = "cpu",
     fmt: FormatOpt = Format.TABLE,
+    ray: Annotated[str | None, typer.Option("--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]", help="Run the batches (or, with --graph transcoders, the prompts) as tasks on a Ray cluster: ADDRESS is the head node's HOST:PORT or auto; bare --ray starts a local cluster on loopback. The units' partial results are merged here into the graph one process would store, and written from here (README: Many workers on Ray). Needs the ray extra.")] = None,
 ) -> None:
     """Compute a model's attribution graph for each task and write it into Neo4j.
 
@@ -272,8 +273,17 @@ def ingest_command(
     Resumable: interrupted, the same command continues where it stopped; re-running a
     finished run changes nothing. Starts the embedded Neo4j unless NEO4J_URI is set.
     """
+    if ray is not None:
+        from ingest.distributed.cluster import check_address
+        try:
+            ray = check_address(ray)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+        if graph == "component":
+            raise typer.BadParameter("--ray splits dictionary graphs (--graph resid, module, transcoders); "
+                                     "--graph component runs in one process")
     if graph == "transcoders":
-        _ingest_transcoders(ctx, model, task, transcoders, examples, split, seed, beta, device, fmt)
+        _ingest_transcoders(ctx, model, task, transcoders, examples, split, seed, beta, device, fmt, ray)
         return
     from graphdb.cli import open_store
     from ingest.attribution.config import AttributionConfig
@@ -294,7 +304,13 @@ def ingest_command(
         raise typer.BadParameter(str(e)) from None
     bars = Bars()
     with open_store(ctx) as (home, db), bars.progress:
-        result = ingest(db, config, state_root=home / "runs", device=device, progress=bars.ingest())
+        if ray is None:
+            result = ingest(db, config, state_root=home / "runs", device=device, progress=bars.ingest())
+        else:
+            from ingest.distributed.attribution import ray_ingest
+            result, units = ray_ingest(db, config, state_root=home / "runs", address=ray, device=device,
+                                       progress=bars.ingest())
+            typer.echo(f"Ray: {units.computed} units computed, {units.resumed} taken from saved state", err=True)
     rows = [{"run": result.run, "task": t.task, "status": "up to date" if t.skipped else "written",
              "examples": None if t.skipped else t.examples, "features": None if t.skipped else t.features,
              "nodes_written": None if t.skipped else t.nodes, "edges": t.edges, "head_edges": t.head_edges,
@@ -330,7 +346,7 @@ def ingest_command(
 
 
 def _ingest_transcoders(ctx: typer.Context, model: str, tasks: list[str], transcoders: str | None, examples: int,
-                        split: str, seed: int, beta: str, device: str, fmt: Format) -> None:
+                        split: str, seed: int, beta: str, device: str, fmt: Format, ray: str | None) -> None:
     """``ingest --graph transcoders``: the prompt graphs of each task and their task graph."""
     from graphdb.cli import open_store
     from ingest.replacement.jobs import TaskTraceConfig, check_transcoder_spec, ingest_task
@@ -341,8 +357,14 @@ def _ingest_transcoders(ctx: typer.Context, model: str, tasks: list[str], transc
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     bars = Bars()
-    with open_store(ctx) as (_, db), bars.progress:
-        run, results = ingest_task(db, config, device=device, progress=bars.stages())
+    with open_store(ctx) as (home, db), bars.progress:
+        if ray is None:
+            run, results = ingest_task(db, config, device=device, progress=bars.stages())
+        else:
+            from ingest.distributed.prompts import ray_ingest_task
+            run, results, units = ray_ingest_task(db, config, state_root=home / "runs", address=ray, device=device,
+                                                  progress=bars.stages())
+            typer.echo(f"Ray: {units.computed} units computed, {units.resumed} taken from saved state", err=True)
     rows = [{"run": run, "task": r.task, "prompts": len(r.prompts), "prompt_nodes": r.nodes, "prompt_edges": r.edges,
              "task_edges": r.task_edges, "replacement": round(r.replacement, 4),
              "completeness": round(r.completeness, 4), "seconds": round(r.seconds, 1)} for r in results]

@@ -47,6 +47,9 @@ GRAPH_HOOKS: dict[str, tuple[str, ...]] = {"resid": ("hook_resid_post",), "modul
 
 #: progress(task, examples done, examples total, edges kept so far in the accumulator)
 Progress = Callable[[str, int, int, int], None]
+#: accumulate(resolved, config, task, state dir, progress) -> the task's GraphAccumulator over all
+#: its batches, resumed from the state dir; how ``--ray`` computes them (ingest/distributed).
+Accumulate = Callable[["Resolved", "IngestConfig", str, Path, "Progress | None"], Any]
 
 
 @dataclass(frozen=True)
@@ -286,11 +289,13 @@ def run_record(config: IngestConfig, resolved: Resolved) -> RunRecord:
 
 def ingest(db: Any, config: IngestConfig, *, state_root: Path, device: str = "cpu",
            progress: Progress | None = None, writer: GraphWriter | None = None,
-           stop_after_batches: int | None = None) -> IngestResult:
+           stop_after_batches: int | None = None, accumulate: Accumulate | None = None) -> IngestResult:
     """Compute and write the graphs of ``config`` (see the module docstring).
 
     ``stop_after_batches`` stops after that many batches of computation in this call (the
-    state is saved: a later call resumes); it exists for tests of resumption.
+    state is saved: a later call resumes); it exists for tests of resumption. ``accumulate``
+    replaces this process's batch loop (``--ray`` runs the batches on a cluster); the writes
+    stay here.
     """
     t0 = time.perf_counter()
     resolved = resolve(config, device=device)
@@ -320,7 +325,10 @@ def ingest(db: Any, config: IngestConfig, *, state_root: Path, device: str = "cp
                 done.add(task)
                 writer.write_nodes(Label.RUN, [{"key": record.key, "tasks_done": sorted(done), "tasks_writing": []}])
                 continue
-            acc, budget = _accumulate(resolved, config, task, state_dir, progress, budget)
+            if accumulate is not None:
+                acc = accumulate(resolved, config, task, state_dir, progress)
+            else:
+                acc, budget = _accumulate(resolved, config, task, state_dir, progress, budget)
             if acc is None:
                 break
             # Until the task is in tasks_done, tasks_writing names it: the library's queries
@@ -332,13 +340,22 @@ def ingest(db: Any, config: IngestConfig, *, state_root: Path, device: str = "cp
             results.append(graph)
             done.add(task)
             writer.write_nodes(Label.RUN, [{"key": record.key, "tasks_done": sorted(done), "tasks_writing": []}])
-            (state_dir / _state_name(task)).unlink(missing_ok=True)
+            state_path(state_dir, task).unlink(missing_ok=True)
     return IngestResult(run=record.run_id, model=resolved.model_label, checkpoint=resolved.checkpoint,
                         dictionaries=resolved.dict_specs, tasks=results, seconds=time.perf_counter() - t0)
 
 
-def _state_name(task: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in task) + ".pt"
+def state_path(state_dir: Path, task: str) -> Path:
+    """Where a task's accumulator (its batches so far) is saved between batches."""
+    return state_dir / ("".join(c if c.isalnum() or c in "-_." else "_" for c in task) + ".pt")
+
+
+def mean_baseline(resolved: Resolved, a: AttributionConfig, task: str) -> Any:
+    """The task's mean baseline (``--baseline mean``), else None."""
+    if a.baseline != "mean":
+        return None
+    from ingest.attribution.engine import AttributionEngine
+    return AttributionEngine(resolved.model, resolved.slots, replace(a, steps=1)).mean_baseline(resolved.reference[task])
 
 
 def _accumulate(resolved: Resolved, config: IngestConfig, task: str, state_dir: Path,
@@ -351,11 +368,9 @@ def _accumulate(resolved: Resolved, config: IngestConfig, task: str, state_dir: 
 
     batch = resolved.batches[task]
     a = config.attribution
-    mean = None
-    if a.baseline == "mean":
-        mean = AttributionEngine(resolved.model, resolved.slots, replace(a, steps=1)).mean_baseline(resolved.reference[task])
+    mean = mean_baseline(resolved, a, task)
     n_nodes = [s.n_nodes for s in resolved.slots] + [1]
-    path = state_dir / _state_name(task)
+    path = state_path(state_dir, task)
     acc = (GraphAccumulator.from_state(torch.load(path, weights_only=False)) if path.is_file()
            else GraphAccumulator(a.beta, n_nodes))
     if acc.steps is None and a.steps == "auto":
@@ -363,9 +378,9 @@ def _accumulate(resolved: Resolved, config: IngestConfig, task: str, state_dir: 
             if budget <= 0:
                 return None, 0
             budget -= 1
-        acc.steps, first = _choose_steps(resolved, a, mean, batch[:config.batch_size], task)
+        acc.steps, first = choose_steps(resolved, a, mean, batch[:config.batch_size], task)
         acc.add(first)
-        _save(acc, path)
+        save_state(acc, path)
     elif acc.steps is None:
         acc.steps = int(a.steps)
     engine = AttributionEngine(resolved.model, resolved.slots, replace(a, steps=acc.steps), mean=mean)
@@ -383,13 +398,13 @@ def _accumulate(resolved: Resolved, config: IngestConfig, task: str, state_dir: 
             budget -= 1
         part = batch[start:start + config.batch_size]
         acc.add(engine.attribute(part))
-        _save(acc, path)
+        save_state(acc, path)
         if progress:
             progress(task, acc.n_examples, len(batch), _n_accumulated(acc))
     return acc, budget
 
 
-def _choose_steps(resolved: Resolved, a: AttributionConfig, mean: Any, part: Any, task: str) -> tuple[int, Any]:
+def choose_steps(resolved: Resolved, a: AttributionConfig, mean: Any, part: Any, task: str) -> tuple[int, Any]:
     """``--steps auto``: the first K of AUTO_STEPS whose completeness residual on the task's
     first batch is within the tolerance (else the last), and that batch's graph at that K."""
     from ingest.attribution.aggregate import GraphAccumulator
@@ -411,7 +426,7 @@ def _n_accumulated(acc: Any) -> int:
     return sum(len(k) for k in acc.keys.values())
 
 
-def _save(acc: Any, path: Path) -> None:
+def save_state(acc: Any, path: Path) -> None:
     import torch
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

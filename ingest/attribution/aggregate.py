@@ -94,6 +94,46 @@ class GraphAccumulator:
             self.hi[pair] = torch.zeros(len(uniq), dtype=hi.dtype).index_add_(0, inv, hi)
         self.keys[pair] = uniq
 
+    def merge(self, other: GraphAccumulator) -> None:
+        """Add ``other``'s batches to this accumulator: sums (β mean/sum) add, maxima and minima
+        (β max) combine exactly, counts and residuals add. Merging per-batch accumulators in
+        batch order gives the accumulator of adding the batches one by one (the sums to float64
+        rounding), which is how a distributed ingest (ingest/distributed) stores the graph a
+        single process would."""
+        if other.beta is not self.beta or other.n_nodes != self.n_nodes:
+            raise ValueError("accumulators of different beta or node counts cannot be merged")
+        if self.steps is not None and other.steps is not None and other.steps != self.steps:
+            raise ValueError(f"accumulators of different IG steps ({self.steps}, {other.steps}) cannot be merged")
+        self.steps = self.steps if self.steps is not None else other.steps
+        for pair, keys in other.keys.items():
+            old = self.keys.get(pair)
+            if old is None:
+                self.keys[pair], self.hi[pair] = keys.clone(), other.hi[pair].clone()
+                if pair in other.lo:
+                    self.lo[pair] = other.lo[pair].clone()
+                continue
+            uniq, inv = torch.unique(torch.cat([old, keys]), return_inverse=True)
+            hi = torch.cat([self.hi[pair], other.hi[pair]])
+            if self.beta is ExampleAgg.MAX:
+                lo = torch.cat([self.lo[pair], other.lo[pair]])
+                self.hi[pair] = torch.full((len(uniq),), -torch.inf, dtype=hi.dtype).scatter_reduce(0, inv, hi, "amax")
+                self.lo[pair] = torch.full((len(uniq),), torch.inf, dtype=lo.dtype).scatter_reduce(0, inv, lo, "amin")
+            else:
+                self.hi[pair] = torch.zeros(len(uniq), dtype=hi.dtype).index_add_(0, inv, hi)
+            self.keys[pair] = uniq
+        for store, new in ((self.node_attr, other.node_attr), (self.active, other.active),
+                           (self.head_mass, other.head_mass)):
+            for s, value in new.items():
+                store[s] = store[s] + value if s in store else value.clone()
+        self.metric_clean += other.metric_clean
+        self.metric_base += other.metric_base
+        for m, (res, mag) in other.residual.items():
+            r = self.residual.setdefault(m, [0.0, 0.0])
+            r[0] += res
+            r[1] += mag
+        self.n_examples += other.n_examples
+        self.batches += other.batches
+
     # -- results ---------------------------------------------------------------------------
 
     def weights(self, pair: Pair) -> Edges:

@@ -167,16 +167,78 @@ class TaskTraceResult:
     seconds: float
 
 
-def ingest_task(db: Any, config: TaskTraceConfig, *, device: str = "cpu", progress: Progress | None = None,
-                writer: GraphWriter | None = None) -> tuple[str, list[TaskTraceResult]]:
-    """Trace and store every example's prompt graph per task, then write the task graph."""
-    from ingest.dictionaries.transcoder_set import load_transcoders
-    from ingest.replacement.aggregate import aggregate, read_prompt_edges, write_task_graph
-    from ingest.replacement.attribute import trace_prompt
-    from ingest.replacement.store import GraphLabels, write_prompt_graph
-    from ingest.replacement.targets import logit_diff_target
+@dataclass(frozen=True)
+class ComputedPrompt:
+    """One task prompt's replacement graph, pruned and scored, before it is stored."""
+
+    graph: PromptGraph
+    pruned: Pruned
+    full: Scores
+    pruned_scores: Scores
+
+
+@dataclass(frozen=True)
+class PromptOutcome:
+    """What a stored task prompt came to (JSON-able: ``--ray`` saves it to resume)."""
+
+    prompt: str
+    nodes: int
+    edges: int
+    replacement: float
+    completeness: float
+
+
+@dataclass(frozen=True)
+class TaskPrompts:
+    """A task's prompts to run: ``spec`` as in ``TaskTraceConfig.tasks``, ``n`` prompts, the
+    run id, and ``store(index, computed)``, which writes one computed prompt graph (the
+    caller's process)."""
+
+    run: str
+    spec: str
+    task: str
+    n: int
+    store: Callable[[int, ComputedPrompt], PromptOutcome]
+
+
+#: run_prompts(prompts, progress) -> one outcome per prompt, in prompt order (``--ray``: ingest/distributed)
+PromptRunner = Callable[[TaskPrompts, Progress | None], list[PromptOutcome]]
+
+
+def task_prompts(config: TaskTraceConfig, spec: str, model: Any) -> tuple[list[Any], Any]:
+    """The examples of task ``spec`` and their encoded batch (deterministic: seed and split)."""
     from ingest.tasks import get_task
     from ingest.tasks.encode import encode_examples
+
+    task = get_task(spec)
+    examples = task.examples(config.examples, seed=config.seed, split=config.split)
+    if not examples:
+        raise TaskError(f"task {task.name!r} produced no examples")
+    return examples, encode_examples(model.tokenizer, examples)
+
+
+def compute_prompt(model: Any, tcs: Any, batch: Any, examples: list[Any], i: int, config: TraceConfig) -> ComputedPrompt:
+    """Prompt ``i``'s graph, its target the task's logit difference, pruned and scored."""
+    from ingest.replacement.attribute import trace_prompt
+    from ingest.replacement.targets import logit_diff_target
+
+    tokens = batch.tokens[i, :int(batch.last[i]) + 1]
+    target = logit_diff_target(int(batch.answer[i]), int(batch.cf_answer[i]), model.W_U.detach(),
+                               model.b_U.detach(), model.tokenizer.decode)
+    graph = trace_prompt(model, tcs, tokens, config, prompt=examples[i].clean, targets=[target])
+    pruned, full, ps = prune_and_score(graph, config)
+    return ComputedPrompt(graph, pruned, full, ps)
+
+
+def ingest_task(db: Any, config: TaskTraceConfig, *, device: str = "cpu", progress: Progress | None = None,
+                writer: GraphWriter | None = None, run_prompts: PromptRunner | None = None
+                ) -> tuple[str, list[TaskTraceResult]]:
+    """Trace and store every example's prompt graph per task, then write the task graph.
+    ``run_prompts`` computes the prompt graphs elsewhere (``--ray``); they are stored here."""
+    from ingest.dictionaries.transcoder_set import load_transcoders
+    from ingest.replacement.aggregate import aggregate, read_prompt_edges, write_task_graph
+    from ingest.replacement.store import GraphLabels, write_prompt_graph
+    from ingest.tasks import get_task
 
     tasks = [get_task(t) for t in config.tasks]
     model, label, checkpoint = model_and_labels(config.model, device)
@@ -187,33 +249,33 @@ def ingest_task(db: Any, config: TaskTraceConfig, *, device: str = "cpu", progre
         "split": config.split, "beta": config.beta, "trace": config.trace.as_dict()})
     writer = writer or GraphWriter(db)
     out = []
-    for task in tasks:
+    for spec, task in zip(config.tasks, tasks, strict=True):
         t0 = time.perf_counter()
-        examples = task.examples(config.examples, seed=config.seed, split=config.split)
-        if not examples:
-            raise TaskError(f"task {task.name!r} produced no examples")
-        batch = encode_examples(model.tokenizer, examples)
+        examples, batch = task_prompts(config, spec, model)
         labels = GraphLabels(label, checkpoint, tcs.kind, task=task.name)
-        prompts, nodes, edges, reps, comps = [], 0, 0, [], []
-        for i in range(len(batch)):
-            tokens = batch.tokens[i, :int(batch.last[i]) + 1]
-            target = logit_diff_target(int(batch.answer[i]), int(batch.cf_answer[i]), model.W_U.detach(),
-                                       model.b_U.detach(), model.tokenizer.decode)
-            graph = trace_prompt(model, tcs, tokens, config.trace, prompt=examples[i].clean, targets=[target])
-            pruned, full, ps = prune_and_score(graph, config.trace)
-            stored = write_prompt_graph(writer, graph, pruned, labels, record, transcoders=config.transcoders,
-                                        full=full, pruned_scores=ps)
-            prompts.append(stored.prompt)
-            nodes, edges = nodes + stored.nodes, edges + stored.edges
-            reps.append(full.replacement)
-            comps.append(full.completeness)
-            if progress:
-                progress(task.name, i + 1, len(batch))
+
+        def store(i: int, c: ComputedPrompt, labels: GraphLabels = labels) -> PromptOutcome:
+            stored = write_prompt_graph(writer, c.graph, c.pruned, labels, record, transcoders=config.transcoders,
+                                        full=c.full, pruned_scores=c.pruned_scores)
+            return PromptOutcome(stored.prompt, stored.nodes, stored.edges, c.full.replacement, c.full.completeness)
+
+        job = TaskPrompts(run=record.run_id, spec=spec, task=task.name, n=len(batch), store=store)
+        if run_prompts is not None:
+            outcomes = run_prompts(job, progress)
+        else:
+            outcomes = []
+            for i in range(len(batch)):
+                outcomes.append(store(i, compute_prompt(model, tcs, batch, examples, i, config.trace)))
+                if progress:
+                    progress(task.name, i + 1, len(batch))
+        prompts = [o.prompt for o in outcomes]
         weights = aggregate(read_prompt_edges(db, prompts), len(prompts), config.beta)
         n_task = write_task_graph(writer, weights, record, model=label, checkpoint=checkpoint, task=task.name,
                                   dictionary=tcs.kind)
-        out.append(TaskTraceResult(task=task.name, prompts=prompts, nodes=nodes, edges=edges, task_edges=n_task,
-                                   replacement=sum(reps) / len(reps), completeness=sum(comps) / len(comps),
+        out.append(TaskTraceResult(task=task.name, prompts=prompts, nodes=sum(o.nodes for o in outcomes),
+                                   edges=sum(o.edges for o in outcomes), task_edges=n_task,
+                                   replacement=sum(o.replacement for o in outcomes) / len(outcomes),
+                                   completeness=sum(o.completeness for o in outcomes) / len(outcomes),
                                    seconds=time.perf_counter() - t0))
     return record.run_id, out
 

@@ -26,7 +26,7 @@ def env_for(settings, **override):
 
 
 def test_help_is_instant_and_imports_no_heavy_modules():
-    code = "import sys, analysis.cli; print(sorted(m for m in ('torch', 'neo4j', 'pandas', 'graspologic') if m in sys.modules))"
+    code = "import sys, analysis.cli; print(sorted(m for m in ('torch', 'neo4j', 'pandas', 'graspologic', 'ray') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     result = runner.invoke(app, ["--help"])
