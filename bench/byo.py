@@ -276,6 +276,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--evaluate-tasks", default="recall,pair", help="tasks evaluated (comma list)")
     ap.add_argument("--cprofile", choices=("ingest", "evaluate"), help="print a cProfile of that stage")
+    ap.add_argument("--skip-evaluate", action="store_true", help="measure the ingest only")
     args = ap.parse_args()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
@@ -345,7 +346,7 @@ def main() -> int:
                 _print_profile(profiler)
 
             evals = []
-            for name in args.evaluate_tasks.split(","):
+            for name in [] if args.skip_evaluate else args.evaluate_tasks.split(","):
                 stages.reset()
                 ecfg = EvaluateConfig(task=name, run=result.run, examples=args.examples, sweep=args.sweep)
                 if args.cprofile == "evaluate" and not evals:

@@ -71,18 +71,11 @@ from torch import Tensor
 from ingest.attribution.baseline import reference_mean
 from ingest.attribution.batch import BatchGraph, LatentStore, MeanBaseline, Prepared, _flat, logit_diff, merge_graphs
 from ingest.attribution.config import AttributionConfig, Baseline, PositionAgg
+from ingest.attribution.forward import FORWARD_COST, forward_in_edges, n_upstream_nodes
 from ingest.attribution.hooks import run_hooked
 from ingest.attribution.nodes import head_mass, node_attribution, steps_per_pass
-from ingest.attribution.rows import (
-    EdgeRows,
-    project_on_nodes,
-    prune_early,
-    _coalesce,
-    _group,
-    _latent_jacobian_rows,
-    _reduce_positions,
-    _Targets,
-)
+from ingest.attribution.rows import (EdgeRows, project_on_nodes, prune_early, _coalesce, _group,
+                                     _latent_jacobian_rows, _reduce_positions, _Targets)
 from ingest.attribution.slots import Slot
 from ingest.dictionaries.base import Dictionary
 from ingest.errors import AttributionError
@@ -321,6 +314,10 @@ class AttributionEngine:
         if y0 is None:
             raise AttributionError("edges into a dictionary need y0, the incoming value at the baseline")
         targets = self._targets(prep, m, y0)
+        ups = self._upstream(batch, prep, m)  # forward mode where upstream nodes are few (the embedding)
+        if self.config.merges_positions and ups and n_upstream_nodes(self.slots, prep, ups) * FORWARD_COST < targets.width:
+            rows = forward_in_edges(self, batch, prep, m, targets, ups, total)
+            return {s: self._finish(prep, s, [r]) for s, r in rows.items()}, targets
         parts: dict[int, list[EdgeRows]] = {}
         for start in range(0, targets.width, self.config.chunk):
             stop = min(start + self.config.chunk, targets.width)
@@ -419,9 +416,11 @@ class AttributionEngine:
 
             y, vjp = torch.func.vjp(incoming, *[values[s] for s in ups])
             C = self._cotangent(prep, m, y.detach(), targets, start, stop)
-            grads = torch.func.vmap(vjp)(C)
-            for s, g in zip(ups, grads, strict=True):
-                acc[s] = acc[s] + g / K if s in acc else g / K
+            # an identically zero cotangent (an exact dictionary's error node) has zero in-edges
+            live = C.flatten(1).any(1).nonzero(as_tuple=True)[0]
+            part = torch.func.vmap(vjp)(C[live]) if len(live) else [values[s].new_zeros((0, *values[s].shape)) for s in ups]
+            for s, g in zip(ups, part, strict=True):
+                acc.setdefault(s, g.new_zeros((len(C), *g.shape[1:])))[live] += g / K
         return acc
 
     def _integrate_metric(self, batch: TaskBatch, prep: Prepared) -> dict[int, Tensor]:
