@@ -40,7 +40,7 @@ import json
 import math
 import re
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -241,18 +241,10 @@ class ShardWriter:
         common = relationship_common(rel, common)
         for name in common:
             _check_name(name)
-        src_nodes, dst_nodes = self._nodes.get(src, {}), self._nodes.get(dst, {})
         total = 0
         for batch in batched(rows, self.batch_size):
             rows_, srcs, dsts = relationship_rows(rel, batch)
-            try:
-                src_ids = [src_nodes[s][2] for s in srcs]
-                dst_ids = [dst_nodes[d][2] for d in dsts]
-            except KeyError:
-                s, d = next((s, d) for s, d in zip(srcs, dsts) if s not in src_nodes or d not in dst_nodes)
-                missing = s if s not in src_nodes else d
-                raise MissingEndpointError(f"a {rel} row names {missing!r}, which was not written as a "
-                                           f"{src if s not in src_nodes else dst} node before it") from None
+            src_ids, dst_ids = self._node_ids(rel, src, dst, srcs, dsts)
             for p in identity:
                 if common.get(p) is None and any(r.get(p) is None for r in rows_):
                     raise ConfigError(f"a {rel} row needs the identity property {p!r} (in the row or in common)")
@@ -260,6 +252,59 @@ class ShardWriter:
             self._write_rel_batch(rel, src, dst, identity, common, src_ids, dst_ids, rows_)
             total += len(batch)
         return total
+
+    def write_relationship_columns(self, rel: Rel, srcs: Sequence[str], dsts: Sequence[str],
+                                   columns: Mapping[str, Any], *, src: Label = Label.NODE, dst: Label = Label.NODE,
+                                   common: Mapping[str, Any] | None = None) -> int:
+        """:meth:`write_relationships` of the rows ``{"src": srcs[i], "dst": dsts[i], name: columns[name][i]}``
+        (the same shards), for rows held as numpy columns of floats, integers or booleans."""
+        import numpy as np
+
+        self._check_open()
+        rel, src, dst = Rel(rel), Label(src), Label(dst)
+        _check_endpoints(src, dst)
+        identity = REL_IDENTITY.get(rel, ())
+        common = {k: v for k, v in relationship_common(rel, common).items() if v is not None}
+        arrays = {name: np.asarray(v) for name, v in columns.items()}
+        if rel is Rel.ATTRIBUTES_TO and "weight" in arrays and "abs_weight" not in arrays:
+            arrays["abs_weight"] = np.abs(arrays["weight"])   # writer._derive, per element
+        kinds = {"f": "double", "i": "long", "u": "long", "b": "boolean"}
+        for name, a in arrays.items():
+            _check_name(name)
+            if a.dtype.kind not in kinds or a.shape != (len(srcs),):
+                raise ConfigError(f"column {name!r} must be a 1-d array of floats, integers or booleans with one "
+                                  f"value per edge ({len(srcs)}), got {a.dtype} of shape {a.shape}")
+        for name in common:
+            _check_name(name)
+        missing = [p for p in identity if p not in common and p not in arrays]
+        if missing:
+            raise ConfigError(f"a {rel} row needs the identity property {missing[0]!r} (in the row or in common)")
+        if len(dsts) != len(srcs):
+            raise ConfigError(f"{len(srcs)} sources but {len(dsts)} targets")
+        step = max(self.batch_size, 100_000)
+        for i in range(0, len(srcs), step):
+            src_ids, dst_ids = self._node_ids(rel, src, dst, srcs[i:i + step], dsts[i:i + step])
+            n = len(src_ids)
+            cols = {name: [v] * n for name, v in common.items() if name not in arrays}
+            sig = {name: value_type(v) for name, v in common.items() if name not in arrays}
+            for name, a in arrays.items():
+                cols[name] = a[i:i + step].tolist()   # Python values, as a row's would be
+                sig[name] = kinds[a.dtype.kind]
+            self._start()
+            self._emit_rels(rel, src, dst, identity, src_ids, dst_ids, cols, sig)
+        return len(srcs)
+
+    def _node_ids(self, rel: Rel, src: Label, dst: Label, srcs: Sequence[str],
+                  dsts: Sequence[str]) -> tuple[list[int], list[int]]:
+        """The node ids of the endpoints; ``MissingEndpointError`` for a key not written before."""
+        src_nodes, dst_nodes = self._nodes.get(src, {}), self._nodes.get(dst, {})
+        try:
+            return [src_nodes[s][2] for s in srcs], [dst_nodes[d][2] for d in dsts]
+        except KeyError:
+            s, d = next((s, d) for s, d in zip(srcs, dsts) if s not in src_nodes or d not in dst_nodes)
+            missing = s if s not in src_nodes else d
+            raise MissingEndpointError(f"a {rel} row names {missing!r}, which was not written as a "
+                                       f"{src if s not in src_nodes else dst} node before it") from None
 
     def _write_rel_batch(self, rel: Rel, src: Label, dst: Label, identity: tuple[str, ...], common: dict[str, Any],
                          srcs: list[int], dsts: list[int], rows: list[dict[str, Any]]) -> None:
