@@ -57,7 +57,7 @@ def load_shards(shards: Path, data_dir: Path, *, force: bool = False, port: int 
     its server first), start the embedded server on it and create the schema.
 
     ``server`` overrides the :class:`EmbeddedServer` of ``data_dir`` (its heap and page cache);
-    ``timeout`` is how long the server may take to answer. The constraints are online when it
+    ``timeout`` is how long the server may take to answer, and the schema to come online. The constraints are online when it
     returns; the range indexes are still populating unless ``await_indexes`` (queries answer
     meanwhile, without them)."""
     server = server or EmbeddedServer(Path(data_dir))
@@ -74,7 +74,7 @@ def load_shards(shards: Path, data_dir: Path, *, force: bool = False, port: int 
     seconds["server start"] = time.perf_counter() - t
     t = time.perf_counter()
     with connect(server.settings(), retry=FRESH_SERVER_RETRY) as db:
-        init_schema(db, await_indexes=await_indexes)
+        init_schema(db, await_indexes=await_indexes, timeout_s=max(300, int(timeout)))
         set_empty_lists(db, read_manifest(Path(shards)).get("empty_lists", []))
     seconds["schema"] = time.perf_counter() - t
     return LoadResult(imported, state, seconds)
