@@ -25,11 +25,11 @@ Shard files are CSV with the importer's header on their first line (``:ID``, ``k
 (``--id-type=actual``): every node gets the next integer, in the order first written, and a
 relationship names its endpoints by those integers. The importer then has no id mapping to build
 (no sort of the keys, no lookup per relationship), and the shards are half the size they would be
-with key strings; the keys are still stored, as the ``key`` property. Values are typed per column; rows whose
-values differ in type (an ``int`` where others have a ``float``) go to a shard of their own, so
-every value keeps the type the online writer would give it. ``None`` is an empty field (no
-property); strings are always quoted, so ``""`` stays an empty string. Arrays use U+001F as the
-element delimiter. The importer reads an empty array as no property, so a node's empty lists are
+with key strings; the keys are still stored, as the ``key`` property. Values are typed per
+column; rows whose values differ in type (an ``int`` where others have a ``float``) go to a
+shard of their own, so every value keeps the type the online writer would give it. ``None`` is
+an empty field (no property); strings are always quoted, so ``""`` stays an empty string. Arrays
+use U+001F as the element delimiter. The importer reads an empty array as no property, so a node's empty lists are
 listed in the manifest (``empty_lists``) and set after the import (``graphdb.bulk.load``); an
 empty list on a relationship is refused. ``manifest.json`` lists the shards and how to read them.
 """
