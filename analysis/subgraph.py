@@ -168,17 +168,22 @@ _CYPHER = Path(__file__).parent / "cypher"
 
 
 def _pages(db: Any, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The records of one task's selection, a page at a time: cut at every PAGE_EDGES-th |weight|
-    (``subgraph_page_bounds``), each page a range seek on the ATTRIBUTES_TO index; the last page
-    (and a selection of at most PAGE_EDGES edges, the only page) is ``subgraph_columns`` itself."""
-    bounds = db.read((_CYPHER / "subgraph_page_bounds.cypher").read_text(),
-                     {**{k: params[k] for k in ("model", "checkpoint", "task", "min_abs_weight")},
-                      "page": PAGE_EDGES})[0]["bounds"]
-    cuts = sorted({b for b in bounds if b > params["min_abs_weight"]})   # tied weights stay on one page
+    """The records of one task's selection, a page at a time: each page ends at the |weight|
+    PAGE_EDGES index entries above its start (``subgraph_page_bounds``, reading the index only)
+    and is a range seek on the ATTRIBUTES_TO index; the last page (and a selection of at most
+    PAGE_EDGES edges, the only page) is ``subgraph_columns`` itself. Tied weights stay on one page."""
+    bounds = (_CYPHER / "subgraph_page_bounds.cypher").read_text()
+    page = (_CYPHER / "subgraph_columns_page.cypher").read_text()
+    keys = {k: params[k] for k in ("model", "checkpoint", "task")}
     lower = params["min_abs_weight"]
-    for upper in cuts:
-        yield db.read((_CYPHER / "subgraph_columns_page.cypher").read_text(),
-                      {**params, "min_abs_weight": lower, "below_abs_weight": upper})[0]
+    while True:
+        rows = db.read(bounds, {**keys, "min_abs_weight": lower, "above": -1.0, "page": PAGE_EDGES})
+        if rows and rows[0]["bound"] == lower:   # a page of ties: cut at the next weight above them
+            rows = db.read(bounds, {**keys, "min_abs_weight": lower, "above": lower, "page": 0})
+        if not rows:
+            break
+        upper = rows[0]["bound"]
+        yield db.read(page, {**params, "min_abs_weight": lower, "below_abs_weight": upper})[0]
         lower = upper
     yield run_query(db, "subgraph_columns", {**params, "min_abs_weight": lower})[0]
 

@@ -1,12 +1,14 @@
-// Where to cut a large subgraph pull into pages: every $page-th |weight| of one task's edges
-// at one checkpoint, in increasing order, read from the ATTRIBUTES_TO range index alone (the
-// index holds model, checkpoint, task and abs_weight, so no relationship is read). Counts every
-// run and granularity, so the pages are only about $page edges each; the pull's own query
+// Where the next page of a large subgraph pull ends: the |weight| $page places above the first
+// edge of one task's edges at one checkpoint with |weight| >= $min_abs_weight and > $above, in
+// increasing order. A range seek on the ATTRIBUTES_TO index in its own order (it holds model,
+// checkpoint, task and abs_weight): it reads $page index entries and no relationship, and holds
+// nothing. Counts every run and granularity: a page is about $page edges; the pull's own query
 // filters them.
-// Parameters: $model, $checkpoint, $task (strings), $min_abs_weight (float), $page (int > 0)
-// Returns:    edges (the count), bounds (list of floats, increasing; empty when edges <= $page)
+// Parameters: $model, $checkpoint, $task (strings), $min_abs_weight, $above (floats), $page (int >= 0)
+// Returns:    bound (one row; none when fewer edges are left)
 MATCH ()-[r:ATTRIBUTES_TO]->()
 WHERE r.model = $model AND r.checkpoint = $checkpoint AND r.task = $task AND r.abs_weight >= $min_abs_weight
+  AND r.abs_weight > $above
 WITH r.abs_weight AS w ORDER BY w
-WITH collect(w) AS ws   // (Cypher's range(a, b, s) with b < a is [a], hence the WHERE below)
-RETURN size(ws) AS edges, [i IN range($page, size(ws) - 1, $page) WHERE i < size(ws) | ws[i]] AS bounds
+SKIP $page LIMIT 1
+RETURN w AS bound
