@@ -15,8 +15,8 @@ graph to be written again (ingest is idempotent; the MERGE adds the nid) rather 
 second, slower key-string path. Two stored keys with the same nid (probability ~1e-9 at 200k
 nodes) are detected by the key fetch and raise ``ConfigError`` too.
 
-A selection of more than ``PAGE_EDGES`` edges is pulled in pages cut at |weight| quantiles read
-from the relationship index, so neither the server's transaction memory nor the driver's decoded
+A selection of more than ``PAGE_EDGES`` edges is pulled in pages of |weight| ranges, each ending
+``PAGE_EDGES`` entries of the relationship index above its start, so neither the server's transaction memory nor the driver's decoded
 lists hold more than a page at once.
 """
 
