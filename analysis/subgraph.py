@@ -16,8 +16,8 @@ second, slower key-string path. Two stored keys with the same nid (probability ~
 nodes) are detected by the key fetch and raise ``ConfigError`` too.
 
 A selection of more than ``PAGE_EDGES`` edges is pulled in pages of |weight| ranges, each ending
-``PAGE_EDGES`` entries of the relationship index above its start, so neither the server's transaction memory nor the driver's decoded
-lists hold more than a page at once.
+``PAGE_EDGES`` entries of the relationship index above its start, so neither the server's
+transaction memory nor the driver's decoded lists hold more than a page at once.
 """
 
 from __future__ import annotations
