@@ -14,11 +14,17 @@ Nodes written before nids existed have none: the pull raises ``ConfigError`` ask
 graph to be written again (ingest is idempotent; the MERGE adds the nid) rather than keeping a
 second, slower key-string path. Two stored keys with the same nid (probability ~1e-9 at 200k
 nodes) are detected by the key fetch and raise ``ConfigError`` too.
+
+A selection of more than ``PAGE_EDGES`` edges is pulled in pages of |weight| ranges, each ending
+``PAGE_EDGES`` entries of the relationship index above its start, so neither the server's
+transaction memory nor the driver's decoded lists hold more than a page at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from graphdb.writer import cypher_template
@@ -125,14 +131,16 @@ def pull_subgraph(db: Any, selection: Selection) -> Subgraph:
 
     srcs, dsts, weights = [], [], []
     for task in selection.tasks:
-        rows = run_query(db, "subgraph_columns", {
-            "model": selection.model, "checkpoint": selection.checkpoint, "task": task, "run": selection.run,
-            "granularity": selection.granularity, "min_abs_weight": selection.min_abs_weight,
-            "kinds": ",".join(selection.kinds) or "*", "layers": ",".join(map(str, selection.layers)) or "*"})
-        srcs.append(np.asarray(rows[0]["source_nids"], dtype=np.int64))
-        dsts.append(np.asarray(rows[0]["target_nids"], dtype=np.int64))
-        weights.append(np.asarray(rows[0]["weights"], dtype=np.float64))
+        params = {"model": selection.model, "checkpoint": selection.checkpoint, "task": task, "run": selection.run,
+                  "granularity": selection.granularity, "min_abs_weight": selection.min_abs_weight,
+                  "kinds": ",".join(selection.kinds) or "*", "layers": ",".join(map(str, selection.layers)) or "*"}
+        for page in _pages(db, params):
+            srcs.append(np.asarray(page["source_nids"], dtype=np.int64))
+            dsts.append(np.asarray(page["target_nids"], dtype=np.int64))
+            weights.append(np.asarray(page["weights"], dtype=np.float64))
+            del page   # this page's Python lists go before the next page arrives
     src, dst, w = np.concatenate(srcs), np.concatenate(dsts), np.concatenate(weights)
+    del srcs, dsts, weights
     what = (f"{selection.granularity} edges of {selection.model} @ {selection.checkpoint} for "
             f"{', '.join(selection.tasks)} (run {selection.run}, |weight| >= {selection.min_abs_weight}"
             + (f", nodes {'/'.join(selection.kinds)}" if selection.kinds else "")
@@ -150,6 +158,34 @@ def pull_subgraph(db: Any, selection: Selection) -> Subgraph:
     n, m = len(nids), len(w)
     matrix = sparse.coo_matrix((w, (rank[inverse[:m]], rank[inverse[m:]])), shape=(n, n)).tocsr()  # duplicates summed
     return Subgraph(selection=selection, keys=keys[order], matrix=matrix, edges=m)
+
+
+#: Edges per page of a pull. One page is one record of three lists: the server holds them in its
+#: transaction memory and the driver decodes them into Python objects, so a 10-million-edge pull
+#: in one record needs gigabytes on both sides; pages bound that to a page's worth.
+PAGE_EDGES = 2_000_000
+_CYPHER = Path(__file__).parent / "cypher"
+
+
+def _pages(db: Any, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The records of one task's selection, a page at a time: each page ends at the |weight|
+    PAGE_EDGES index entries above its start (``subgraph_page_bounds``, reading the index only)
+    and is a range seek on the ATTRIBUTES_TO index; the last page (and a selection of at most
+    PAGE_EDGES edges, the only page) is ``subgraph_columns`` itself. Tied weights stay on one page."""
+    bounds = (_CYPHER / "subgraph_page_bounds.cypher").read_text()
+    page = (_CYPHER / "subgraph_columns_page.cypher").read_text()
+    keys = {k: params[k] for k in ("model", "checkpoint", "task")}
+    lower = params["min_abs_weight"]
+    while True:
+        rows = db.read(bounds, {**keys, "min_abs_weight": lower, "above": -1.0, "page": PAGE_EDGES})
+        if rows and rows[0]["bound"] == lower:   # a page of ties: cut at the next weight above them
+            rows = db.read(bounds, {**keys, "min_abs_weight": lower, "above": lower, "page": 0})
+        if not rows:
+            break
+        upper = rows[0]["bound"]
+        yield db.read(page, {**params, "min_abs_weight": lower, "below_abs_weight": upper})[0]
+        lower = upper
+    yield run_query(db, "subgraph_columns", {**params, "min_abs_weight": lower})[0]
 
 
 def _keys_of(db: Any, nids: Any) -> Any:

@@ -174,12 +174,22 @@ class SupportsWrite(Protocol):
 CONCURRENT_CREATE = "Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists"
 
 
-def init_schema(db: SupportsWrite, *, timeout_s: int = 300) -> None:
+def init_schema(db: SupportsWrite, *, timeout_s: int = 300, await_indexes: bool = True) -> None:
     """Create every constraint and index and wait until they are online. Idempotent, and
-    safe while other processes initialise the same database."""
-    for statement in (*constraint_statements(), *index_statements()):
+    safe while other processes initialise the same database.
+
+    ``await_indexes=False`` waits for the constraints only (the writer's MERGE relies on them)
+    and leaves the range indexes populating in the background: on a bulk-loaded store of
+    millions of relationships that takes as long as the import, and queries answer meanwhile
+    (without the index; ``CALL db.awaitIndexes`` waits for them)."""
+    for statement in constraint_statements():
         _create(db, statement)
-    db.write("CALL db.awaitIndexes($t)", {"t": timeout_s})
+    if not await_indexes:
+        db.write("CALL db.awaitIndexes($t)", {"t": timeout_s})   # the constraints, before the indexes start
+    for statement in index_statements():
+        _create(db, statement)
+    if await_indexes:
+        db.write("CALL db.awaitIndexes($t)", {"t": timeout_s})
 
 
 def _create(db: SupportsWrite, statement: str, *, attempts: int = 3) -> None:

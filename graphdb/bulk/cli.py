@@ -29,6 +29,8 @@ def load(
                                                     "or 1g]")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Importer threads [default: the cores]")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds the server may take to answer.")] = 180.0,
+    wait_indexes: Annotated[bool, typer.Option(help="Return once the range indexes are online too, not only the "
+                                                    "constraints (they populate in the background otherwise)")] = False,
 ) -> None:
     """Bulk-load SHARDS with Neo4j's own importer into a NEW store, start the server, create the schema.
 
@@ -46,7 +48,8 @@ def load(
     home = resolve_data_dir(ctx.obj.data_dir if ctx.obj else None)
     with Console(stderr=True).status(f"importing {shards} with Neo4j's importer"):
         result = load_shards(shards, home, force=force, port=port, heap=heap, memory=memory, threads=threads,
-                             timeout=timeout)
+                             timeout=timeout, await_indexes=wait_indexes)
     steps = ", ".join(f"{name} {s:.1f}s" for name, s in result.seconds.items())
     typer.echo(f"loaded {result.imported.nodes:,} nodes and {result.imported.relationships:,} relationships into "
-               f"{home} in {result.total_seconds:.1f}s ({steps}); Neo4j {result.server.version} at {result.server.uri}")
+               f"{home} in {result.total_seconds:.1f}s ({steps}); Neo4j {result.server.version} at {result.server.uri}"
+               + ("" if wait_indexes else "; its range indexes are populating in the background"))

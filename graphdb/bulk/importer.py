@@ -71,7 +71,7 @@ def importer_args(shards: Path, manifest: dict, *, overwrite: bool, threads: int
     # The database name first: after --nodes/--relationships (which take several files) it
     # would be read as one more file.
     args = ["database", "import", "full", DATABASE,
-            "--id-type=string", f"--array-delimiter={manifest['array_delimiter']}",
+            "--id-type=actual", f"--array-delimiter={manifest['array_delimiter']}",
             f"--multiline-fields={'true' if manifest['multiline_fields'] else 'false'}",
             # A relationship to a node that is not in the shards, or a key twice, fails the import.
             "--skip-bad-relationships=false", "--skip-duplicate-nodes=false", "--bad-tolerance=0",

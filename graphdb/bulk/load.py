@@ -2,7 +2,9 @@
 
 The importer writes nodes, relationships and properties only; the constraints and indexes the
 online writer relies on (``graphdb.schema``) are created once the server is up, on the loaded
-data, and waited for, so the store answers queries as one written online does.
+data. The constraints (the writer's MERGE needs them) are waited for; the range indexes populate
+in the background unless asked to be waited for: on millions of relationships that takes about
+as long as the import itself, and every query answers meanwhile, only without the index.
 """
 
 from __future__ import annotations
@@ -49,12 +51,15 @@ class LoadResult:
 
 def load_shards(shards: Path, data_dir: Path, *, force: bool = False, port: int | None = None,
                 heap: str | None = None, memory: str | None = None, threads: int | None = None,
-                server: EmbeddedServer | None = None, timeout: float = 180.0) -> LoadResult:
+                server: EmbeddedServer | None = None, timeout: float = 180.0,
+                await_indexes: bool = False) -> LoadResult:
     """Import ``shards`` into a new store in ``data_dir`` (``force``: replace its store, stopping
     its server first), start the embedded server on it and create the schema.
 
     ``server`` overrides the :class:`EmbeddedServer` of ``data_dir`` (its heap and page cache);
-    ``timeout`` is how long the server may take to answer."""
+    ``timeout`` is how long the server may take to answer, and the schema to come online. The constraints are online when it
+    returns; the range indexes are still populating unless ``await_indexes`` (queries answer
+    meanwhile, without them)."""
     server = server or EmbeddedServer(Path(data_dir))
     seconds: dict[str, float] = {}
     if force and server.state() is not None:
@@ -69,7 +74,7 @@ def load_shards(shards: Path, data_dir: Path, *, force: bool = False, port: int 
     seconds["server start"] = time.perf_counter() - t
     t = time.perf_counter()
     with connect(server.settings(), retry=FRESH_SERVER_RETRY) as db:
-        init_schema(db)
+        init_schema(db, await_indexes=await_indexes, timeout_s=max(300, int(timeout)))
         set_empty_lists(db, read_manifest(Path(shards)).get("empty_lists", []))
     seconds["schema"] = time.perf_counter() - t
     return LoadResult(imported, state, seconds)

@@ -54,6 +54,23 @@ def test_pull_subgraph_is_the_stored_graph(planted):
         pull_subgraph(db, Selection(MODEL, CKPT, ("other",)))
 
 
+def test_a_pull_in_pages_is_the_pull_in_one(planted, monkeypatch):
+    import analysis.subgraph as subgraph
+
+    db, _, n_edges = planted
+    # Tied weights across a page cut: they must land on one page, neither lost nor doubled.
+    db.write("MATCH ()-[r:ATTRIBUTES_TO {task: $t}]->() WITH r LIMIT 40 SET r.weight = 1.25, r.abs_weight = 1.25",
+             {"t": TASK})
+    whole = pull_subgraph(db, Selection(MODEL, CKPT, (TASK,)))
+    monkeypatch.setattr(subgraph, "PAGE_EDGES", 17)
+    pages = list(subgraph._pages(db, {"model": MODEL, "checkpoint": CKPT, "task": TASK, "run": "*",
+                                      "granularity": "feature", "min_abs_weight": 0.0, "kinds": "*", "layers": "*"}))
+    assert len(pages) > 5 and sum(len(p["weights"]) for p in pages) == n_edges
+    paged = pull_subgraph(db, Selection(MODEL, CKPT, (TASK,)))
+    assert paged.edges == whole.edges == n_edges and list(paged.keys) == list(whole.keys)
+    assert (paged.matrix != whole.matrix).nnz == 0
+
+
 def test_pull_refuses_nodes_without_nid_and_shared_nids(planted):
     from mechgraph.errors import ConfigError
 

@@ -134,3 +134,34 @@ def test_values_keep_their_types_in_the_shards(tmp_path):
     assert format_value("string", "") == '""' and format_value("string", None) == ""
     with pytest.raises(ConfigError, match="only strings"):
         value_type([1, "a"])
+
+
+def test_relationships_as_columns_make_the_shards_rows_make(tmp_path):
+    import numpy as np
+
+    keys = [f"feature|m|c|h|d|{i}" for i in range(50)]
+    rng = np.random.default_rng(0)
+    src, dst = rng.integers(0, 50, 300), rng.integers(0, 50, 300)
+    keep = np.unique(src * 50 + dst, return_index=True)[1]
+    src, dst = src[keep], dst[keep]
+    weight = rng.standard_normal(len(src)) ** 3
+    weight[:3] = [-0.0, 5e-324, math.nan]   # NaN: format_value's spelling, not repr's
+    layer = rng.integers(0, 4, len(src))
+    common = {"model": "m", "checkpoint": "c", "task": "t", "run": "r"}
+    out = {}
+    for how in ("rows", "columns"):
+        with ShardWriter(tmp_path / how, batch_size=64) as w:
+            w.write_nodes(Label.FEATURE, [{"key": k, "index": i} for i, k in enumerate(keys)])
+            if how == "rows":
+                w.write_relationships(Rel.ATTRIBUTES_TO, [
+                    {"src": keys[s], "dst": keys[d], "weight": x, "hop": h}
+                    for s, d, x, h in zip(src.tolist(), dst.tolist(), weight.tolist(), layer.tolist())], common=common)
+            else:
+                w.write_relationship_columns(Rel.ATTRIBUTES_TO, [keys[s] for s in src], [keys[d] for d in dst],
+                                             {"weight": weight, "hop": layer}, common=common)
+        out[how] = {p.name: p.read_bytes() for p in (tmp_path / how).iterdir()}
+    assert out["rows"] == out["columns"] and len(out["rows"]) == 3
+    assert b"NaN" in out["columns"]["rels-0000-ATTRIBUTES_TO.csv"]
+    with pytest.raises(MissingEndpointError):
+        ShardWriter(tmp_path / "x").write_relationship_columns(Rel.ATTRIBUTES_TO, ["a"], ["b"], {"weight": [1.0]},
+                                                               common=common)
