@@ -105,10 +105,13 @@ def import_side(path: str, settings_json: str, batch_size: int, task: str) -> No
 
 def parse_side(path: str, batch_size: int) -> None:
     """The child process of --parse-only: everything the import does to the file but the writes
-    (the stream parse, the checked edge rows, the parse-ahead thread, batches of rows as the
-    writer cuts them), with the modules the import loads; prints seconds, links, peak RSS."""
-    from analysis.exchange.load import _edge_rows
-    from analysis.exchange.stream import Header, events, prefetched, top
+    (the header, the links decoded in blocks, the checked edge rows and their pairs, the
+    parse-ahead thread, batches of rows as the writer cuts them), with the modules the import
+    loads; prints seconds, links, peak RSS."""
+    import io
+
+    from analysis.exchange.load import Pairs, _edge_rows, _read_header
+    from analysis.exchange.stream import Header, LinkArray, links_start, prefetched
     from graphdb.writer import batched
 
     import ingest.replacement.store  # noqa: F401 - the import's fixed cost in memory (torch)
@@ -116,16 +119,15 @@ def parse_side(path: str, batch_size: int) -> None:
     t = time.perf_counter()
     header, count = Header(), [0]
     with open(path, "rb") as f:
-        stream = top(events(f), header, links_ok=True)
-        first = next(stream)
+        start = links_start(f)
+        f.seek(0)
+        _read_header(io.BytesIO(f.read(start) + b"]}"), header)
         key_of = {n["node_id"]: n["node_id"] for n in header.nodes}
-
-        def links():
-            yield first
-            yield from stream
-
-        for batch in batched(prefetched(_edge_rows(links(), key_of, count), batch_size), batch_size):
+        pairs = Pairs(key_of)
+        for batch in batched(prefetched(_edge_rows(iter(LinkArray(f, start)), key_of, count, pairs), batch_size),
+                             batch_size):
             [dict(r) for r in batch]
+        pairs.check()
     print(json.dumps({"seconds": time.perf_counter() - t, "links": count[0], "nodes": len(key_of),
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
