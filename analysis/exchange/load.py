@@ -1,12 +1,16 @@
 """Neuronpedia / circuit-tracer graph JSON files into Neo4j as prompt graphs, streamed.
 
-A file is parsed as a stream of events (ijson): ``metadata``, ``qParams`` and ``nodes`` (a
-few thousand nodes at most) are built in memory, the ``links`` (millions) are never all held:
-each becomes an edge row the moment it is parsed and the batched writer takes them in batches,
+A file is parsed as a stream: ``metadata``, ``qParams`` and ``nodes`` (a few thousand nodes at
+most; ijson) are built in memory, the ``links`` (millions; decoded a block of bytes at a time,
+:class:`~analysis.exchange.stream.LinkArray`) are never all held: each becomes an edge row the
+moment it is parsed and the batched writer takes them in batches,
 through the same write path ``mechgraph trace`` uses (``ingest.replacement.store.
 write_prompt_rows``), so imported and traced prompt graphs look alike (kinds, layers, positions,
 the position-free ``feature`` key the cross-prompt queries group by). Files whose ``links``
-come before their ``nodes`` are read twice (the nodes first).
+come before their ``nodes`` are read twice (the nodes first). The prompt's nodes are new, so
+its edges are CREATEd, not MERGEd (a MERGE searches the endpoints' relationships, a cost that
+grows with their degree); a file that repeats a (source, target) pair is refused, and a prompt
+that an earlier, interrupted import left incomplete is deleted before it is written again.
 
 What a file becomes (the format's fields kept on the nodes, ``np_*``, so that an export writes
 the file back)::

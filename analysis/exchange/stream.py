@@ -1,8 +1,12 @@
-"""Reading a Neuronpedia graph JSON file as a stream (ijson events), and a parse that runs ahead.
+"""Reading a Neuronpedia graph JSON file as a stream, and a parse that runs ahead.
 
-:func:`top` walks the top-level object: ``metadata``, ``qParams``, ``nodes`` and any other key
-are built into a :class:`Header` (small), while each ``links`` element is yielded the moment it
-is parsed (one Python step per event, no builder), so a file's links are never all in memory.
+:func:`top` walks the top-level object through ijson's events: ``metadata``, ``qParams``,
+``nodes`` and any other key are built into a :class:`Header` (small), while each ``links``
+element is yielded the moment it is parsed (one Python step per event, no builder).
+The import reads the links faster: :func:`links_start` finds the top-level ``links`` array's
+byte offset (a token scan of what precedes it) and :class:`LinkArray` decodes the array a block
+of bytes at a time with one ``json.loads`` per block (links are flat objects; anything else
+falls back to one element at a time), so a file's links are never all in memory either.
 :func:`prefetched` runs such a stream in a thread a few batches ahead of its consumer.
 """
 
