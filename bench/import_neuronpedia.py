@@ -15,7 +15,9 @@ default), imported streaming, next to the online writer on the same machine, in 
 4. prints the file size, the import's peak memory (target <= 2 GB; the importing Python
    process only: the Neo4j JVM, whose heap MECHGRAPH_NEO4J_HEAP sets, is printed apart), its
    links/s and the online writer's edges/s, each with the load average while it ran (the
-   machine may be shared), and their ratio (target: import >= writer).
+   machine may be shared), and their ratio (target: import >= writer); with the private server,
+   also the server's CPU seconds per edge of each (a figure the load of a shared machine moves
+   less than a wall rate).
 
 Runs its own embedded Neo4j in ``<--out>/neo4j`` (wiped first; --out defaults to
 bench/out/np-import) unless --external.
@@ -105,10 +107,13 @@ def import_side(path: str, settings_json: str, batch_size: int, task: str) -> No
 
 def parse_side(path: str, batch_size: int) -> None:
     """The child process of --parse-only: everything the import does to the file but the writes
-    (the stream parse, the checked edge rows, the parse-ahead thread, batches of rows as the
-    writer cuts them), with the modules the import loads; prints seconds, links, peak RSS."""
-    from analysis.exchange.load import _edge_rows
-    from analysis.exchange.stream import Header, events, prefetched, top
+    (the header, the links decoded in blocks, the checked edge rows and their pairs, the
+    parse-ahead thread, batches of rows as the writer cuts them), with the modules the import
+    loads; prints seconds, links, peak RSS."""
+    import io
+
+    from analysis.exchange.load import Pairs, _edge_rows, _read_header
+    from analysis.exchange.stream import Header, LinkArray, links_start, prefetched
     from graphdb.writer import batched
 
     import ingest.replacement.store  # noqa: F401 - the import's fixed cost in memory (torch)
@@ -116,16 +121,15 @@ def parse_side(path: str, batch_size: int) -> None:
     t = time.perf_counter()
     header, count = Header(), [0]
     with open(path, "rb") as f:
-        stream = top(events(f), header, links_ok=True)
-        first = next(stream)
+        start = links_start(f)
+        f.seek(0)
+        _read_header(io.BytesIO(f.read(start) + b"]}"), header)
         key_of = {n["node_id"]: n["node_id"] for n in header.nodes}
-
-        def links():
-            yield first
-            yield from stream
-
-        for batch in batched(prefetched(_edge_rows(links(), key_of, count), batch_size), batch_size):
+        pairs = Pairs(key_of)
+        for batch in batched(prefetched(_edge_rows(iter(LinkArray(f, start)), key_of, count, pairs), batch_size),
+                             batch_size):
             [dict(r) for r in batch]
+        pairs.check()
     print(json.dumps({"seconds": time.perf_counter() - t, "links": count[0], "nodes": len(key_of),
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
@@ -137,6 +141,17 @@ def jvm_peak_mib(server) -> float | None:
         with open(f"/proc/{state.pid}/status") as f:
             return next(int(x.split()[1]) / 1024 for x in f if x.startswith("VmHWM:"))
     except (AttributeError, OSError, StopIteration):
+        return None
+
+
+def server_cpu(server) -> float | None:
+    """CPU seconds the private server's JVM has used so far (user + system), or None."""
+    state = server.state() if server is not None else None
+    try:
+        with open(f"/proc/{state.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (AttributeError, OSError, IndexError, ValueError):
         return None
 
 
@@ -226,22 +241,28 @@ def main() -> int:
         blob = json.dumps({"uri": settings.uri, "user": settings.user, "password": settings.password})
         # The machine may be shared: the two run alternately for --rounds rounds, each one's
         # fastest round counts (each round imports under its own task, so a new prompt graph).
-        imp, writer_secs, loads = None, math.inf, {}
+        imp, writer_secs, loads, jvm_cpu = None, math.inf, {}, {"import": [], "writer": []}
         for r in range(args.rounds):
-            before = load()
+            before, cpu0 = load(), server_cpu(server)
             child = subprocess.run([sys.executable, __file__, "--side", "import", "--batch-size", str(args.batch_size),
                                     str(path), blob, f"bench-{r}"], check=True, capture_output=True, text=True,
                                    env={**os.environ, "PYTHONPATH": str(ROOT)})
             got = json.loads(child.stdout.strip().splitlines()[-1])
             got["load"] = (before + load()) / 2
+            cpu1 = server_cpu(server)
+            if cpu1 is not None:
+                jvm_cpu["import"].append((cpu1 - cpu0) / got["links"] * 1e6)
             print(f"round {r}: import {got['links'] / got['seconds']:,.0f} links/s (load {got['load']:.1f}), "
                   f"peak RSS {got['peak_rss_mib']:,.0f} MiB", file=sys.stderr)
             if imp is None or got["seconds"] < imp["seconds"]:
                 imp = got
-            before = load()
+            before, cpu0 = load(), server_cpu(server)
             with connect(settings) as db:
                 secs = online(db, base_links, n_nodes, args.batch_size, prompt=f"online-{r}")
             now = (before + load()) / 2
+            cpu1 = server_cpu(server)
+            if cpu1 is not None:
+                jvm_cpu["writer"].append((cpu1 - cpu0) / base_links * 1e6)
             print(f"round {r}: online writer {base_links / secs:,.0f} edges/s (load {now:.1f})", file=sys.stderr)
             if secs < writer_secs:
                 writer_secs, loads["writer"] = secs, now
@@ -266,6 +287,11 @@ def main() -> int:
     print(f"online writer (GraphWriter, rows from memory): {base_links:,} edges in {writer_secs:.1f}s = "
           f"{writer_rate:,.0f} edges/s (load average {loads['writer']:.1f}){slice_}")
     print(f"import / online writer: {import_rate / writer_rate:.2f}x (target >= 1)")
+    if jvm_cpu["import"] and jvm_cpu["writer"]:
+        # Wall rates follow the load on a shared machine; the server's own CPU per edge does not.
+        imp_us, wr_us = min(jvm_cpu["import"]), min(jvm_cpu["writer"])
+        print(f"Neo4j server CPU per edge (least of the rounds): import {imp_us:.1f} us/link, writer {wr_us:.1f} us/edge "
+              f"(writer / import: {wr_us / imp_us:.2f}x)")
     print(f"links stored by the imports: {stored:,} (expected {args.rounds} x {args.links:,})")
     return 0 if stored == args.rounds * args.links else 1
 

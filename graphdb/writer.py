@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 10_000
 PROCEDURES = ("mechgraph.mergeNodes", "mechgraph.mergeRelationships")
+#: A jar older than ``create=True`` lacks it; the writer then CREATEs through Cypher.
+CREATE_PROCEDURE = "mechgraph.createRelationships"
 _CYPHER_DIR = Path(__file__).parent / "cypher"
 _MISSING = "MissingEndpoint:"
 
@@ -78,13 +80,13 @@ def node_query(label: Label) -> str:
     return cypher_template("merge_nodes").replace("__KEY_LABEL__", key_label).replace("__SET_LABELS__", set_labels)
 
 
-def relationship_query(rel: Rel, src: Label = Label.NODE, dst: Label = Label.NODE) -> str:
-    """The Cypher-path MERGE query for relationships ``(src)-[:rel]->(dst)``."""
+def relationship_query(rel: Rel, src: Label = Label.NODE, dst: Label = Label.NODE, *, create: bool = False) -> str:
+    """The Cypher-path MERGE (or, with ``create``, CREATE) query for relationships ``(src)-[:rel]->(dst)``."""
     rel, src, dst = Rel(rel), Label(src), Label(dst)
     _check_endpoints(src, dst)
     identity = ", ".join(f"{p}: row.props.{p}" for p in REL_IDENTITY.get(rel, ()))
     return (
-        cypher_template("merge_relationships")
+        cypher_template("create_relationships" if create else "merge_relationships")
         .replace("__SRC_LABEL__", src).replace("__DST_LABEL__", dst).replace("__REL__", rel)
         .replace("__IDENTITY__", "{" + identity + "}" if identity else "")
     )
@@ -152,6 +154,7 @@ class GraphWriter:
         self.progress = progress
         self.path = path
         self._ready = False
+        self._create_procedure = False
 
     def ensure_schema(self) -> None:
         """Create constraints and indexes (once per writer) and choose the transport."""
@@ -162,6 +165,7 @@ class GraphWriter:
             names = {r["name"] for r in self.db.read(
                 "SHOW PROCEDURES YIELD name WHERE name STARTS WITH 'mechgraph.' RETURN name")}
             has = all(p in names for p in PROCEDURES)
+            self._create_procedure = CREATE_PROCEDURE in names
             if self.path == "procedure" and not has:
                 raise ConfigError("this Neo4j server has no mechgraph procedures: use the embedded server, "
                                   "install the mechgraph plugin jar, or write with path='cypher'")
@@ -201,8 +205,13 @@ class GraphWriter:
     # -- relationships -----------------------------------------------------------------
     def write_relationships(self, rel: Rel, rows: Iterable[Mapping[str, Any]], *,
                             src: Label = Label.NODE, dst: Label = Label.NODE,
-                            common: Mapping[str, Any] | None = None) -> int:
+                            common: Mapping[str, Any] | None = None, create: bool = False) -> int:
         """MERGE relationships; each row is ``{"src": key, "dst": key, **properties}``.
+
+        ``create``: CREATE instead, without looking for an existing relationship (a MERGE walks
+        the smaller endpoint degree per row, which grows with the graph). Only for a caller that
+        knows that none of these relationships exists and that no pair repeats, e.g. the links of
+        a prompt graph written for the first time; otherwise it duplicates edges.
 
         The type's identity properties (``run``, ``task`` and ``granularity`` for ATTRIBUTES_TO;
         granularity defaults to ``feature``) must be in
@@ -220,15 +229,15 @@ class GraphWriter:
             for p in identity:
                 if common.get(p) is None and any(r.get(p) is None for r in rows_):
                     raise ConfigError(f"a {rel} row needs the identity property {p!r} (in the row or in common)")
-            if self.path == "procedure":
+            if self.path == "procedure" and (self._create_procedure or not create):
                 params = {"type": str(rel), "src_label": str(src), "dst_label": str(dst),
                           "identity": list(identity), "common": common, "src": srcs, "dst": dsts,
                           "columns": _columns(rows_, ())}
-                query = cypher_template("merge_relationships_procedure")
+                query = cypher_template("create_relationships_procedure" if create else "merge_relationships_procedure")
             else:
                 params = {"rows": [{"src": s, "dst": d, "props": {**common, **r}}
                                    for s, d, r in zip(srcs, dsts, rows_)]}
-                query = relationship_query(rel, src, dst)
+                query = relationship_query(rel, src, dst, create=create)
             try:
                 total += self.db.execute_write(_run_batch, query, params, len(batch))
             except QueryError as e:

@@ -1,12 +1,16 @@
 """Neuronpedia / circuit-tracer graph JSON files into Neo4j as prompt graphs, streamed.
 
-A file is parsed as a stream of events (ijson): ``metadata``, ``qParams`` and ``nodes`` (a
-few thousand nodes at most) are built in memory, the ``links`` (millions) are never all held:
-each becomes an edge row the moment it is parsed and the batched writer takes them in batches,
+A file is parsed as a stream: ``metadata``, ``qParams`` and ``nodes`` (a few thousand nodes at
+most; ijson) are built in memory, the ``links`` (millions; decoded a block of bytes at a time,
+:class:`~analysis.exchange.stream.LinkArray`) are never all held: each becomes an edge row the
+moment it is parsed and the batched writer takes them in batches,
 through the same write path ``mechgraph trace`` uses (``ingest.replacement.store.
 write_prompt_rows``), so imported and traced prompt graphs look alike (kinds, layers, positions,
 the position-free ``feature`` key the cross-prompt queries group by). Files whose ``links``
-come before their ``nodes`` are read twice (the nodes first).
+come before their ``nodes`` are read twice (the nodes first). The prompt's nodes are new, so
+its edges are CREATEd, not MERGEd (a MERGE searches the endpoints' relationships, a cost that
+grows with their degree); a file that repeats a (source, target) pair is refused, and a prompt
+that an earlier, interrupted import left incomplete is deleted before it is written again.
 
 What a file becomes (the format's fields kept on the nodes, ``np_*``, so that an export writes
 the file back)::
@@ -23,16 +27,17 @@ is deleted: nothing half-written stays. A file already imported completely is sk
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from analysis.exchange import neuronpedia as np_
 from analysis.exchange.neuronpedia import FormatError
-from analysis.exchange.stream import Header, events, prefetched, top
+from analysis.exchange.stream import Header, LinkArray, events, links_start, prefetched, top
 from mechgraph.errors import ConfigError
 
 SOURCE = "neuronpedia"
@@ -172,11 +177,16 @@ def _node_rows(header: Header, names: _Names) -> tuple[list[dict[str, Any]], dic
     return rows, key_of
 
 
-def _edge_rows(links: Iterator[dict[str, Any]], key_of: dict[str, str], counter: list[int]) -> Iterator[dict[str, Any]]:
+def _edge_rows(links: Iterator[dict[str, Any]], key_of: dict[str, str], counter: list[int],
+               pairs: Pairs | None = None) -> Iterator[dict[str, Any]]:
+    """Checked edge rows of ``links``; ``counter[0]`` counts them; ``pairs``, if given, records
+    each link's (source, target) to find a repeated pair afterwards."""
     for link in links:
         n = counter[0]
         try:
             src, dst, weight = key_of[link["source"]], key_of[link["target"]], link["weight"]
+            if pairs is not None:
+                pairs.add(link["source"], link["target"])
         except KeyError as e:
             if isinstance(link, dict) and {"source", "target", "weight"} <= set(link):
                 raise FormatError(f"link {n} names node {e.args[0]!r}, which is not in 'nodes'") from None
@@ -187,6 +197,35 @@ def _edge_rows(links: Iterator[dict[str, Any]], key_of: dict[str, str], counter:
             raise FormatError(f"link {n} has weight {weight!r}, not a finite number")
         counter[0] = n + 1
         yield {"src": src, "dst": dst, "weight": float(weight)}
+
+
+class Pairs:
+    """The (source, target) pairs of a file's links, 8 bytes each (node numbers packed in an
+    int64), to check once all are read that no pair repeats: the import CREATEs its edges, which
+    is MERGE only when every pair is new."""
+
+    def __init__(self, node_ids: Iterator[str]) -> None:
+        from array import array
+
+        self.index = {node_id: i for i, node_id in enumerate(node_ids)}
+        self.codes = array("q")
+
+    def add(self, source: str, target: str) -> None:
+        index = self.index
+        self.codes.append(index[source] * len(index) + index[target])
+
+    def check(self) -> None:
+        """Raise :class:`FormatError` naming the first link whose pair an earlier link has."""
+        import numpy as np
+
+        codes = np.frombuffer(self.codes, dtype=np.int64) if len(self.codes) else np.zeros(0, np.int64)
+        order = np.argsort(codes, kind="stable")
+        same = np.flatnonzero(codes[order][1:] == codes[order][:-1])
+        if len(same):
+            later = order[same + 1]
+            j = int(later.min())
+            i = int(order[same[np.argmin(later)]])
+            raise FormatError(f"link {j} repeats the source and target of link {i}")
 
 
 def prompt_id(model: str, checkpoint: str, task: str, metadata: dict[str, Any]) -> str:
@@ -253,23 +292,26 @@ def import_file(db: Any, path: str | Path, config: ImportConfig = ImportConfig()
     import ijson
 
     path = Path(path)
-    header = Header()
-    links_first = False
     try:
         with path.open("rb") as f:
-            stream = top(events(f), header, links_ok=True)
-            first = next(stream, None)
-            if first is not None and (header.nodes is None or header.metadata is None):
-                links_first = True
-                for _ in stream:
+            start = links_start(f)
+            if start is None:
+                return _import_events(db, f, path, config, progress, path_mode)
+            # The header is what surrounds the links array: before it now, after it once read.
+            header = Header()
+            f.seek(0)
+            _read_header(io.BytesIO(f.read(start) + b"]}"), header)
+            if header.nodes is None or header.metadata is None:     # links first: the rest, then them
+                first = LinkArray(f, start)
+                for _ in first:
                     pass
-            if links_first:
-                return _write(db, path, header, config, lambda: _reread_links(path), progress, path_mode)
+                _read_tail(f, first.end, header)
+                return _write(db, path, header, config, lambda: iter(LinkArray(f, start)), progress, path_mode)
+            array = LinkArray(f, start)
 
             def links() -> Iterator[dict[str, Any]]:
-                if first is not None:
-                    yield first
-                    yield from stream
+                yield from array
+                _read_tail(f, array.end, header)
 
             return _write(db, path, header, config, links, progress, path_mode)
     except ijson.JSONError as e:
@@ -278,6 +320,50 @@ def import_file(db: Any, path: str | Path, config: ImportConfig = ImportConfig()
         raise FormatError(f"{path}: {e}") from None
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _read_header(f: IO[bytes], header: Header) -> None:
+    for _ in top(events(f), header, links_ok=False):
+        pass
+
+
+def _read_tail(f: IO[bytes], end: int | None, header: Header) -> None:
+    """The keys after the links array (``end``: just after its ``]``) into ``header``."""
+    f.seek(end or 0)
+    _read_header(_Prefixed(b'{"links": []', f), header)
+
+
+class _Prefixed:
+    """A binary reader: ``prefix``, then the rest of ``f``."""
+
+    def __init__(self, prefix: bytes, f: IO[bytes]) -> None:
+        self.prefix, self.f = prefix, f
+
+    def read(self, n: int = -1) -> bytes:
+        if self.prefix and n != 0:     # ijson reads 0 bytes first to learn the type
+            out, self.prefix = self.prefix, b""
+            return out
+        return self.f.read(n)
+
+
+def _import_events(db: Any, f: IO[bytes], path: Path, config: ImportConfig,
+                   progress: Callable[[int], None] | None, path_mode: str) -> Imported:
+    """The whole file through ijson's events (a file :func:`links_start` could not place)."""
+    f.seek(0)
+    header = Header()
+    stream = top(events(f), header, links_ok=True)
+    first = next(stream, None)
+    if first is not None and (header.nodes is None or header.metadata is None):
+        for _ in stream:
+            pass
+        return _write(db, path, header, config, lambda: _reread_links(path), progress, path_mode)
+
+    def links() -> Iterator[dict[str, Any]]:
+        if first is not None:
+            yield first
+            yield from stream
+
+    return _write(db, path, header, config, links, progress, path_mode)
 
 
 def _short(e: Exception) -> str:
@@ -318,10 +404,18 @@ def _write(db: Any, path: Path, header: Header, config: ImportConfig, links: Cal
     if done and done[0]["complete"]:
         return Imported(str(path), pid, slug, len(nodes), done[0]["links"],
                         len((header.qparams or {}).get("supernodes") or []), skipped=True)
+    delete = {"key": prompt_row["key"], "prompt": pid, "run": supernode_run(pid)}
+    if done:    # an import that stopped half-way (a killed process): start it afresh
+        db.write(cypher("prompt_delete"), delete)
     writer = GraphWriter(db, batch_size=config.batch_size, progress=progress, path=path_mode)  # type: ignore[arg-type]
     counter = [0]
+    pairs = Pairs(key_of)
     try:
-        written = write_prompt_rows(writer, prompt_row, nodes, prefetched(_edge_rows(links(), key_of, counter), config.batch_size), labels, run)
+        # The prompt's nodes are new, so its edges are CREATEd (no MERGE search, whose cost grows
+        # with the nodes' degrees); that no pair repeats is checked once the links are read.
+        rows = prefetched(_edge_rows(links(), key_of, counter, pairs), config.batch_size)
+        written = write_prompt_rows(writer, prompt_row, nodes, rows, labels, run, create_edges=True)
+        pairs.check()
         # The links are read: a qParams after them is known now.
         comms, members = _supernodes(header, names, key_of)
         if comms:
@@ -335,7 +429,7 @@ def _write(db: Any, path: Path, header: Header, config: ImportConfig, links: Cal
                                            "props": props})
     except BaseException:
         # Nothing half-written: what this import wrote goes (the prompt was not complete before).
-        db.write(cypher("prompt_delete"), {"key": prompt_row["key"], "prompt": pid, "run": supernode_run(pid)})
+        db.write(cypher("prompt_delete"), delete)
         raise
     return Imported(str(path), pid, slug, len(nodes), written, len(comms))
 

@@ -1,13 +1,18 @@
-"""Reading a Neuronpedia graph JSON file as a stream (ijson events), and a parse that runs ahead.
+"""Reading a Neuronpedia graph JSON file as a stream, and a parse that runs ahead.
 
-:func:`top` walks the top-level object: ``metadata``, ``qParams``, ``nodes`` and any other key
-are built into a :class:`Header` (small), while each ``links`` element is yielded the moment it
-is parsed (one Python step per event, no builder), so a file's links are never all in memory.
+:func:`top` walks the top-level object through ijson's events: ``metadata``, ``qParams``,
+``nodes`` and any other key are built into a :class:`Header` (small), while each ``links``
+element is yielded the moment it is parsed (one Python step per event, no builder).
+The import reads the links faster: :func:`links_start` finds the top-level ``links`` array's
+byte offset (a token scan of what precedes it) and :class:`LinkArray` decodes the array a block
+of bytes at a time with one ``json.loads`` per block (links are flat objects; anything else
+falls back to one element at a time), so a file's links are never all in memory either.
 :func:`prefetched` runs such a stream in a thread a few batches ahead of its consumer.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -149,3 +154,125 @@ def prefetched(rows: Iterator[dict[str, Any]], chunk: int) -> Iterator[dict[str,
     finally:
         stop.set()
         thread.join()
+
+
+# -- the links array, decoded in blocks ----------------------------------------------------
+# ijson yields a link in ~8 events, each a Python step (~8 us a link); the links of a Neuronpedia
+# file are flat objects, so a block of them decodes with one json.loads (~1.6 us a link). The
+# header around them (metadata, qParams, nodes: small) still goes through ijson.
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\]]|"')
+_BLOCK = 1 << 18
+
+
+def links_start(f: IO[bytes], block: int = 1 << 20) -> int | None:
+    """Byte offset just after the ``[`` of the top-level ``"links"`` array, or ``None`` (no such
+    key where expected, or anything unusual: the caller then reads the file with ijson alone)."""
+    f.seek(0)
+    buf, base, depth, eof = b"", 0, 0, False
+    while not eof:
+        data = f.read(block)
+        eof = not data
+        buf += data
+        keep = len(buf)
+        for m in _TOKEN.finditer(buf):
+            tok = m.group()
+            if tok == b'"':                          # a string the block cuts: read on
+                keep = m.start()
+                break
+            if tok in (b"{", b"["):
+                depth += 1
+            elif tok in (b"}", b"]"):
+                depth -= 1
+            elif depth == 1 and tok == b'"links"':
+                rest = buf[m.end():m.end() + 256].lstrip()
+                if len(rest) < 2 and not eof:
+                    keep = m.start()
+                    break
+                if rest[:1] == b":":
+                    after = rest[1:].lstrip()
+                    if after[:1] != b"[":
+                        return None
+                    return base + buf.index(b"[", m.end()) + 1
+        base += keep
+        buf = buf[keep:]
+        if eof or depth < 0:
+            return None
+    return None
+
+
+class LinkArray:
+    """The elements of the JSON array whose first element starts at byte ``start`` of ``f``,
+    decoded a block at a time; ``end`` is the offset just after its ``]`` once iterated."""
+
+    def __init__(self, f: IO[bytes], start: int, block: int = _BLOCK) -> None:
+        self.f, self.start, self.block = f, start, block
+        self.end: int | None = None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        import json
+
+        f = self.f
+        f.seek(self.start)
+        buf, base, pos, eof = b"", self.start, 0, False
+        n, need = 0, True          # elements so far; an element (not a separator) comes next
+        bulk = True                # False after a block decode failed, until the next read
+
+        def more() -> bool:
+            nonlocal buf, base, pos, eof, bulk
+            if eof:
+                return False
+            data = f.read(self.block)
+            eof = not data
+            buf, base, pos, bulk = buf[pos:] + data, base + pos, 0, True
+            return bool(data)
+
+        while True:
+            while pos < len(buf) and buf[pos] in b" \t\r\n":
+                pos += 1
+            if pos >= len(buf):
+                if not more():
+                    raise FormatError("not valid JSON (the file ends inside 'links')")
+                continue
+            c = buf[pos:pos + 1]
+            if c == b"]" and (n == 0 or not need):
+                self.end = base + pos + 1
+                return
+            if not need:
+                if c != b",":
+                    raise FormatError(f"not valid JSON (after link {n - 1}, {c!r} where ',' or ']' belongs)")
+                pos, need = pos + 1, True
+                continue
+            if c != b"{":
+                raise FormatError(f"link {n} is not an object")
+            # Up to the last "}," of the block: whole elements, unless they nest objects.
+            cut = buf.rfind(b"},", pos)
+            items = None
+            if bulk and cut > pos:
+                try:
+                    items = json.loads(b"[" + buf[pos:cut + 1] + b"]")
+                except ValueError:
+                    bulk = False    # element by element until the next block
+            if items is None:       # no "}," left, or nested objects: one element
+                items, cut = self._one(buf, pos), None
+                while items is None:
+                    if not more():
+                        raise FormatError("not valid JSON (the file ends inside 'links')")
+                    items = self._one(buf, pos)
+                items, cut = [items[0]], items[1]
+            yield from items
+            n += len(items)
+            pos, need = cut + 1, False
+
+    @staticmethod
+    def _one(buf: bytes, pos: int) -> tuple[Any, int] | None:
+        """(the element starting at ``pos``, the offset of its closing ``}``), or None when no
+        ``}`` in ``buf`` closes it."""
+        import json
+
+        k = buf.find(b"}", pos)
+        while k >= 0:
+            try:
+                return json.loads(buf[pos:k + 1]), k
+            except ValueError:
+                k = buf.find(b"}", k + 1)
+        return None

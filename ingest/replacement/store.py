@@ -133,11 +133,13 @@ def write_prompt_graph(writer: GraphWriter, graph: PromptGraph, pruned: Pruned, 
 
 
 def write_prompt_rows(writer: GraphWriter, prompt_row: dict[str, Any], node_rows: list[dict[str, Any]],
-                      edge_rows: Iterable[dict[str, Any]], labels: GraphLabels, run: RunRecord) -> int:
+                      edge_rows: Iterable[dict[str, Any]], labels: GraphLabels, run: RunRecord, *,
+                      create_edges: bool = False) -> int:
     """The one write path of a prompt graph (traced here, or imported by ``analysis.exchange``):
     the run, the prompt, its nodes and ``IN_PROMPT``, then its edges, which may be a generator
     (the writer batches it, so an imported graph's links are never all in memory). Returns the
-    number of edges written."""
+    number of edges written. ``create_edges``: the prompt's nodes were just written for the
+    first time and no edge repeats, so the edges are CREATEd (``GraphWriter.write_relationships``)."""
     pkey = prompt_row["key"]
     writer.write_nodes(Label.RUN, [run.row()])
     writer.write_nodes(Label.PROMPT, [prompt_row])
@@ -148,7 +150,8 @@ def write_prompt_rows(writer: GraphWriter, prompt_row: dict[str, Any], node_rows
     return writer.write_relationships(Rel.ATTRIBUTES_TO, edge_rows,
                                       common={"run": run.run_id, "task": labels.task, "model": labels.model,
                                               "checkpoint": labels.checkpoint,
-                                              "granularity": str(Granularity.PROMPT)})
+                                              "granularity": str(Granularity.PROMPT)},
+                                      create=create_edges)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import tracemalloc
 from pathlib import Path
@@ -15,7 +16,7 @@ from analysis.cli import app
 from analysis.exchange.export import export_community, export_prompt, export_query, export_task, write_json
 from analysis.exchange.load import ImportConfig, _edge_rows, import_file
 from analysis.exchange.neuronpedia import FormatError
-from analysis.exchange.stream import Header, events, top
+from analysis.exchange.stream import LinkArray, links_start
 from graphdb.keys import node_key
 from graphdb.provenance import RunRecord
 from graphdb.schema import Label, Rel
@@ -244,19 +245,72 @@ def test_import_parses_the_links_incrementally(tmp_path):
     tracemalloc.start()
     try:
         with path.open("rb") as f:
-            header = Header()
-            stream = top(events(f), header, links_ok=True)
-            first = next(stream)
-            key_of = {n["node_id"]: n["node_id"] for n in header.nodes}
-            count = [0]
-            total = sum(1 for _ in _edge_rows(iter([first]), key_of, count)) + \
-                sum(1 for _ in _edge_rows(stream, key_of, count))
+            array = LinkArray(f, links_start(f), block=1 << 18)
+            total = sum(1 for _ in _edge_rows(iter(array), {n: n for n in (f"{i % 4}_{i}_{i % 7}" for i in range(600))}, [0]))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert total == 300_000
-    # Held whole, 300k links are ~100 MB of dicts; streamed, the peak is the nodes and a buffer.
+    # Held whole, 300k links are ~100 MB of dicts; read in blocks, the peak is a block and its links.
     assert peak < size / 4, f"peak {peak} bytes parsing a {size}-byte file"
+
+
+@pytest.mark.parametrize("order", ["metadata qParams nodes links", "links nodes metadata qParams",
+                                   "metadata nodes links qParams"])
+def test_any_key_order_imports_the_same_graph(db, tmp_path, order):
+    """The links array is decoded in blocks between a header before it and keys after it, or
+    first of all (then it is read twice); every order gives the same stored graph."""
+    exported = export_prompt(db, _hand_built(db))
+    exported["qParams"]["supernodes"] = [["pair", "0_3_1", "1_4_1"]]
+    text = "{" + ", ".join(f"{json.dumps(k)}: {json.dumps(exported[k], indent=1)}" for k in order.split()) + "}"
+    (tmp_path / "g.json").write_text(text)
+    db.write("MATCH (n) DETACH DELETE n")
+    result = import_file(db, tmp_path / "g.json", ImportConfig(task="orders"))
+    assert (result.links, result.supernodes) == (len(exported["links"]), 1)
+    _same(exported, export_prompt(db, result.prompt))
+
+
+def test_link_blocks_decode_exactly_whatever_the_block_size(tmp_path):
+    """Nested link fields, braces and quotes inside strings, indentation, blocks smaller than a
+    link: the block decoder yields exactly json.loads' links, and bad arrays fail in one line."""
+    links = [{"source": f"a{i}", "target": 'b}],"{', "weight": i / 3, "x": {"y": [1, {"z": "}],"}]}}
+             if i % 7 == 0 else {"source": f"a{i}", "target": "b", "weight": -i} for i in range(300)]
+    for doc in ({"metadata": {"links": "x", "n": '"links": ['}, "links": links, "q": 1},
+                {"links": links, "metadata": {}}):
+        for indent in (None, 2):
+            text = json.dumps(doc, indent=indent).encode()
+            for block in (5, 64, 1 << 20):
+                f = io.BytesIO(text)
+                start = links_start(f, block=16)
+                array = LinkArray(f, start, block=block)
+                assert list(array) == links
+                assert text[array.end - 1:array.end] == b"]"
+    for bad, message in [(b'{"links": [{"source": 1},', "ends inside 'links'"),
+                         (b'{"links": [{"a": 1} {"b": 2}]}', "after link 0"),
+                         (b'{"links": [1, 2]}', "link 0 is not an object")]:
+        f = io.BytesIO(bad)
+        with pytest.raises(FormatError, match=message):
+            list(LinkArray(f, links_start(f), block=8))
+    for unplaced in (b'{"metadata": {"links": [1]}}', b"[1, 2]", b'{"links": 3}'):
+        assert links_start(io.BytesIO(unplaced)) is None
+
+
+def test_repeated_pairs_and_half_written_imports(db, tmp_path):
+    """Edges are CREATEd, so a file that repeats a (source, target) pair is refused (nothing
+    stays), and a prompt an earlier import left half-written is deleted first, not doubled."""
+    _synthetic(tmp_path / "ok.json", 2000)
+    doc = json.loads((tmp_path / "ok.json").read_text())
+    doc["links"].append(dict(doc["links"][700], weight=9.0))
+    (tmp_path / "dup.json").write_text(json.dumps(doc))
+    with pytest.raises(FormatError, match="link 2000 repeats the source and target of link 700"):
+        import_file(db, tmp_path / "dup.json", ImportConfig(batch_size=300))
+    assert db.read("MATCH (n) WHERE n:Prompt OR n:PromptNode RETURN count(n) AS n")[0]["n"] == 0
+    assert db.read("MATCH ()-[r:ATTRIBUTES_TO]->() RETURN count(r) AS n")[0]["n"] == 0
+    first = import_file(db, tmp_path / "ok.json", ImportConfig(batch_size=300))
+    db.write("MATCH (p:Prompt {prompt: $p}) SET p.complete = false", {"p": first.prompt})   # as if killed
+    again = import_file(db, tmp_path / "ok.json", ImportConfig(batch_size=300))
+    assert not again.skipped and again.links == 2000
+    assert db.read("MATCH ()-[r:ATTRIBUTES_TO]->() RETURN count(r) AS n")[0]["n"] == 2000
 
 
 def test_bad_files_fail_with_one_line_and_leave_nothing(db, tmp_path, neo4j_settings):

@@ -139,3 +139,28 @@ def test_every_written_node_carries_its_key_id(db, path):
     key = node_key(Label.TASK, task="t")
     GraphWriter(db, path=path).write_nodes(Label.TASK, [{"key": key, "nid": 7}], common={"nid": 8})
     assert db.read("MATCH (n:Task {key: $k}) RETURN n.nid AS nid", {"k": key})[0]["nid"] == key_id(key)
+
+
+def test_create_writes_what_merge_writes_without_searching(db, path):
+    """``create=True`` gives new edges the properties MERGE would (identity, common, derived
+    abs_weight); it does not look for an existing edge, so writing twice makes two."""
+    writer = GraphWriter(db, batch_size=3, path=path)
+    keys = [node_key(Label.FEATURE, model="m", checkpoint="c", hook="h", dictionary="d", index=i) for i in range(4)]
+    writer.write_nodes(Label.FEATURE, [{"key": k} for k in keys])
+    rows = [{"src": keys[i], "dst": keys[j], "weight": float(i - j)} for i in range(4) for j in range(4) if i != j]
+    common = {"task": "t", "model": "m"}
+    writer.write_relationships(Rel.ATTRIBUTES_TO, rows, common={**common, "run": "merged"})
+    assert writer.write_relationships(Rel.ATTRIBUTES_TO, rows, common={**common, "run": "created"}, create=True) == 12
+
+    def edges(run):
+        return sorted((r["a"], r["b"], sorted((k, v) for k, v in r["p"].items() if k != "run")) for r in db.read(
+            "MATCH (a)-[r:ATTRIBUTES_TO {run: $run}]->(b) RETURN a.key AS a, b.key AS b, properties(r) AS p",
+            {"run": run}))
+
+    assert edges("created") == edges("merged") and len(edges("created")) == 12
+    writer.write_relationships(Rel.ATTRIBUTES_TO, rows[:2], common={**common, "run": "created"}, create=True)
+    assert len(edges("created")) == 14
+    with pytest.raises(MissingEndpointError):
+        writer.write_relationships(Rel.ATTRIBUTES_TO, [{"src": keys[0], "dst": "nope", "weight": 1.0}],
+                                   common={**common, "run": "x"}, create=True)
+    assert edges("x") == []

@@ -220,6 +220,27 @@ public class WriteProcedures {
             @Name("src") List<String> src,
             @Name("dst") List<String> dst,
             @Name("columns") Map<String, Object> columns) {
+        return writeRelationships(type, srcLabel, dstLabel, identity, common, src, dst, columns, false);
+    }
+
+    @Procedure(name = "mechgraph.createRelationships", mode = Mode.WRITE)
+    @Description("mechgraph.createRelationships(type, srcLabel, dstLabel, identity, common, src, dst, columns):"
+            + " as mergeRelationships, but CREATE without looking for an existing relationship. Only for a caller"
+            + " that knows none exists (a new graph's relationships, each pair once): no degree walk per row.")
+    public Stream<WriteResult> createRelationships(
+            @Name("type") String type,
+            @Name("srcLabel") String srcLabel,
+            @Name("dstLabel") String dstLabel,
+            @Name("identity") List<String> identity,
+            @Name("common") Map<String, Object> common,
+            @Name("src") List<String> src,
+            @Name("dst") List<String> dst,
+            @Name("columns") Map<String, Object> columns) {
+        return writeRelationships(type, srcLabel, dstLabel, identity, common, src, dst, columns, true);
+    }
+
+    private Stream<WriteResult> writeRelationships(String type, String srcLabel, String dstLabel, List<String> identity,
+            Map<String, Object> common, List<String> src, List<String> dst, Map<String, Object> columns, boolean create) {
         checkName("type", type);
         checkName("srcLabel", srcLabel);
         checkName("dstLabel", dstLabel);
@@ -293,7 +314,7 @@ public class WriteProcedures {
                 for (int j = 0; j < nIds; j++) {
                     wanted[j] = props.value(idSlots[j], i);
                 }
-                long rel = findRelationship(k, as[i], bs[i], outgoing, incoming, idKeys, idSelection, wanted);
+                long rel = create ? -1 : findRelationship(k, as[i], bs[i], outgoing, incoming, idKeys, idSelection, wanted);
                 IntObjectHashMap<Value> changes = new IntObjectHashMap<>();
                 if (rel < 0) {
                     rel = k.write.relationshipCreate(as[i], typeId, bs[i]);
