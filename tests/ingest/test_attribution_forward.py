@@ -10,7 +10,6 @@ a graph whose dictionaries sit on attn_out / mlp_out (several upstream slots per
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,12 +24,7 @@ from ingest.dictionaries import IdentityDictionary
 from tests.ingest.test_attribution import BATCH_LENGTHS, D_MODEL, VOCAB, make_batch, random_sae, tiny_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def llama_like() -> Any:

@@ -8,7 +8,6 @@ only once all chunks are in. The graphs must be identical, bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,14 +22,7 @@ from ingest.dictionaries import SAEDictionary
 from tests.ingest.test_attribution import D_MODEL, VOCAB, make_batch
 
 D_SAE, K_ACTIVE = 96, 3
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_model() -> Any:
