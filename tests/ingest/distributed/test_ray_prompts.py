@@ -29,7 +29,10 @@ def test_ray_prompt_graphs_equal_the_single_process_ones(db, saved, tmp_path, ra
     assert run_ray == run and (units.computed, units.resumed) == (6, 0)
     assert [r.prompts for r in results] == [r.prompts for r in single]
     got = _graph(db, run)
-    assert len(want["prompts"]) == 6 and got["prompts"] == want["prompts"]
+    # A worker is another process (its own torch threads): float32 sums may round differently.
+    assert len(want["prompts"]) == 6 and got["prompts"].keys() == want["prompts"].keys()
+    for p, score in want["prompts"].items():
+        assert got["prompts"][p] == pytest.approx(score, rel=1e-6), p
     assert got["edges"].keys() == want["edges"].keys() and {k[2] for k in want["edges"]} == {"prompt", "feature"}
     assert len(want["edges"]) == len(db.read("MATCH ()-[r:ATTRIBUTES_TO]->() RETURN r"))  # no two edges on one key
     for k, w in want["edges"].items():
