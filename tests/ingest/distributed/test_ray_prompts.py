@@ -7,9 +7,11 @@ import pytest
 
 from ingest.replacement.jobs import TaskTraceConfig, ingest_task
 
-# Ray runs each unit with one torch thread (OMP_NUM_THREADS = its CPUs); the single-process
-# reference does the same, so both sum in the same order and prune the same edges.
+# A worker traces one prompt per unit in its own process; the single-process run batches and
+# threads differently, so float32 sums differ in the last bits (1.1e-6 relative seen in CI):
+# prompt-graph weights and scores are compared to 1e-5 relative.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+REL = 1e-5
 
 
 def _graph(db, run: str) -> dict:  # noqa: ANN001
@@ -34,10 +36,10 @@ def test_ray_prompt_graphs_equal_the_single_process_ones(db, saved, tmp_path, ra
     # A worker is another process (its own torch threads): float32 sums may round differently.
     assert len(want["prompts"]) == 6 and got["prompts"].keys() == want["prompts"].keys()
     for p, score in want["prompts"].items():
-        assert got["prompts"][p] == pytest.approx(score, rel=1e-6), p
+        assert got["prompts"][p] == pytest.approx(score, rel=REL), p
     assert got["edges"].keys() == want["edges"].keys() and {k[2] for k in want["edges"]} == {"prompt", "feature"}
     assert len(want["edges"]) == len(db.read("MATCH ()-[r:ATTRIBUTES_TO]->() RETURN r"))  # no two edges on one key
     for k, w in want["edges"].items():
-        assert got["edges"][k] == pytest.approx(w, rel=1e-6, abs=1e-12), k
+        assert got["edges"][k] == pytest.approx(w, rel=REL, abs=1e-12), k
     assert [r.task_edges for r in results] == [r.task_edges for r in single]
     assert not any(tmp_path.rglob("*.json")), "resume records left behind after the task graphs were written"
