@@ -1,9 +1,9 @@
 """The embedded default: a local Neo4j Community server built from Maven Central artifacts.
 
 ``graphdb/server/`` holds a ``pom.xml`` and a small Java launcher around Neo4j's documented
-embedded API (``DatabaseManagementServiceBuilder`` with the Bolt connector enabled). This
-module builds it with Maven into the per-user cache, then starts, stops and inspects one
-server per project data directory:
+embedded API (``DatabaseManagementServiceBuilder`` with the Bolt connector enabled).
+:mod:`graphdb.launcher` builds it with Maven into the per-user cache; this module starts, stops
+and inspects one server per project data directory:
 
     <data dir>/neo4j/          Neo4j home: store files (data/) and Neo4j's logs (logs/)
     <data dir>/password        generated on first start, mode 0600, never printed
@@ -25,64 +25,30 @@ older version left group- or world-readable.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import socket
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from graphdb.errors import DatabaseUnavailableError, ServerError
-from graphdb.settings import DEFAULT_BOLT_PORT, Neo4jSettings, bolt_port_setting, cache_dir, external_settings
+from graphdb.launcher import (IMPORTED_MARK, LAUNCHER_CLASS, LISTEN_ADDRESS, READY_MARK, classpath, flock, java,
+                              jvm_flags, write_private, build_launcher, free_port)
+from graphdb.settings import DEFAULT_BOLT_PORT, Neo4jSettings, bolt_port_setting, external_settings
 
 log = logging.getLogger(__name__)
 
-LAUNCHER_CLASS = "dev.mechgraph.server.Launcher"
-LISTEN_ADDRESS = "127.0.0.1"
-SOURCE_DIR = Path(__file__).parent / "server"
-READY_MARK = "MECHGRAPH-NEO4J READY"
 ERROR_MARK = "MECHGRAPH-NEO4J ERROR"
 #: In the launcher's error line when the Bolt port was taken between our check and Neo4j's bind.
 BIND_FAILURE = "Address already in use"
 #: Mode bits nothing under the data directory may have: the store is this user's alone.
 NOT_PRIVATE = 0o077
-
-
-@contextmanager
-def _flock(path: Path, *, timeout: float | None, waiting: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created 0600). ``timeout=None`` waits forever.
-
-    The kernel drops the lock when the holder's process dies, so a crashed start never leaves a
-    stale lock behind; the fd is close-on-exec, so the server the holder spawns does not keep it.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for %s (%s)", waiting, path)
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise ServerError(f"gave up after {timeout:.0f}s waiting for {waiting} (lock {path})") from None
-                    time.sleep(0.1)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _private_dir(path: Path) -> None:
@@ -115,96 +81,6 @@ def _tighten_tree(root: Path) -> int:
     return changed
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a reader sees the old file or the new one), mode 0600."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-def _source_fingerprint() -> str:
-    """Hash of the launcher's sources: a changed pom or launcher means a fresh build dir."""
-    h = hashlib.sha256()
-    for path in sorted([SOURCE_DIR / "pom.xml", *SOURCE_DIR.glob("src/**/*.java")]):
-        h.update(path.relative_to(SOURCE_DIR).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:12]
-
-
-def build_dir() -> Path:
-    return cache_dir() / f"neo4j-launcher-{_source_fingerprint()}"
-
-
-def _java() -> str:
-    java = shutil.which("java")
-    if java is None:
-        raise ServerError("no `java` on PATH: install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)")
-    return java
-
-
-def _jvm_flags(heap: str) -> list[str]:
-    """JVM flags for the server: a fixed heap (Neo4j warns about an unconfigured one), no
-    hsperfdata file in /tmp, and the module opens Neo4j's native I/O needs on Java 17 (without
-    them debug.log fills with "Incorrect file descriptor" and DirectByteBuffer warnings)."""
-    opens = ("java.base/java.nio", "java.base/sun.nio.ch", "java.base/java.io")
-    return [f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:-UsePerfData",
-            *(f"--add-opens={m}=ALL-UNNAMED" for m in opens)]
-
-
-def _classpath(build: Path) -> str:
-    return f"{build / 'classes'}{os.pathsep}{build / 'lib' / '*'}"
-
-
-def build_launcher(*, force: bool = False) -> Path:
-    """Build the launcher and fetch the Neo4j jars with Maven (once per source version).
-
-    Returns the build directory. Idempotent: a completed build is reused.
-    """
-    build = build_dir()
-    marker = build / "BUILD-OK"
-    if marker.exists() and not force:
-        return build
-    build.parent.mkdir(parents=True, exist_ok=True)
-    # Two first commands at once must not run Maven into the same directory (one would delete
-    # the other's half-built tree): the second waits, then finds the build done.
-    with _flock(build.parent / f"{build.name}.lock", timeout=None, waiting="another process building the launcher"):
-        if marker.exists() and not force:
-            return build
-        return _build(build, marker)
-
-
-def _build(build: Path, marker: Path) -> Path:
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise ServerError("no `mvn` on PATH: install Maven 3 (Debian: apt-get install maven) to fetch the Neo4j jars")
-    _java()
-    if build.exists():
-        shutil.rmtree(build)
-    cmd = [mvn, "-B", "-q", "-f", str(SOURCE_DIR / "pom.xml"), f"-Dmechgraph.buildDir={build}", "package"]
-    log.info("building the Neo4j launcher with Maven into %s (first time only)", build)
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        raise ServerError(f"Maven could not build the Neo4j launcher (exit {proc.returncode}):\n{tail}")
-    version = neo4j_version(build)
-    marker.write_text(version + "\n")
-    return build
-
-
-def neo4j_version(build: Path | None = None) -> str:
-    """The Neo4j version the launcher is built against (asks the jar, not a constant)."""
-    build = build or build_launcher()
-    proc = subprocess.run(
-        [_java(), "-cp", _classpath(build), LAUNCHER_CLASS, "--version"],
-        capture_output=True, text=True, check=False, timeout=120,
-    )
-    if proc.returncode != 0:
-        raise ServerError(f"the Neo4j launcher did not report its version: {proc.stderr.strip()[-500:]}")
-    return proc.stdout.strip()
-
-
 def _port_free(port: int, host: str = LISTEN_ADDRESS) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -213,12 +89,6 @@ def _port_free(port: int, host: str = LISTEN_ADDRESS) -> bool:
         except OSError:
             return False
     return True
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LISTEN_ADDRESS, 0))
-        return int(s.getsockname()[1])
 
 
 def _pid_is_launcher(pid: int, home: Path | None = None) -> bool:
@@ -285,7 +155,7 @@ class EmbeddedServer:
             return None
 
     def _record(self, st: ServerState, *, ready: bool) -> None:
-        _write_private(self.state_file, json.dumps({**st.__dict__, "ready": ready}) + "\n")
+        write_private(self.state_file, json.dumps({**st.__dict__, "ready": ready}) + "\n")
 
     def state(self) -> ServerState | None:
         """The running server's state, or ``None`` (never started, stopped, gone, or still
@@ -324,8 +194,13 @@ class EmbeddedServer:
             fh.write(secrets.token_urlsafe(24) + "\n")
 
     # -- lifecycle ---------------------------------------------------------------------
-    def start(self, *, port: int | None = None, timeout: float = 180.0) -> tuple[ServerState, bool]:
+    def start(self, *, port: int | None = None, timeout: float = 180.0, import_args: Path | None = None,
+              heap: str | None = None) -> tuple[ServerState, bool]:
         """Start the server unless it is running; wait until Bolt answers.
+
+        ``import_args``: a bulk load first (:mod:`graphdb.bulk.load`): the launcher runs Neo4j's
+        importer with these arguments in its own JVM, then starts on the new store; ``timeout``
+        counts from the end of the import. ``heap``: this start's JVM heap instead of the server's.
 
         Safe to call from several processes at once: one starts the server, the others wait
         for it and return its state. Returns ``(state, started)`` where ``started`` is False
@@ -340,7 +215,7 @@ class EmbeddedServer:
         # second starter used to launch a second JVM on the same store: Neo4j's store lock
         # failed it, and it then read that failure from the shared launcher.log and killed
         # the healthy first server (or interrupted its first boot).
-        with _flock(self.lock_file, timeout=timeout + 60,
+        with flock(self.lock_file, timeout=timeout + 60,
                     waiting=f"another mechgraph process starting the embedded Neo4j of {self.data_dir}"):
             st = self.state()
             if st is not None:
@@ -356,7 +231,7 @@ class EmbeddedServer:
             automatic = port is None and bolt_port_setting() is None
             for attempt in range(3):
                 try:
-                    return self._launch(build, port, timeout), True
+                    return self._launch(build, port, timeout, import_args, heap), True
                 except ServerError as e:
                     # The default port was free when chosen, but a server of another data
                     # directory, started at the same moment, bound it first: take a free one.
@@ -366,7 +241,8 @@ class EmbeddedServer:
                     port = free_port()
             raise AssertionError("unreachable")
 
-    def _launch(self, build: Path, port: int | None, timeout: float) -> ServerState:
+    def _launch(self, build: Path, port: int | None, timeout: float, import_args: Path | None = None,
+                heap: str | None = None) -> ServerState:
         """Spawn the launcher and wait for READY. Caller holds the start lock."""
         version = (build / "BUILD-OK").read_text().strip()
         self._ensure_password()
@@ -378,9 +254,10 @@ class EmbeddedServer:
         if changed:
             log.info("removed group/other permissions from %d entries under %s", changed, self.home)
         cmd = [
-            _java(), *_jvm_flags(self.heap), "-cp", _classpath(build), LAUNCHER_CLASS,
+            java(), *jvm_flags(heap or self.heap, build), "-cp", classpath(build), LAUNCHER_CLASS,
             "--home", str(self.home), "--bolt-port", str(port), "--listen-address", LISTEN_ADDRESS,
             "--password-file", str(self.password_file), "--page-cache", self.page_cache,
+            *(["--import-args", str(import_args)] if import_args is not None else []),
         ]
         fd = os.open(self.launcher_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)  # an older mechgraph created it 0644
@@ -394,7 +271,7 @@ class EmbeddedServer:
         # one adopts (above) rather than a second JVM that fails on Neo4j's store lock.
         self._record(st, ready=False)
         try:
-            self._wait_ready(st.pid, proc, timeout)
+            self._wait_ready(st.pid, proc, timeout, importing=import_args is not None)
         except BaseException:
             if proc.poll() is None:  # e.g. ^C while waiting: do not leave a half-started server
                 proc.terminate()
@@ -412,13 +289,17 @@ class EmbeddedServer:
             return port
         return DEFAULT_BOLT_PORT if _port_free(DEFAULT_BOLT_PORT) else free_port()
 
-    def _wait_ready(self, pid: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
-        """Wait for the READY line of launcher ``pid`` (``proc`` if we spawned it)."""
+    def _wait_ready(self, pid: int, proc: subprocess.Popen[bytes] | None, timeout: float, *,
+                    importing: bool = False) -> None:
+        """Wait for the READY line of launcher ``pid`` (``proc`` if we spawned it). ``importing``:
+        the clock starts when the importer has finished (it takes as long as the data needs)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.launcher_log.read_text(errors="replace")
             if READY_MARK in text:
                 return
+            if importing and IMPORTED_MARK not in text:
+                deadline = time.monotonic() + timeout
             if proc is not None:
                 code = proc.poll()
             else:
@@ -447,7 +328,7 @@ class EmbeddedServer:
         Waits for a start in progress (the start lock) rather than racing it."""
         if not self.data_dir.is_dir():
             return False
-        with _flock(self.lock_file, timeout=timeout + 240,
+        with flock(self.lock_file, timeout=timeout + 240,
                     waiting=f"another mechgraph process starting the embedded Neo4j of {self.data_dir}"):
             found = self._recorded()  # ready or not: a server whose starter was killed, too
             if found is None or not _pid_is_launcher(found[0].pid, self.home):

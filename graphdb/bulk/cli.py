@@ -23,8 +23,9 @@ def load(
                                              "Without it, the data directory must hold no store yet.")] = False,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="Bolt port of the server started on the new "
                                                                     "store [default: as `db start`]")] = None,
-    heap: Annotated[str | None, typer.Option(help="The importer JVM's heap [default: $MECHGRAPH_IMPORT_HEAP "
-                                                  "or 1g]")] = None,
+    heap: Annotated[str | None, typer.Option(help="Heap of the JVM that imports, then serves (the importer runs "
+                                                  "in the server's JVM) [default: the server's, "
+                                                  "$MECHGRAPH_NEO4J_HEAP or 2g]")] = None,
     memory: Annotated[str | None, typer.Option(help="The importer's off-heap cap [default: $MECHGRAPH_IMPORT_MEMORY "
                                                     "or 1g]")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Importer threads [default: the cores]")] = None,

@@ -4,9 +4,10 @@ The importer's jars (``org.neo4j:neo4j-import-tool`` and the admin CLI it plugs 
 ``org.neo4j.cli.AdminTool`` from ``org.neo4j:neo4j-command-line``) are dependencies of the
 launcher's ``graphdb/server/pom.xml``, so the build ``mechgraph db install`` makes (and every
 first start makes) has them in ``lib/``, at the server's own Neo4j version: a store the importer
-writes is one the server opens. It runs as ``java -cp "classes:lib/*" org.neo4j.cli.AdminTool``
-with ``NEO4J_HOME`` set to the data directory's Neo4j home, so it writes where the server reads
-(``<home>/data/databases/neo4j`` and ``<home>/data/transactions/neo4j``).
+writes is one the server opens. It runs inside the launcher's own JVM (``--import-args``), with
+the data directory's Neo4j home as ``NEO4J_HOME``, so it writes where the server reads
+(``<home>/data/databases/neo4j`` and ``<home>/data/transactions/neo4j``), and the server then
+starts on that store in the same JVM: one JVM start, and the store classes loaded once.
 
 Community Edition: one user database (``neo4j``) per server, and only the ``full`` import
 (into a new or empty database; no incremental import). A bulk load therefore makes a new store,
@@ -16,29 +17,26 @@ or replaces the store of a data directory with ``force`` (its server stopped fir
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from graphdb.bulk.shards import FORMAT, MANIFEST
-from graphdb.embedded import EmbeddedServer, _classpath, _java, _jvm_flags, _private_dir, _tighten_tree, build_launcher
+from graphdb.embedded import EmbeddedServer, _private_dir
+from graphdb.launcher import IMPORTED_MARK, build_launcher, write_private
 from graphdb.errors import ServerError
 from mechgraph.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 ADMIN_CLASS = "org.neo4j.cli.AdminTool"
 DATABASE = "neo4j"   # Community's one user database
 _DONE = re.compile(r"IMPORT DONE in (.+?)\.\s+Imported:\s+(\d+) nodes\s+(\d+) relationships\s+(\d+) properties")
+_SECONDS = re.compile(re.escape(IMPORTED_MARK) + r"([0-9.]+) s")
 
 
 @dataclass(frozen=True)
 class ImportResult:
-    """What the importer reported: counts, and its own wall time (JVM start included)."""
+    """What the importer reported: counts, and its wall time in the launcher's JVM."""
 
     nodes: int
     relationships: int
@@ -90,14 +88,13 @@ def store_exists(server: EmbeddedServer) -> bool:
     return db.is_dir() and any(db.iterdir())
 
 
-def import_shards(shards: Path, server: EmbeddedServer, *, force: bool = False, heap: str | None = None,
-                  memory: str | None = None, threads: int | None = None) -> ImportResult:
-    """Import ``shards`` into the store of ``server``'s data directory (the server must be down).
-
-    ``force`` replaces an existing store. ``heap`` (default ``$MECHGRAPH_IMPORT_HEAP`` or 1g) is
-    the importer JVM's heap; ``memory`` (``$MECHGRAPH_IMPORT_MEMORY`` or 1g) caps its off-heap
-    caches; ``threads`` defaults to the importer's own choice (the cores).
-    """
+def prepare_import(shards: Path, server: EmbeddedServer, *, force: bool = False, memory: str | None = None,
+                   threads: int | None = None) -> Path:
+    """Check that ``shards`` can be imported into the store of ``server``'s data directory (the
+    server down; no store unless ``force``, which replaces it) and write the importer's arguments
+    for the launcher (``--import-args``; :meth:`EmbeddedServer.start` with ``import_args``).
+    Returns that file. ``memory`` (default ``$MECHGRAPH_IMPORT_MEMORY`` or 1g) caps the
+    importer's off-heap caches; ``threads`` defaults to the importer's own choice (the cores)."""
     shards = Path(shards).absolute()
     manifest = read_manifest(shards)
     if server.state() is not None:
@@ -106,7 +103,6 @@ def import_shards(shards: Path, server: EmbeddedServer, *, force: bool = False, 
     if store_exists(server) and not force:
         raise ConfigError(f"{server.data_dir} already holds a store: Neo4j Community imports only into a new "
                           "database. Load into a new data directory, or replace this store with --force")
-    heap = heap or os.environ.get("MECHGRAPH_IMPORT_HEAP", "1g")
     memory = memory or os.environ.get("MECHGRAPH_IMPORT_MEMORY", "1g")
     build = build_launcher()
     if not any((build / "lib").glob("neo4j-import-tool-*.jar")):
@@ -116,26 +112,22 @@ def import_shards(shards: Path, server: EmbeddedServer, *, force: bool = False, 
     home = server.home
     for sub in ("conf", "logs", "tmp"):
         (home / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
-    # The importer reads neo4j.conf from NEO4J_CONF: name the directories the server uses.
+    # The importer reads neo4j.conf from the home's conf/: name the directories the server uses.
     (home / "conf" / "neo4j.conf").write_text(
         f"server.directories.data={home / 'data'}\nserver.directories.logs={home / 'logs'}\n")
-    report = home / "logs" / "import.report"
-    logfile = home / "logs" / "import.log"
-    cmd = [_java(), *_jvm_flags(heap), f"-Djava.io.tmpdir={home / 'tmp'}", "-cp", _classpath(build), ADMIN_CLASS,
-           *importer_args(shards, manifest, overwrite=force, threads=threads, memory=memory, report=report)]
-    env = {**os.environ, "NEO4J_HOME": str(home), "NEO4J_CONF": str(home / "conf")}
-    log.info("importing %s into %s", shards, home)
-    t = time.perf_counter()
-    with open(logfile, "w") as fh:
-        # umask 077, as the server: the store and its logs are this user's alone.
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=home,
-                              env=env, umask=0o077, check=False)
-    seconds = time.perf_counter() - t
-    text = logfile.read_text(errors="replace")
-    done = _DONE.search(text)
-    if proc.returncode != 0 or done is None:
+    args = importer_args(shards, manifest, overwrite=force, threads=threads, memory=memory,
+                         report=home / "logs" / "import.report")
+    path = server.data_dir / "import.args"
+    write_private(path, "\n".join(args) + "\n")
+    return path
+
+
+def import_result(log_file: Path) -> ImportResult:
+    """What the importer reported in the launcher's log, or a :class:`ServerError` with its last lines."""
+    text = log_file.read_text(errors="replace") if log_file.is_file() else ""
+    done, seconds = _DONE.search(text), _SECONDS.search(text)
+    if done is None or seconds is None:
         lines = [ln for ln in text.splitlines() if ln.strip()]
         tail = "\n".join(lines[-12:]) or "no output"
-        raise ServerError(f"Neo4j's importer failed (exit {proc.returncode}; log {logfile}):\n{tail}")
-    _tighten_tree(home)
-    return ImportResult(int(done.group(2)), int(done.group(3)), int(done.group(4)), seconds, logfile)
+        raise ServerError(f"Neo4j's importer failed (log {log_file}):\n{tail}")
+    return ImportResult(int(done.group(2)), int(done.group(3)), int(done.group(4)), float(seconds.group(1)), log_file)

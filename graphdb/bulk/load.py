@@ -1,5 +1,8 @@
 """A bulk load end to end: shards -> Neo4j's importer -> the embedded server -> the schema.
 
+The importer and the server run in one JVM, one after the other (the launcher's
+``--import-args``): the import's seconds are the importer's own, the server's start the rest.
+
 The importer writes nodes, relationships and properties only; the constraints and indexes the
 online writer relies on (``graphdb.schema``) are created once the server is up, on the loaded
 data. The constraints (the writer's MERGE needs them) are waited for; the range indexes populate
@@ -13,9 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from graphdb.bulk.importer import ImportResult, import_shards, read_manifest
+from graphdb.bulk.importer import ImportResult, import_result, prepare_import, read_manifest
 from graphdb.connection import Database, RetryPolicy, connect
 from graphdb.embedded import EmbeddedServer, ServerState
+from graphdb.errors import ServerError
 from graphdb.schema import Label, init_schema
 
 
@@ -54,7 +58,9 @@ def load_shards(shards: Path, data_dir: Path, *, force: bool = False, port: int 
                 server: EmbeddedServer | None = None, timeout: float = 180.0,
                 await_indexes: bool = False) -> LoadResult:
     """Import ``shards`` into a new store in ``data_dir`` (``force``: replace its store, stopping
-    its server first), start the embedded server on it and create the schema.
+    its server first), start the embedded server on it and create the schema. The importer runs
+    in the server's JVM, before the server starts (:func:`graphdb.bulk.importer.prepare_import`);
+    ``heap`` is that JVM's heap (default: the server's), ``memory`` the importer's off-heap cap.
 
     ``server`` overrides the :class:`EmbeddedServer` of ``data_dir`` (its heap and page cache);
     ``timeout`` is how long the server may take to answer, and the schema to come online. The constraints are online when it
@@ -66,12 +72,19 @@ def load_shards(shards: Path, data_dir: Path, *, force: bool = False, port: int 
         t = time.perf_counter()
         server.stop()
         seconds["stop"] = time.perf_counter() - t
+    args = prepare_import(Path(shards), server, force=force, memory=memory, threads=threads)
     t = time.perf_counter()
-    imported = import_shards(Path(shards), server, force=force, heap=heap, memory=memory, threads=threads)
-    seconds["import"] = time.perf_counter() - t
-    t = time.perf_counter()
-    state, _ = server.start(port=port, timeout=timeout)
-    seconds["server start"] = time.perf_counter() - t
+    try:
+        state, _ = server.start(port=port, timeout=timeout, import_args=args, heap=heap)
+    except ServerError:
+        import_result(server.launcher_log)   # the importer's own failure, with its last lines
+        raise                                # the import went through: the server failed
+    finally:
+        args.unlink(missing_ok=True)
+    elapsed = time.perf_counter() - t
+    imported = import_result(server.launcher_log)
+    seconds["import"] = imported.seconds
+    seconds["server start"] = elapsed - imported.seconds
     t = time.perf_counter()
     with connect(server.settings(), retry=FRESH_SERVER_RETRY) as db:
         init_schema(db, await_indexes=await_indexes, timeout_s=max(300, int(timeout)))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from graphdb.bulk.checksum import node_entities, relationship_entities, store_checksum
-from graphdb.bulk.importer import import_shards
+from graphdb.bulk.importer import prepare_import
 from graphdb.bulk.load import FRESH_SERVER_RETRY, load_shards
 from graphdb.bulk.shards import ShardWriter
 from graphdb.connection import connect
@@ -100,7 +100,7 @@ def test_bulk_load_equals_the_online_writer(db, tmp_path):
         # Community imports into a new database only: a second load needs --force.
         server.stop()
         with pytest.raises(ConfigError, match="already holds a store"):
-            import_shards(tmp_path / "shards", server)
+            prepare_import(tmp_path / "shards", server)
     finally:
         server.stop()
 
@@ -165,3 +165,22 @@ def test_relationships_as_columns_make_the_shards_rows_make(tmp_path):
     with pytest.raises(MissingEndpointError):
         ShardWriter(tmp_path / "x").write_relationship_columns(Rel.ATTRIBUTES_TO, ["a"], ["b"], {"weight": [1.0]},
                                                                common=common)
+
+
+def test_an_importer_failure_is_one_error_with_its_lines_and_no_server(tmp_path):
+    """The importer runs in the server's JVM: when it fails, the load says so with the importer's
+    own last lines, and no server is left running on the half-written store."""
+    from graphdb.errors import ServerError
+
+    with ShardWriter(tmp_path / "shards") as writer:
+        writer.write_nodes(Label.FEATURE, [{"key": "feature|a"}, {"key": "feature|b"}])
+        writer.write_relationships(Rel.ATTRIBUTES_TO, [{"src": "feature|a", "dst": "feature|b", "weight": 1.0}],
+                                   common={"run": "r", "task": "t"})
+    rels = next((tmp_path / "shards").glob("rels-*.csv"))
+    header, row = rels.read_text().splitlines()
+    rels.write_text(f"{header}\n{row}\n{row.replace(row.split(',')[0], '99', 1)}\n")   # a start node never written
+    server = EmbeddedServer(tmp_path / "data", heap="512m", page_cache="64m")
+    with pytest.raises(ServerError, match=r"(?s)Neo4j.s importer failed.*IMPORT FAILED"):
+        load_shards(tmp_path / "shards", tmp_path / "data", port=free_port(), server=server, timeout=600, memory="256m")
+    assert server.state() is None
+    assert not (tmp_path / "data" / "import.args").exists()

@@ -8,12 +8,17 @@ import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.nio.file.attribute.PosixFilePermission;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
 import java.time.Duration;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.HexFormat;
 import java.util.concurrent.CountDownLatch;
+import org.neo4j.cli.AdminTool;
+import org.neo4j.cli.ExecutionContext;
 import org.neo4j.configuration.GraphDatabaseSettings;
 import org.neo4j.configuration.SettingValueParsers;
 import org.neo4j.configuration.connectors.BoltConnector;
@@ -26,6 +31,7 @@ import org.neo4j.dbms.api.DatabaseManagementServiceBuilder;
 import org.neo4j.graphdb.QueryExecutionException;
 import org.neo4j.graphdb.config.Setting;
 import org.neo4j.internal.kernel.api.exceptions.ProcedureException;
+import org.neo4j.io.fs.DefaultFileSystemAbstraction;
 import org.neo4j.kernel.api.procedure.GlobalProcedures;
 import org.neo4j.kernel.internal.GraphDatabaseAPI;
 import org.neo4j.kernel.internal.Version;
@@ -35,7 +41,9 @@ import org.neo4j.kernel.internal.Version;
  *
  * <p>The Python side starts this process, waits for the READY line on stdout, talks Bolt to it, and
  * stops it with SIGTERM. Protocol lines are deliberately tiny and stable: {@code MECHGRAPH-NEO4J
- * READY ...}, {@code MECHGRAPH-NEO4J STOPPED}, {@code MECHGRAPH-NEO4J ERROR ...} (stderr).
+ * READY ...}, {@code MECHGRAPH-NEO4J STOPPED}, {@code MECHGRAPH-NEO4J ERROR ...} (stderr), and for a
+ * bulk load ({@code --import-args FILE}: Neo4j's importer runs in this JVM first, then the DBMS starts
+ * on the store it wrote) {@code MECHGRAPH-NEO4J IMPORTED in SECONDS s}.
  */
 public final class Launcher {
     private static final String TAG = "MECHGRAPH-NEO4J ";
@@ -47,6 +55,8 @@ public final class Launcher {
     private static final int MIN_PASSWORD_LENGTH = 8;
     /** Written after the first-run password bootstrap, so we know Bolt never exposed neo4j/neo4j. */
     private static final String BOOTSTRAP_MARKER = ".mechgraph-password-initialised";
+    /** The marker's first line; its second is {@code sha256:HEX} of the password last applied. */
+    private static final String MARKER_TEXT = "neo4j password set by mechgraph launcher\n";
 
     /** Guards {@link #running} and {@link #closing} between main and the shutdown hook. */
     private static final Object LOCK = new Object();
@@ -113,6 +123,11 @@ public final class Launcher {
             Files.createDirectories(importDir);
         } catch (IOException e) {
             throw new Fatal(EXIT_START, "cannot create " + importDir + ": " + e.getMessage());
+        }
+        // A bulk load: the importer writes the store offline, before any DBMS holds it. One JVM for
+        // both saves a JVM start and the loading of the store classes they share.
+        if (opts.containsKey("--import-args")) {
+            runImport(home, Paths.get(opts.get("--import-args")));
         }
 
         Map<Setting<?>, Object> config = new HashMap<>();
@@ -188,27 +203,44 @@ public final class Launcher {
             }
         }
 
-        // First run: the system database gets created with neo4j/neo4j. Set our password with Bolt
-        // switched off, so there is never a moment where the default credentials are reachable.
-        Path marker = home.resolve("data").resolve(BOOTSTRAP_MARKER);
+        // First run. A store whose system database does not exist yet: Neo4j reads data/dbms/auth.ini
+        // (written by `dbms set-initial-password`) when it creates the system database, so user neo4j is
+        // born with our password: one start, and the default credentials never exist. A system database
+        // made without that marker (an older store): set the password with Bolt switched off first, so
+        // there is never a moment where neo4j/neo4j is reachable.
+        Path data = home.resolve("data");
+        Path marker = data.resolve(BOOTSTRAP_MARKER);
+        String digest = sha256(password);
+        boolean applied = false;
         if (!Files.exists(marker)) {
-            Map<Setting<?>, Object> boot = new HashMap<>(config);
-            boot.put(BoltConnector.enabled, false);
-            setPassword(startRunning(home, boot), password);
-            synchronized (LOCK) {
-                stopRunning();
+            if (!Files.exists(data.resolve("databases").resolve(GraphDatabaseSettings.SYSTEM_DATABASE_NAME))) {
+                admin(home, new PrintStream(java.io.OutputStream.nullOutputStream()), "cannot set the initial password",
+                        "dbms", "set-initial-password", password);
+            } else {
+                Map<Setting<?>, Object> boot = new HashMap<>(config);
+                boot.put(BoltConnector.enabled, false);
+                setPassword(startRunning(home, boot), password);
+                synchronized (LOCK) {
+                    stopRunning();
+                }
             }
-            try {
-                Files.writeString(marker, "neo4j password set by mechgraph launcher\n");
-            } catch (IOException e) {
-                throw new Fatal(EXIT_START, "cannot write " + marker + ": " + e.getMessage());
-            }
+            applied = true;
+        } else {
+            applied = digest.equals(markedDigest(marker));
         }
 
-        // Every start re-applies the password, so editing the file and restarting rotates it.
+        // Every start re-applies a changed password, so editing the file and restarting rotates it
+        // (the marker keeps the SHA-256 of the one last applied: an unchanged one costs no query).
         // On failure, fail() -> System.exit -> the hook shuts the DBMS down cleanly.
         DatabaseManagementService dbms = startRunning(home, config);
-        setPassword(dbms, password);
+        if (!applied) {
+            setPassword(dbms, password);
+        }
+        try {
+            Files.writeString(marker, MARKER_TEXT + "sha256:" + digest + "\n");
+        } catch (IOException e) {
+            throw new Fatal(EXIT_START, "cannot write " + marker + ": " + e.getMessage());
+        }
         registerProcedures(dbms);
         ready = true;
         String host = listen.contains(":") ? "[" + listen + "]" : listen;
@@ -220,6 +252,52 @@ public final class Launcher {
             stopped.await();
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
+        }
+    }
+
+    /** Runs Neo4j's importer in this JVM with the arguments in {@code argsFile} (one a line). */
+    private static void runImport(Path home, Path argsFile) throws Fatal {
+        List<String> args;
+        try {
+            args = Files.readAllLines(argsFile, StandardCharsets.UTF_8).stream().filter(a -> !a.isEmpty()).toList();
+        } catch (IOException e) {
+            throw new Fatal(EXIT_USAGE, "cannot read the import arguments " + argsFile + ": " + e.getMessage());
+        }
+        long t0 = System.nanoTime();
+        admin(home, System.out, "Neo4j's importer failed", args.toArray(new String[0]));
+        System.out.printf(TAG + "IMPORTED in %.3f s%n", (System.nanoTime() - t0) / 1e9);
+        System.out.flush();
+    }
+
+    /** Runs one neo4j-admin command in this JVM (NEO4J_HOME {@code home}, conf in home/conf), its output to {@code out}. */
+    private static void admin(Path home, PrintStream out, String failure, String... args) throws Fatal {
+        int code;
+        try {
+            code = AdminTool.execute(new ExecutionContext(home, home.resolve("conf"), out, System.err,
+                    new DefaultFileSystemAbstraction()), args);
+        } catch (Throwable t) {
+            throw new Fatal(EXIT_START, failure + ": " + describe(t));
+        }
+        if (code != 0) {
+            throw new Fatal(EXIT_START, failure + " (exit " + code + "; its output is above)");
+        }
+    }
+
+    private static String sha256(String text) {
+        try {
+            return HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(text.getBytes(StandardCharsets.UTF_8)));
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /** The digest a marker records, or "" (a marker of an older launcher has none). */
+    private static String markedDigest(Path marker) {
+        try {
+            return Files.readAllLines(marker, StandardCharsets.UTF_8).stream().filter(l -> l.startsWith("sha256:"))
+                    .map(l -> l.substring("sha256:".length()).trim()).findFirst().orElse("");
+        } catch (IOException e) {
+            return "";
         }
     }
 
@@ -344,7 +422,7 @@ public final class Launcher {
 
     private static Map<String, String> parseArgs(String[] args) throws Fatal {
         Set<String> known = Set.of("--home", "--bolt-port", "--password-file", "--listen-address",
-                "--page-cache", "--tx-memory", "--heap-note");
+                "--page-cache", "--tx-memory", "--heap-note", "--import-args");
         Map<String, String> opts = new HashMap<>();
         for (int i = 0; i < args.length; i++) {
             String key = args[i];
@@ -396,7 +474,8 @@ public final class Launcher {
 
     private static String usage() {
         return "usage: Launcher --home DIR --bolt-port N --password-file FILE [--listen-address 127.0.0.1]"
-                + " [--page-cache 256m] [--tx-memory SIZE] [--heap-note TEXT]\n       Launcher --version";
+                + " [--page-cache 256m] [--tx-memory SIZE] [--heap-note TEXT] [--import-args FILE]\n"
+                + "       Launcher --version";
     }
 
     /** Neo4j wraps start-up failures several levels deep; the useful text is in the causes. */
