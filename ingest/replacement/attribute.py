@@ -428,7 +428,7 @@ def trace_prompt(model: Any, transcoders: Transcoders, tokens: Int[Tensor, " pos
             A[:n_sel, :n_nodes - K] = feat_rows[torch.argsort(order)][:, cols]
             A[n_nodes - K:, :n_nodes - K] = target_rows[:, cols]
             del feat_rows, target_rows
-        del local
+        local = None  # the frozen graph: freed before the fixed-term pass
         # Fixed terms and values (for the exactness identity and for the store).
         x0, final0 = fixed_terms(model, transcoders, tokens, clean, src)
         fixed = torch.zeros(n_nodes, dtype=dtype)
