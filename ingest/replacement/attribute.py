@@ -374,27 +374,31 @@ def trace_prompt(model: Any, transcoders: Transcoders, tokens: Int[Tensor, " pos
                 enc[m] = transcoders.encoder_rows(lo, f_feat[idx][m]).to(dtype)
             return enc
 
-        def fill(batches: list[tuple[Tensor, Tensor, Tensor]], outs: list[Tensor], features: bool) -> None:
-            """Rows of each batch of targets into its ``outs`` view: here, or on the workers of ``remote``."""
+        def fill(batches: list[Callable[[], tuple[Tensor, Tensor, Tensor]]], outs: list[Tensor], features: bool) -> None:
+            """Rows of each batch of targets (``batches[i]()``: read layers, positions, read-out vectors)
+            into its ``outs`` view: here, one batch at a time, or on the workers of ``remote``."""
             nonlocal n_done
-            done = ((i, None) for i in range(len(batches))) if remote is None else \
-                remote(tokens, config.zero_bos, B, n_src, batches)
+            if remote is None:
+                done: Iterator[tuple[int, Tensor | None]] = ((i, None) for i in range(len(batches)))
+            else:
+                done = remote(tokens, config.zero_bos, B, n_src, [make() for make in batches])
             for i, rows in done:
                 if rows is None:
-                    local(*batches[i], out=outs[i])  # type: ignore[misc]
+                    local(*batches[i](), out=outs[i])  # type: ignore[misc]
                 else:
                     outs[i].copy_(rows)
                 if features:
-                    n_done += len(batches[i][0])
+                    n_done += len(outs[i])
                     if progress:
                         progress("features", n_done, n_sel)
 
-        def logit_batches() -> list[tuple[Tensor, Tensor, Tensor]]:
-            return [(torch.full((min(a + B, K) - a,), L), torch.full((min(a + B, K) - a,), T - 1), t_vec[a:a + B])
-                    for a in range(0, K, B)]
+        def logit_batches() -> list[Callable[[], tuple[Tensor, Tensor, Tensor]]]:
+            return [lambda a=a: (torch.full((min(a + B, K) - a,), L), torch.full((min(a + B, K) - a,), T - 1),
+                                 t_vec[a:a + B]) for a in range(0, K, B)]
 
-        def feature_batches(idx: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
-            return [(f_layer[i], f_pos[i], encoders(i)) for i in idx.split(B)]
+        def feature_batches(idx: Tensor) -> list[Callable[[], tuple[Tensor, Tensor, Tensor]]]:
+            # Lazy: one process makes one batch's encoder rows at a time, not every feature's at once.
+            return [lambda i=i: (f_layer[i], f_pos[i], encoders(i)) for i in idx.split(B)]
 
         if n_sel == n_active:
             # Every feature: rows go straight into the adjacency (columns already in node order).
