@@ -257,6 +257,7 @@ def ingest_command(
     device: DeviceOpt = "cpu",
     fmt: FormatOpt = Format.TABLE,
     ray: Annotated[str | None, typer.Option("--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]", help="Run the batches (or, with --graph transcoders, the prompts) as tasks on a Ray cluster: ADDRESS is the head node's HOST:PORT or auto; bare --ray starts a local cluster on loopback. The units' partial results are merged here into the graph one process would store, and written from here (README: Many workers on Ray). Needs the ray extra.")] = None,
+    bulk: Annotated[Path | None, typer.Option("--bulk", metavar="SHARDS_DIR", help="Write the graph as shards for Neo4j's importer into SHARDS_DIR (new or empty) instead of sending transactions; nothing is written to Neo4j. Load them with `mechgraph --data-dir NEW_DIR db load SHARDS_DIR`: Neo4j Community imports only into an empty database, so a bulk load makes a NEW store (README: Bulk loading). Not with --graph transcoders.")] = None,
 ) -> None:
     """Compute a model's attribution graph for each task and write it into Neo4j.
 
@@ -282,12 +283,14 @@ def ingest_command(
         if graph == "component":
             raise typer.BadParameter("--ray splits dictionary graphs (--graph resid, module, transcoders); "
                                      "--graph component runs in one process")
+    if bulk is not None and graph == "transcoders":
+        raise typer.BadParameter("--bulk writes --graph resid, module and component; --graph transcoders reads its "
+                                 "stored prompt graphs back to aggregate the task graph, so it writes online")
     if graph == "transcoders":
         _ingest_transcoders(ctx, model, task, transcoders, examples, split, seed, beta, device, fmt, ray)
         return
-    from graphdb.cli import open_store
     from ingest.attribution.config import AttributionConfig
-    from ingest.pipeline import IngestConfig, ingest
+    from ingest.pipeline import IngestConfig
 
     try:
         if steps != "auto" and not steps.strip().isdigit():
@@ -302,15 +305,7 @@ def ingest_command(
                               include_embed=not no_embed, attribution=attribution)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    bars = Bars()
-    with open_store(ctx) as (home, db), bars.progress:
-        if ray is None:
-            result = ingest(db, config, state_root=home / "runs", device=device, progress=bars.ingest())
-        else:
-            from ingest.distributed.attribution import ray_ingest
-            result, units = ray_ingest(db, config, state_root=home / "runs", address=ray, device=device,
-                                       progress=bars.ingest())
-            typer.echo(f"Ray: {units.computed} units computed, {units.resumed} taken from saved state", err=True)
+    result = _run_ingest(ctx, config, device, ray, bulk)
     rows = [{"run": result.run, "task": t.task, "status": "up to date" if t.skipped else "written",
              "examples": None if t.skipped else t.examples, "features": None if t.skipped else t.features,
              "nodes_written": None if t.skipped else t.nodes, "edges": t.edges, "head_edges": t.head_edges,
@@ -343,6 +338,33 @@ def ingest_command(
             render(heads, list(heads[0]), fmt, title=f"{t.task}: features per argmax head (IN_HEAD), mean "
                                                      "share and assignment entropy (0 = one head, 1 = even)"
                                                      + (f"; {idle} heads are no active feature's argmax" if idle else ""))
+
+
+def _run_ingest(ctx: typer.Context, config: Any, device: str, ray: str | None, bulk: Path | None) -> Any:
+    """The ingest into the store (here or on Ray), or into shards with --bulk."""
+    from graphdb.cli import open_store
+    from ingest.pipeline import ingest
+
+    bars = Bars()
+    if bulk is not None:
+        from graphdb.settings import data_dir
+        from ingest.bulk import bulk_ingest
+        home = data_dir(ctx.obj.data_dir if ctx.obj else None)   # the runs' resume state; no server
+        with bars.progress:
+            result, manifest = bulk_ingest(config, bulk, state_root=home / "runs", device=device,
+                                           progress=bars.ingest(), ray=ray)
+        typer.echo(f"wrote {manifest['counts']['nodes']:,} nodes and {manifest['counts']['relationships']:,} "
+                   f"relationships as shards into {bulk}; load them into a NEW store (Neo4j Community imports only "
+                   f"into an empty database): mechgraph --data-dir NEW_DIR db load {bulk}", err=True)
+        return result
+    with open_store(ctx) as (home, db), bars.progress:
+        if ray is None:
+            return ingest(db, config, state_root=home / "runs", device=device, progress=bars.ingest())
+        from ingest.distributed.attribution import ray_ingest
+        result, units = ray_ingest(db, config, state_root=home / "runs", address=ray, device=device,
+                                   progress=bars.ingest())
+    typer.echo(f"Ray: {units.computed} units computed, {units.resumed} taken from saved state", err=True)
+    return result
 
 
 def _ingest_transcoders(ctx: typer.Context, model: str, tasks: list[str], transcoders: str | None, examples: int,

@@ -287,7 +287,7 @@ def run_record(config: IngestConfig, resolved: Resolved) -> RunRecord:
         "include_embed": config.include_embed, "attribution": config.attribution.as_dict()})
 
 
-def ingest(db: Any, config: IngestConfig, *, state_root: Path, device: str = "cpu",
+def ingest(db: Any | None, config: IngestConfig, *, state_root: Path, device: str = "cpu",
            progress: Progress | None = None, writer: GraphWriter | None = None,
            stop_after_batches: int | None = None, accumulate: Accumulate | None = None) -> IngestResult:
     """Compute and write the graphs of ``config`` (see the module docstring).
@@ -307,7 +307,7 @@ def ingest(db: Any, config: IngestConfig, *, state_root: Path, device: str = "cp
     # the tasks the first one finished in tasks_done and skips them (graphdb/runlock.py).
     with run_lock(state_root, record.run_id):
         writer.write_nodes(Label.RUN, [record.row()])
-        done = set(tasks_done(db, record))
+        done = set(tasks_done(db, record)) if db is not None else set()  # None: --bulk, a new store
         for task in resolved.batches:
             if task in done:
                 counts = task_edge_counts(db, record.run_id, task)

@@ -109,3 +109,34 @@ def prompt_unit(config: Any, task: str, index: int, device: str, hooks: Hooks) -
                   lambda: load_transcoders(config.transcoders, device=device))
     examples, batch = _cached("task", repr((config, task)), lambda: task_prompts(config, task, model))
     return compute_prompt(model, tcs, batch, examples, index, config.trace)
+
+
+def rows_unit(model_spec: str, transcoders_spec: str, tokens: list[int], zero_bos: bool, batch_size: int,
+              n_sources: int, index: int, layer: Any, pos: Any, vec: Any, device: str, hooks: Hooks) -> Any:
+    """Adjacency rows of one batch of targets of one prompt (``trace --ray``): ``[n n_sources]``
+    on the CPU. The worker keeps the prompt's frozen graph (one prompt at a time) for its next batches."""
+    import torch
+
+    from ingest.dictionaries.transcoder_set import load_transcoders
+    from ingest.errors import AttributionError
+    from ingest.replacement.attribute import RowComputer
+    from ingest.replacement.jobs import model_and_labels
+
+    hooks.enter(unit_id("trace", index))
+    model = _cached("model", repr((model_spec, device)), lambda: model_and_labels(model_spec, device)[0])
+    tcs = _cached("transcoders", repr((transcoders_spec, device)), lambda: load_transcoders(transcoders_spec, device=device))
+    params = [p for p in (*model.parameters(), *tcs.parameters()) if p.requires_grad]
+    for p in params:  # as trace_prompt: the frozen graph needs no parameter gradients
+        p.requires_grad_(False)
+    try:
+        key = repr((model_spec, transcoders_spec, device, tokens, zero_bos, batch_size))
+        for k in [k for k in _CACHE if k[0] == "rows" and k[1] != key]:
+            del _CACHE[k]  # another prompt's frozen graph: one prompt's at a time
+        rows = _cached("rows", key, lambda: RowComputer(model, tcs, torch.tensor(tokens), batch_size, zero_bos=zero_bos))
+        if rows.n_sources != n_sources:
+            raise AttributionError(f"a Ray worker found {rows.n_sources} sources in the prompt, the driver "
+                                   f"{n_sources}: run the driver on the workers' device (--device {device})")
+        return rows(layer, pos, vec).cpu()
+    finally:
+        for p in params:
+            p.requires_grad_(True)

@@ -302,13 +302,38 @@ def fixed_terms(model: Any, tc: Transcoders, tokens: Tensor, clean: _Clean, src:
     return x0, final  # type: ignore[return-value]
 
 
+#: ``remote(tokens, zero_bos, B, n_sources, batches)`` yields ``(i, rows of batches[i])`` as they finish,
+#: each batch ``(read layer, position, read-out vector)`` per target (``trace --ray``: ingest/distributed).
+RemoteRows = Callable[[Tensor, bool, int, int, list[tuple[Tensor, Tensor, Tensor]]], Iterator[tuple[int, Tensor]]]
+
+
+class RowComputer:
+    """Adjacency rows (source columns) of one prompt's targets, ``B`` per backward pass; the
+    clean run, sources and frozen graph are built once (a Ray worker builds its own from the tokens)."""
+
+    def __init__(self, model: Any, tc: Transcoders, tokens: Int[Tensor, " pos"], B: int,
+                 clean: Any = None, src: Any = None, zero_bos: bool = True) -> None:
+        tokens = tokens.to(model.cfg.device).long()
+        self.clean = clean if clean is not None else _clean_run(model, tokens)
+        self.src = src if src is not None else _sources(model, tc, tokens, self.clean, zero_bos)
+        self.n_layers, self.n_pos = model.cfg.n_layers, int(tokens.shape[0])
+        self.n_sources = len(self.src.values) + (self.n_layers + 1) * self.n_pos
+        self.fg = _FrozenGraph(model, tc, tokens, B, self.clean.y)
+
+    def __call__(self, layer: Tensor, pos: Tensor, vec: Tensor, out: Tensor | None = None) -> Tensor:
+        dev = self.src.tokens.device
+        return _rows(self.fg, self.src, self.n_sources, layer.to(dev), pos.to(dev), vec.to(dev),
+                     self.n_layers, self.n_pos, out=out)
+
+
 def trace_prompt(model: Any, transcoders: Transcoders, tokens: Int[Tensor, " pos"], config: TraceConfig, *,
                  prompt: str = "", targets: list[Target] | None = None,
-                 progress: Progress | None = None) -> PromptGraph:
+                 progress: Progress | None = None, remote: RemoteRows | None = None) -> PromptGraph:
     """The full replacement graph of ``tokens`` (BOS included) with its targets.
 
     ``targets``: custom targets (e.g. :func:`.targets.logit_diff_target`); default the
-    salient logits of ``config``.
+    salient logits of ``config``. ``remote``: the adjacency rows are computed by it (``trace
+    --ray``: batches of target rows on Ray workers) instead of here; the rest is computed here.
     """
     if transcoders.n_layers != model.cfg.n_layers:
         raise AttributionError(f"the transcoders cover {transcoders.n_layers} layers, the model has "
@@ -333,13 +358,14 @@ def trace_prompt(model: Any, transcoders: Transcoders, tokens: Int[Tensor, " pos
         n_sel = n_active if config.max_feature_nodes is None else min(config.max_feature_nodes, n_active)
         n_src = n_active + L * T + T
         B = max(1, min(config.batch_size, n_sel + len(targets)))
-        fg = _FrozenGraph(model, transcoders, tokens, B, clean.y)
+        local = RowComputer(model, transcoders, tokens, B, clean, src) if remote is None else None
         dtype = src.tokens.dtype
         K = len(targets)
         n_nodes = n_sel + L * T + T + K
         t_vec = torch.stack([t.direction for t in targets]).to(device=src.tokens.device, dtype=dtype)
         f_layer, f_pos, f_feat = src.active.unbind(1)
         weights = torch.tensor([t.weight for t in targets], dtype=dtype)
+        n_done = 0
 
         def encoders(idx: Tensor) -> Tensor:
             enc = torch.empty(len(idx), model.cfg.d_model, dtype=dtype, device=src.tokens.device)
@@ -348,24 +374,45 @@ def trace_prompt(model: Any, transcoders: Transcoders, tokens: Int[Tensor, " pos
                 enc[m] = transcoders.encoder_rows(lo, f_feat[idx][m]).to(dtype)
             return enc
 
+        def fill(batches: list[Callable[[], tuple[Tensor, Tensor, Tensor]]], outs: list[Tensor], features: bool) -> None:
+            """Rows of each batch of targets (``batches[i]()``: read layers, positions, read-out vectors)
+            into its ``outs`` view: here, one batch at a time, or on the workers of ``remote``."""
+            nonlocal n_done
+            if remote is None:
+                done: Iterator[tuple[int, Tensor | None]] = ((i, None) for i in range(len(batches)))
+            else:
+                done = remote(tokens, config.zero_bos, B, n_src, [make() for make in batches])
+            for i, rows in done:
+                if rows is None:
+                    local(*batches[i](), out=outs[i])  # type: ignore[misc]
+                else:
+                    outs[i].copy_(rows)
+                if features:
+                    n_done += len(outs[i])
+                    if progress:
+                        progress("features", n_done, n_sel)
+
+        def logit_batches() -> list[Callable[[], tuple[Tensor, Tensor, Tensor]]]:
+            return [lambda a=a: (torch.full((min(a + B, K) - a,), L), torch.full((min(a + B, K) - a,), T - 1),
+                                 t_vec[a:a + B]) for a in range(0, K, B)]
+
+        def feature_batches(idx: Tensor) -> list[Callable[[], tuple[Tensor, Tensor, Tensor]]]:
+            # Lazy: one process makes one batch's encoder rows at a time, not every feature's at once.
+            return [lambda i=i: (f_layer[i], f_pos[i], encoders(i)) for i in idx.split(B)]
+
         if n_sel == n_active:
             # Every feature: rows go straight into the adjacency (columns already in node order).
             A = torch.zeros(n_nodes, n_nodes, dtype=dtype)
-            for a in range(0, K, B):
-                b = min(a + B, K)
-                _rows(fg, src, n_src, torch.full((b - a,), L), torch.full((b - a,), T - 1), t_vec[a:b], L, T,
-                      out=A[n_sel + L * T + T + a:n_sel + L * T + T + b, :n_src])
-            for a in range(0, n_active, B):
-                idx = torch.arange(a, min(a + B, n_active))
-                _rows(fg, src, n_src, f_layer[idx], f_pos[idx], encoders(idx), L, T, out=A[a:a + len(idx), :n_src])
-                if progress:
-                    progress("features", a + len(idx), n_sel)
+            fill(logit_batches(), [A[n_sel + L * T + T + a:n_sel + L * T + T + min(a + B, K), :n_src]
+                                   for a in range(0, K, B)], False)
+            fill(feature_batches(torch.arange(n_active)),
+                 [A[a:min(a + B, n_active), :n_src] for a in range(0, n_active, B)], True)
             selected = torch.arange(n_active)
         else:
             # The most influential features so far first (circuit-tracer's queue), then select columns.
-            target_rows = torch.cat([_rows(fg, src, n_src, torch.full((min(a + B, K) - a,), L),
-                                           torch.full((min(a + B, K) - a,), T - 1), t_vec[a:a + B], L, T)
-                                     for a in range(0, K, B)])
+            # Each round's batches are chosen before any of them is computed, so they may run in parallel.
+            target_rows = torch.zeros(K, n_src, dtype=dtype)
+            fill(logit_batches(), list(target_rows.split(B)), False)
             feat_rows = torch.zeros(n_sel, n_src, dtype=dtype)
             order = torch.zeros(n_sel, dtype=torch.long)
             visited = torch.zeros(n_active, dtype=torch.bool)
@@ -375,22 +422,17 @@ def trace_prompt(model: Any, transcoders: Transcoders, tokens: Int[Tensor, " pos
                                           torch.cat([torch.arange(K) + n_src, order[:done]]), n_src)
                 rank = torch.argsort(infl[:n_active], descending=True)
                 pending = rank[~visited[rank]][:min(4 * B, n_sel - done)]
-                for a in range(0, len(pending), B):
-                    idx = pending[a:a + B]
-                    _rows(fg, src, n_src, f_layer[idx], f_pos[idx], encoders(idx), L, T,
-                          out=feat_rows[done:done + len(idx)])
-                    order[done:done + len(idx)] = idx
-                    visited[idx] = True
-                    done += len(idx)
-                    if progress:
-                        progress("features", done, n_sel)
+                fill(feature_batches(pending), list(feat_rows[done:done + len(pending)].split(B)), True)
+                order[done:done + len(pending)] = pending
+                visited[pending] = True
+                done += len(pending)
             selected = torch.where(visited)[0]
             cols = torch.cat([selected, torch.arange(n_active, n_src)])
             A = torch.zeros(n_nodes, n_nodes, dtype=dtype)
             A[:n_sel, :n_nodes - K] = feat_rows[torch.argsort(order)][:, cols]
             A[n_nodes - K:, :n_nodes - K] = target_rows[:, cols]
             del feat_rows, target_rows
-        del fg
+        local = None  # the frozen graph: freed before the fixed-term pass
         # Fixed terms and values (for the exactness identity and for the store).
         x0, final0 = fixed_terms(model, transcoders, tokens, clean, src)
         fixed = torch.zeros(n_nodes, dtype=dtype)

@@ -27,6 +27,7 @@ def trace_command(
     store: Annotated[bool, typer.Option("--store/--no-store", help="Write the pruned graph into Neo4j.")] = True,
     device: Annotated[str, typer.Option(help="Torch device: cpu or cuda.")] = "cpu",
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.TABLE,
+    ray: Annotated[str | None, typer.Option("--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]", help="Compute the adjacency rows (batches of --batch-size targets) as tasks on a Ray cluster: ADDRESS is the head node's HOST:PORT or auto; bare --ray starts a local cluster on loopback. The rows are merged, pruned and stored here: the graph one process stores (README: Many workers on Ray). Needs the ray extra.")] = None,
 ) -> None:
     """Trace one prompt through the local replacement model (transcoders in place of MLPs,
     attention patterns and normalisation frozen): every active feature, error node, token and
@@ -38,6 +39,9 @@ def trace_command(
     from ingest.replacement.jobs import TraceRequest, check_transcoder_spec, trace
 
     try:
+        if ray is not None:
+            from ingest.distributed.cluster import check_address
+            ray = check_address(ray)
         transcoders = check_transcoder_spec(transcoders, model)
         config = TraceConfig(max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob, batch_size=batch_size,
                              max_feature_nodes=max_feature_nodes, node_threshold=node_threshold,
@@ -53,6 +57,14 @@ def trace_command(
         if fmt is not Format.JSON:   # a runner that merges the streams would read it as part of the document)
             typer.echo(e.describe(), err=True)
 
+    def run(db: Any = None) -> Any:
+        if ray is None:
+            return trace(request, db=db, progress=progress, on_estimate=estimate)
+        from ingest.distributed.trace import ray_trace
+        result, units = ray_trace(request, db=db, address=ray, progress=progress, on_estimate=estimate)
+        typer.echo(f"Ray: {units.computed} units computed", err=True)
+        return result
+
     if store:
         from graphdb.connection import connect
         from graphdb.embedded import ensure_running
@@ -61,10 +73,10 @@ def trace_command(
         home = data_dir(ctx.obj.data_dir if ctx.obj else None)
         ensure_running(home)
         with connect(data=home) as db, bars.progress:
-            result = trace(request, db=db, progress=progress, on_estimate=estimate)
+            result = run(db)
     else:
         with bars.progress:
-            result = trace(request, progress=progress, on_estimate=estimate)
+            result = run()
     targets = [{"target": t.label, "weight": round(t.weight, 4),
                 "value": round(float(result.graph.value[result.graph.target_start + j]), 4)}
                for j, t in enumerate(result.graph.targets)]

@@ -95,9 +95,11 @@ def prune_and_score(graph: PromptGraph, config: TraceConfig) -> tuple[Pruned, Sc
 
 
 def trace(request: TraceRequest, *, db: Any | None = None, progress: Progress | None = None,
-          writer: GraphWriter | None = None, on_estimate: Callable[[Any], None] | None = None) -> TraceResult:
+          writer: GraphWriter | None = None, on_estimate: Callable[[Any], None] | None = None,
+          remote: Any = None) -> TraceResult:
     """Trace one prompt; store it when ``db`` is given (see the module docstring). ``on_estimate``
-    gets the run's :class:`~ingest.replacement.memory.MemoryEstimate` before the trace starts."""
+    gets the run's :class:`~ingest.replacement.memory.MemoryEstimate` before the trace starts;
+    ``remote`` computes the adjacency rows elsewhere (``trace --ray``, ingest/distributed/trace.py)."""
     from ingest.dictionaries.transcoder_set import load_transcoders
     from ingest.replacement.attribute import trace_prompt
     from ingest.replacement.store import GraphLabels, write_prompt_graph
@@ -117,7 +119,7 @@ def trace(request: TraceRequest, *, db: Any | None = None, progress: Progress | 
 
         on_estimate(estimate_memory(model, tcs, tokens, request.config, n_targets=None if targets is None else 1))
     graph = trace_prompt(model, tcs, tokens, request.config, prompt=request.prompt, targets=targets,
-                         progress=progress)
+                         progress=progress, remote=remote)
     pruned, full, ps = prune_and_score(graph, request.config)
     record = RunRecord(kind="trace", seed=0, config={
         "model": request.model, "model_label": label, "checkpoint": checkpoint, "transcoders": request.transcoders,
