@@ -256,7 +256,7 @@ def ingest_command(
     seed: Annotated[int, typer.Option(help="Seed of the task examples.")] = 0,
     device: DeviceOpt = "cpu",
     fmt: FormatOpt = Format.TABLE,
-    ray: Annotated[str | None, typer.Option("--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]", help="Run the batches (or, with --graph transcoders, the prompts) as tasks on a Ray cluster: ADDRESS is the head node's HOST:PORT or auto; bare --ray starts a local cluster on loopback. The units' partial results are merged here into the graph one process would store, and written from here (README: Many workers on Ray). Needs the ray extra.")] = None,
+    ray: Annotated[str | None, typer.Option("--ray", metavar="ADDRESS", help="Run the batches (or, with --graph transcoders, the prompts) as tasks on a Ray cluster: ADDRESS is local (a private single-node cluster on loopback), auto (the cluster this machine has joined) or the head node's HOST:PORT. The units' partial results are merged here into the graph one process would store, and written from here (README: Many workers on Ray). Needs the ray extra.")] = None,
     bulk: Annotated[Path | None, typer.Option("--bulk", metavar="SHARDS_DIR", help="Write the graph as shards for Neo4j's importer into SHARDS_DIR (new or empty) instead of sending transactions; nothing is written to Neo4j. Load them with `mechgraph --data-dir NEW_DIR db load SHARDS_DIR`: Neo4j Community imports only into an empty database, so a bulk load makes a NEW store (README: Bulk loading). Not with --graph transcoders.")] = None,
 ) -> None:
     """Compute a model's attribution graph for each task and write it into Neo4j.

@@ -63,7 +63,7 @@ def check_address(address: str) -> str:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"--ray takes a cluster address HOST:PORT (the head node's, e.g. 10.0.0.1:6379), auto, "
-                         f"or nothing for a local cluster; got {address!r}")
+                         f"or local for a private cluster on this machine; got {address!r}")
     return address
 
 

@@ -27,7 +27,7 @@ def trace_command(
     store: Annotated[bool, typer.Option("--store/--no-store", help="Write the pruned graph into Neo4j.")] = True,
     device: Annotated[str, typer.Option(help="Torch device: cpu or cuda.")] = "cpu",
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.TABLE,
-    ray: Annotated[str | None, typer.Option("--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]", help="Compute the adjacency rows (batches of --batch-size targets) as tasks on a Ray cluster: ADDRESS is the head node's HOST:PORT or auto; bare --ray starts a local cluster on loopback. The rows are merged, pruned and stored here: the graph one process stores (README: Many workers on Ray). Needs the ray extra.")] = None,
+    ray: Annotated[str | None, typer.Option("--ray", metavar="ADDRESS", help="Compute the adjacency rows (batches of --batch-size targets) as tasks on a Ray cluster: ADDRESS is local (a private single-node cluster on loopback), auto (the cluster this machine has joined) or the head node's HOST:PORT. The rows are merged, pruned and stored here: the graph one process stores (README: Many workers on Ray). Needs the ray extra.")] = None,
 ) -> None:
     """Trace one prompt through the local replacement model (transcoders in place of MLPs,
     attention patterns and normalisation frozen): every active feature, error node, token and
