@@ -3,9 +3,10 @@
 Per IG step, one forward pass of the frozen graph (``torch.func.vjp``) and the backward of
 every target of the chunk by ``torch.func.vmap`` over their cotangents, :data:`VJP_COPIES` at
 a time: one batched backward, not one per target, sharing the step's forward. (The whole chunk
-in one vmap call is slower on a small model: its batched elementwise backward ops, RMSNorm,
-rotary, SiLU and masking over ``[targets, batch, pos, d_mlp]``, outgrow the CPU caches; 16 at a
-time measured 20% faster on the bench's tiny Llama, the same gradients to float rounding.)
+in one vmap call is slower on a small model, likely because its batched elementwise backward
+ops, RMSNorm, rotary, SiLU and masking over ``[targets, batch, pos, d_mlp]``, outgrow the CPU
+caches: 16 at a time measured about 17% faster on ``bench/byo.py``'s tiny Llama, the same
+gradients to float rounding; 8 and 32 were in between.)
 ``torch.autograd.grad(is_grads_batched=True)`` is not used: it runs the legacy vmap, which loops
 per sample over softmax, GELU and ``where`` backward.
 
