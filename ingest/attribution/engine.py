@@ -47,8 +47,8 @@ from the baseline; every other hook is recomputed normally), summed over positio
 
 Vectorisation: per IG step and chunk of downstream nodes, one forward pass
 (``torch.func.vjp``) and batched backwards for the whole chunk (``torch.func.vmap`` over the
-cotangents, a few at a time: :mod:`.reverse`), instead of one backward per downstream node; weights are frozen meanwhile, so
-autograd computes input gradients only. With signed sum/mean α, the cotangents of one latent
+cotangents, a few at a time: :mod:`.reverse`), instead of one backward per downstream node;
+weights are frozen meanwhile, so autograd computes input gradients only. With signed sum/mean α, the cotangents of one latent
 at all its positions share a copy of the batch (the sum is linear), so a chunk covers latents
 rather than (latent, position) pairs; downstream nodes of different examples share a copy
 (examples are independent rows of the batch).
