@@ -46,9 +46,9 @@ by integrated gradients over one slot at a time (its latents and error node move
 from the baseline; every other hook is recomputed normally), summed over positions.
 
 Vectorisation: per IG step and chunk of downstream nodes, one forward pass
-(``torch.func.vjp``) and one backward for the whole chunk (``torch.func.vmap`` over the
-cotangents), instead of one backward per downstream node; weights are frozen meanwhile, so
-autograd computes input gradients only. With signed sum/mean α, the cotangents of one latent
+(``torch.func.vjp``) and batched backwards for the whole chunk (``torch.func.vmap`` over the
+cotangents, a few at a time: :mod:`.reverse`), instead of one backward per downstream node;
+weights are frozen meanwhile, so autograd computes input gradients only. With signed sum/mean α, the cotangents of one latent
 at all its positions share a copy of the batch (the sum is linear), so a chunk covers latents
 rather than (latent, position) pairs; downstream nodes of different examples share a copy
 (examples are independent rows of the batch).
@@ -77,6 +77,7 @@ from ingest.attribution.nodes import head_mass, node_attribution, steps_per_pass
 from ingest.attribution.rows import (EdgeRows, project_on_nodes, prune_early, _coalesce, _group,
                                      _latent_jacobian_rows, _reduce_positions, _Targets)
 from ingest.attribution.slots import Slot
+from ingest.attribution.reverse import integrate
 from ingest.dictionaries.base import Dictionary
 from ingest.errors import AttributionError
 from ingest.tasks.encode import TaskBatch
@@ -388,40 +389,9 @@ class AttributionEngine:
 
     def _integrate(self, batch: TaskBatch, prep: Prepared, m: int, targets: _Targets,
                    start: int, stop: int) -> dict[int, Tensor]:
-        """Σ_k ∂λ/∂x̂_s / K for every upstream slot s: {s: [stop-start, n, T, d_in]}.
-
-        Per IG step, one forward pass (``torch.func.vjp``) and the backward of every downstream
-        node in the chunk at once (``torch.func.vmap`` over the cotangents): one batched
-        backward, not one per node. (``torch.autograd.grad(is_grads_batched=True)`` uses the
-        legacy vmap, which loops per sample over softmax, GELU and ``where`` backward.)"""
-        import torch.func
-
-        K = self.config.steps
-        ups = self._upstream(batch, prep, m)
-        if not ups:
-            return {}
-        acc: dict[int, Tensor] = {}
-        layer = self.slots[m].layer + 1
-        for k in range(K):
-            values = self._path(prep, (k + 0.5) / K)
-
-            def incoming(*leaves: Tensor, values: list[Tensor] = values) -> Tensor:
-                vals = list(values)
-                for s, leaf in zip(ups, leaves, strict=True):
-                    vals[s] = leaf
-                y = self.frozen_forward(batch.tokens, vals, stop_at_layer=layer)[1][m]
-                if y is None:
-                    raise AttributionError(f"the forward pass did not reach {self.slots[m].hook}")
-                return y
-
-            y, vjp = torch.func.vjp(incoming, *[values[s] for s in ups])
-            C = self._cotangent(prep, m, y.detach(), targets, start, stop)
-            # an identically zero cotangent (an exact dictionary's error node) has zero in-edges
-            live = C.flatten(1).any(1).nonzero(as_tuple=True)[0]
-            part = torch.func.vmap(vjp)(C[live]) if len(live) else [values[s].new_zeros((0, *values[s].shape)) for s in ups]
-            for s, g in zip(ups, part, strict=True):
-                acc.setdefault(s, g.new_zeros((len(C), *g.shape[1:])))[live] += g / K
-        return acc
+        """Σ_k ∂λ/∂x̂_s / K for every upstream slot s: {s: [stop-start, n, T, d_in]}, by one
+        batched backward per IG step (:mod:`.reverse`)."""
+        return integrate(self, batch, prep, m, targets, start, stop)
 
     def _integrate_metric(self, batch: TaskBatch, prep: Prepared) -> dict[int, Tensor]:
         """The output's in-edges: one scalar per example, one ordinary backward per chunk of IG steps

@@ -40,6 +40,19 @@ def steps_per_pass(steps: int, n: int) -> int:
     return max(1, min(steps, STACKED_ROWS // max(n, 1)))
 
 
+def resid_entry(model: Any, slot: Slot) -> int | None:
+    """``L + 1`` for a slot on ``blocks.L.hook_resid_post``: a pass that sets that hook may start
+    at layer ``L + 1`` with the hook's value as its input, skipping the layers below (whose
+    output it replaces). ``None`` for other hooks, and where the blocks would also need the
+    tokens (a left-padding tokenizer's attention mask, a shortformer's positional embedding)."""
+    if slot.hook != f"blocks.{slot.layer}.hook_resid_post" or not hasattr(model, "blocks"):
+        return None
+    if getattr(model.cfg, "positional_embedding_type", "") == "shortformer" or \
+            getattr(getattr(model, "tokenizer", None), "padding_side", "right") == "left":
+        return None
+    return slot.layer + 1
+
+
 def node_attribution(model: Any, metric: Metric, project: Project, steps: int, slot: Slot,
                      batch: TaskBatch, prep: Prepared, s: int) -> Tensor:
     """Total-effect IG of slot ``s``'s nodes (``slot``) on the metric, Σ over positions:
@@ -48,13 +61,17 @@ def node_attribution(model: Any, metric: Metric, project: Project, steps: int, s
     n = len(batch)
     gbar = torch.zeros_like(prep.clean[s])
     per_pass = steps_per_pass(K, n)
+    entry = resid_entry(model, slot)
     for k0 in range(0, K, per_pass):
         ks = range(k0, min(K, k0 + per_pass))  # these steps' copies of the batch run as one batch
         leaf = torch.cat([prep.base[s] + (k + 0.5) / K * (prep.clean[s] - prep.base[s]) for k in ks])
         leaf = leaf.detach().requires_grad_(True)
         with torch.enable_grad():
-            logits = run_hooked(model, batch.tokens.repeat(len(ks), 1),
-                                fwd_hooks=[(slot.hook, lambda x, hook: leaf.view(x.shape))])
+            if entry is not None:  # the leaf is the residual stream entering layer `entry`
+                logits = model(leaf, start_at_layer=entry)
+            else:
+                logits = run_hooked(model, batch.tokens.repeat(len(ks), 1),
+                                    fwd_hooks=[(slot.hook, lambda x, hook: leaf.view(x.shape))])
             total = sum(metric(logits[i * n:(i + 1) * n], batch).sum() for i in range(len(ks)))
             g, = torch.autograd.grad(total, leaf)
         for i in range(len(ks)):
