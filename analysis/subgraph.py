@@ -15,9 +15,10 @@ graph to be written again (ingest is idempotent; the MERGE adds the nid) rather 
 second, slower key-string path. Two stored keys with the same nid (probability ~1e-9 at 200k
 nodes) are detected by the key fetch and raise ``ConfigError`` too.
 
-A selection of more than ``PAGE_EDGES`` edges is pulled in pages of |weight| ranges, each ending
-``PAGE_EDGES`` entries of the relationship index above its start, so neither the server's
-transaction memory nor the driver's decoded lists hold more than a page at once.
+A selection of more than ``PAGE_EDGES`` edges is pulled in pages of about ``PAGE_EDGES`` edges,
+keyed by ranges of the source node's nid (``_pages``): each edge is read once, so the pull is
+linear in the edges, and neither the server's transaction memory nor the driver's decoded lists
+hold more than a page at once.
 """
 
 from __future__ import annotations
@@ -162,30 +163,38 @@ def pull_subgraph(db: Any, selection: Selection) -> Subgraph:
 
 #: Edges per page of a pull. One page is one record of three lists: the server holds them in its
 #: transaction memory and the driver decodes them into Python objects, so a 10-million-edge pull
-#: in one record needs gigabytes on both sides; pages bound that to a page's worth.
+#: in one record needs gigabytes on both sides; pages bound that to about a page's worth.
 PAGE_EDGES = 2_000_000
 _CYPHER = Path(__file__).parent / "cypher"
+_NID_END = 2**63   # nids are 63-bit non-negative integers (graphdb.keys.key_id)
 
 
 def _pages(db: Any, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The records of one task's selection, a page at a time: each page ends at the |weight|
-    PAGE_EDGES index entries above its start (``subgraph_page_bounds``, reading the index only)
-    and is a range seek on the ATTRIBUTES_TO index; the last page (and a selection of at most
-    PAGE_EDGES edges, the only page) is ``subgraph_columns`` itself. Tied weights stay on one page."""
-    bounds = (_CYPHER / "subgraph_page_bounds.cypher").read_text()
+    """The records of one task's selection, a page at a time. At most PAGE_EDGES edges
+    (``subgraph_count``, an index-only count) is one page, ``subgraph_columns`` itself. More are
+    pulled in pages keyed by the source node's nid: nids are uniform hashes, so equal slices of the
+    nid range hold about equal shares of the edges, and each page (``subgraph_columns_page``) is a
+    range seek on the Node(nid) index and an expansion of those nodes: every edge is read once and
+    the pull is linear in the edges. The edges the pages saw must add up to the count; an edge
+    whose source has no nid is in none of the pages (``ConfigError``, as for a target without one)."""
+    keys = {k: params[k] for k in ("model", "checkpoint", "task", "min_abs_weight")}
+    edges = db.read((_CYPHER / "subgraph_count.cypher").read_text(), keys)[0]["edges"]
+    if edges <= PAGE_EDGES:
+        yield run_query(db, "subgraph_columns", params)[0]
+        return
     page = (_CYPHER / "subgraph_columns_page.cypher").read_text()
-    keys = {k: params[k] for k in ("model", "checkpoint", "task")}
-    lower = params["min_abs_weight"]
-    while True:
-        rows = db.read(bounds, {**keys, "min_abs_weight": lower, "above": -1.0, "page": PAGE_EDGES})
-        if rows and rows[0]["bound"] == lower:   # a page of ties: cut at the next weight above them
-            rows = db.read(bounds, {**keys, "min_abs_weight": lower, "above": lower, "page": 0})
-        if not rows:
-            break
-        upper = rows[0]["bound"]
-        yield db.read(page, {**params, "min_abs_weight": lower, "below_abs_weight": upper})[0]
-        lower = upper
-    yield run_query(db, "subgraph_columns", {**params, "min_abs_weight": lower})[0]
+    n_pages = -(-edges // PAGE_EDGES)
+    cuts = [_NID_END * i // n_pages for i in range(n_pages + 1)]
+    seen = 0
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        record = db.read(page, {**params, "nid_from": lo, "nid_to": hi - 1})[0]
+        seen += record["seen"]
+        yield record
+    if seen != edges:
+        raise ConfigError(f"{edges - seen} of the {edges} {params['task']} edges of {params['model']} @ "
+                          f"{params['checkpoint']} start at nodes without an nid (written before nids existed) or "
+                          "the graph changed while it was pulled: write the graph again (`mechgraph ingest` is "
+                          "idempotent and adds them)")
 
 
 def _keys_of(db: Any, nids: Any) -> Any:

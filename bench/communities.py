@@ -104,6 +104,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the bulk store's directory")
     ap.add_argument("--reuse", type=Path, default=None,
                     help="a bulk store directory kept with --keep: run the stages on it, without writing the graph")
+    ap.add_argument("--setup-only", action="store_true",
+                    help="write the bulk store and wait for its indexes, without the stages (with --keep)")
     ap.add_argument("--drop", action="store_true", help="delete the benchmark graph afterwards (online store)")
     args = ap.parse_args()
     nodes = args.nodes or max(20_000, args.edges // 50)
@@ -140,7 +142,8 @@ def main() -> int:
                 t = time.perf_counter()
                 db.write("CALL db.awaitIndexes(7200)")
                 print(f"setup (not timed below): indexes online after {time.perf_counter() - t:.1f}s more")
-                stages(db, args, key, block)
+                if not args.setup_only:
+                    stages(db, args, key, block)
         finally:
             server.stop()
             if not args.keep and not args.reuse:
