@@ -30,7 +30,7 @@ from typing import Any
 
 from graphdb.writer import cypher_template
 from mechgraph.errors import ConfigError
-from queries.loader import run_query
+from queries.loader import get_query, run_query
 
 
 def ingest_run_config(db: Any, run: str, tasks: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -170,24 +170,28 @@ _NID_END = 2**63   # nids are 63-bit non-negative integers (graphdb.keys.key_id)
 
 
 def _pages(db: Any, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The records of one task's selection, a page at a time. At most PAGE_EDGES edges
-    (``subgraph_count``, an index-only count) is one page, ``subgraph_columns`` itself. More are
+    """The records of one task's selection, a page at a time. At most PAGE_EDGES edges in the
+    whole store (its count store) or in the selection (``subgraph_count``, an index-only count) is
+    one page, ``subgraph_columns`` itself. More are
     pulled in pages keyed by the source node's nid: nids are uniform hashes, so equal slices of the
     nid range hold about equal shares of the edges, and each page (``subgraph_columns_page``) is a
     range seek on the Node(nid) index and an expansion of those nodes: every edge is read once and
     the pull is linear in the edges. The edges the pages saw must add up to the count; an edge
     whose source has no nid is in none of the pages (``ConfigError``, as for a target without one)."""
     keys = {k: params[k] for k in ("model", "checkpoint", "task", "min_abs_weight")}
-    edges = db.read((_CYPHER / "subgraph_count.cypher").read_text(), keys)[0]["edges"]
+    edges = db.read((_CYPHER / "stored_edges.cypher").read_text())[0]["edges"]
+    if edges > PAGE_EDGES:
+        edges = db.read((_CYPHER / "subgraph_count.cypher").read_text(), keys)[0]["edges"]
     if edges <= PAGE_EDGES:
-        yield run_query(db, "subgraph_columns", params)[0]
+        query = get_query("subgraph_columns")
+        yield db.read_columns(query.text, query.bind(params))[0]
         return
     page = (_CYPHER / "subgraph_columns_page.cypher").read_text()
     n_pages = -(-edges // PAGE_EDGES)
     cuts = [_NID_END * i // n_pages for i in range(n_pages + 1)]
     seen = 0
     for lo, hi in zip(cuts[:-1], cuts[1:]):
-        record = db.read(page, {**params, "nid_from": lo, "nid_to": hi - 1})[0]
+        record = db.read_columns(page, {**params, "nid_from": lo, "nid_to": hi - 1})[0]
         seen += record["seen"]
         yield record
     if seen != edges:
@@ -201,7 +205,7 @@ def _keys_of(db: Any, nids: Any) -> Any:
     """The key of each of the sorted unique ``nids`` (a str array aligned with them)."""
     import numpy as np
 
-    row = db.read(cypher_template("node_keys"), {"nids": nids.tolist()})[0]
+    row = db.read_columns(cypher_template("node_keys"), {"nids": nids.tolist()})[0]
     got, keys = np.asarray(row["nids"], dtype=np.int64), np.asarray(row["keys"], dtype=str)
     found, counts = np.unique(got, return_counts=True)
     if (counts > 1).any():

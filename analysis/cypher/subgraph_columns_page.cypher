@@ -14,11 +14,12 @@ CALL () {
 WITH writing, split($kinds, ',') AS kinds, [x IN split($layers, ',') | toInteger(x)] AS layers
 MATCH (a:Node) USING INDEX a:Node(nid)
 WHERE a.nid >= $nid_from AND a.nid <= $nid_to
+WITH writing, kinds, layers, a, a.nid AS source
 MATCH (a)-[r:ATTRIBUTES_TO]->(b)
 WHERE r.model = $model AND r.checkpoint = $checkpoint AND r.task = $task AND r.abs_weight >= $min_abs_weight
-WITH a, r, b, r.granularity = $granularity AND ($run = '*' OR r.run = $run) AND NOT r.run IN writing
+WITH a, source, r, b, r.granularity = $granularity AND ($run = '*' OR r.run = $run) AND NOT r.run IN writing
   AND ($kinds = '*' OR (any(l IN labels(a) WHERE l IN kinds) AND any(l IN labels(b) WHERE l IN kinds)))
   AND ($layers = '*' OR (a.layer IN layers AND b.layer IN layers)) AS keep
-RETURN collect(CASE WHEN keep THEN a.nid END) AS source_nids,
+RETURN collect(CASE WHEN keep THEN source END) AS source_nids,
        collect(CASE WHEN keep THEN coalesce(b.nid, -1) END) AS target_nids,
        collect(CASE WHEN keep THEN r.weight END) AS weights, count(*) AS seen
