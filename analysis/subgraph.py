@@ -170,35 +170,32 @@ _NID_END = 2**63   # nids are 63-bit non-negative integers (graphdb.keys.key_id)
 
 
 def _pages(db: Any, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The records of one task's selection, a page at a time. At most PAGE_EDGES edges in the
-    whole store (its count store) or in the selection (``subgraph_count``, an index-only count) is
-    one page, ``subgraph_columns`` itself. More are
-    pulled in pages keyed by the source node's nid: nids are uniform hashes, so equal slices of the
-    nid range hold about equal shares of the edges, and each page (``subgraph_columns_page``) is a
-    range seek on the Node(nid) index and an expansion of those nodes: every edge is read once and
-    the pull is linear in the edges. The edges the pages saw must add up to the count; an edge
-    whose source has no nid is in none of the pages (``ConfigError``, as for a target without one)."""
-    keys = {k: params[k] for k in ("model", "checkpoint", "task", "min_abs_weight")}
-    edges = db.read((_CYPHER / "stored_edges.cypher").read_text())[0]["edges"]
-    if edges > PAGE_EDGES:
-        edges = db.read((_CYPHER / "subgraph_count.cypher").read_text(), keys)[0]["edges"]
-    if edges <= PAGE_EDGES:
+    """The records of one task's selection, a page at a time. A store of at most PAGE_EDGES
+    edges (its count store), or a selection of at most PAGE_EDGES (``subgraph_count``, which stops
+    there), is one page: ``subgraph_columns`` itself. A larger one is pulled in pages keyed by the
+    source node's nid, as many as the store has pages of edges: nids are uniform hashes, so equal
+    slices of the nid range hold about equal shares of the edges, and each page
+    (``subgraph_columns_page``) is a range seek on the Node(nid) index and an expansion of those
+    nodes. Every edge is read once: the pull is linear in the edges. An edge whose source has no
+    nid is in no page (``subgraph_no_nid``): ``ConfigError``, as for a target without one."""
+    keys = {k: params[k] for k in ("model", "checkpoint", "task")}
+    stored = db.read((_CYPHER / "stored_edges.cypher").read_text())[0]["edges"]
+    if stored <= PAGE_EDGES or db.read((_CYPHER / "subgraph_count.cypher").read_text(),
+                                       {**keys, "min_abs_weight": params["min_abs_weight"],
+                                        "limit": PAGE_EDGES + 1})[0]["edges"] <= PAGE_EDGES:
         query = get_query("subgraph_columns")
         yield db.read_columns(query.text, query.bind(params))[0]
         return
+    missing = db.read((_CYPHER / "subgraph_no_nid.cypher").read_text(), keys)[0]["edges"]
+    if missing:
+        raise ConfigError(f"{missing} {params['task']} edges of {params['model']} @ {params['checkpoint']} start at "
+                          "nodes without an nid (written before nids existed): write the graph again "
+                          "(`mechgraph ingest` is idempotent and adds them)")
     page = (_CYPHER / "subgraph_columns_page.cypher").read_text()
-    n_pages = -(-edges // PAGE_EDGES)
+    n_pages = -(-stored // PAGE_EDGES)
     cuts = [_NID_END * i // n_pages for i in range(n_pages + 1)]
-    seen = 0
     for lo, hi in zip(cuts[:-1], cuts[1:]):
-        record = db.read_columns(page, {**params, "nid_from": lo, "nid_to": hi - 1})[0]
-        seen += record["seen"]
-        yield record
-    if seen != edges:
-        raise ConfigError(f"{edges - seen} of the {edges} {params['task']} edges of {params['model']} @ "
-                          f"{params['checkpoint']} start at nodes without an nid (written before nids existed) or "
-                          "the graph changed while it was pulled: write the graph again (`mechgraph ingest` is "
-                          "idempotent and adds them)")
+        yield db.read_columns(page, {**params, "nid_from": lo, "nid_to": hi - 1})[0]
 
 
 def _keys_of(db: Any, nids: Any) -> Any:

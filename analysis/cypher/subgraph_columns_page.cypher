@@ -2,11 +2,9 @@
 // restricted to the edges whose source node's nid is in [$nid_from, $nid_to], a range seek on the
 // Node(nid) index and an expansion of those nodes' ATTRIBUTES_TO relationships. Pages over
 // disjoint nid ranges read disjoint edges, each once, so a pull in pages is linear in its edges.
-// seen counts the page's edges of the task at or above $min_abs_weight before the run,
-// granularity, kind and layer filters (what subgraph_count counts).
 // Parameters: as subgraph_columns ($model, $checkpoint, $task, $granularity, $min_abs_weight,
 //             $run, $kinds, $layers), and $nid_from, $nid_to (integers)
-// Returns:    source_nids, target_nids, weights (three parallel lists), seen (integer)
+// Returns:    source_nids, target_nids, weights (three parallel lists)
 CALL () {
   MATCH (x:Run) WHERE $task IN x.tasks_writing
   RETURN collect(x.run) AS writing
@@ -17,9 +15,7 @@ WHERE a.nid >= $nid_from AND a.nid <= $nid_to
 WITH writing, kinds, layers, a, a.nid AS source
 MATCH (a)-[r:ATTRIBUTES_TO]->(b)
 WHERE r.model = $model AND r.checkpoint = $checkpoint AND r.task = $task AND r.abs_weight >= $min_abs_weight
-WITH a, source, r, b, r.granularity = $granularity AND ($run = '*' OR r.run = $run) AND NOT r.run IN writing
+  AND r.granularity = $granularity AND ($run = '*' OR r.run = $run) AND NOT r.run IN writing
   AND ($kinds = '*' OR (any(l IN labels(a) WHERE l IN kinds) AND any(l IN labels(b) WHERE l IN kinds)))
-  AND ($layers = '*' OR (a.layer IN layers AND b.layer IN layers)) AS keep
-RETURN collect(CASE WHEN keep THEN source END) AS source_nids,
-       collect(CASE WHEN keep THEN coalesce(b.nid, -1) END) AS target_nids,
-       collect(CASE WHEN keep THEN r.weight END) AS weights, count(*) AS seen
+  AND ($layers = '*' OR (a.layer IN layers AND b.layer IN layers))
+RETURN collect(source) AS source_nids, collect(coalesce(b.nid, -1)) AS target_nids, collect(r.weight) AS weights
