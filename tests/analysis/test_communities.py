@@ -195,3 +195,16 @@ def test_pull_restricts_node_kinds_and_layers(db):
     assert {parse_key(k)[0] for k in only.keys.tolist()} == {Label.FEATURE}
     with pytest.raises(ValueError, match="unknown node kind"):
         Selection(spec.model, ckpt, (task,), kinds=("Neuron",))
+
+
+def test_leiden_above_the_leidenalg_size_is_igraphs(planted, monkeypatch):
+    import analysis.communities.partition as partition_module
+
+    db, truth, _ = planted
+    sub = pull_subgraph(db, Selection(MODEL, CKPT, (TASK,)))
+    small = partition(sub, CommunityConfig(seed=0)).labels[0]
+    monkeypatch.setattr(partition_module, "LEIDENALG_MAX_EDGES", 10)
+    big = partition(sub, CommunityConfig(seed=0))
+    assert adjusted_rand_score(truth, big.labels[0]) >= 0.9 and adjusted_rand_score(truth, small) >= 0.9
+    assert (partition(sub, CommunityConfig(seed=0)).labels[0] == big.labels[0]).all()   # seeded
+    assert big.modularity[0] == pytest.approx(modularity(undirected(sub), big.labels[0]))
