@@ -15,13 +15,16 @@ edges inside a block, signed weights) under the model name ``bench-1m``. Where i
   directory is removed afterwards (``--keep`` keeps it).
 
 The timed stages are exactly what ``mechgraph communities`` does: ``pull_subgraph`` (the
-``subgraph_columns`` bulk query, in pages above 2M edges, into a CSR matrix), ``partition``
+``subgraph_columns`` bulk query, in pages keyed by source-nid ranges above 2M edges, into a CSR
+matrix), ``partition``
 (Leiden, modularity) and ``write_communities``. The pull's memory is the resident set of this
 process, sampled every 10 ms by a thread during the pull (its peak, and its rise over the resident
 set just before). The ARI against the planted blocks checks that the partition is real.
 
     python bench/communities.py [--edges 1000000] [--nodes N] [--blocks 20] [--store online|bulk] [--drop]
     nice -n 10 python bench/communities.py --edges 10000000          # bulk store under /tmp
+    nice -n 10 python bench/communities.py --edges 10000000 --keep --setup-only   # the store, kept
+    nice -n 10 python bench/communities.py --edges 10000000 --reuse /tmp/mg-communities-XXXX
 """
 
 from __future__ import annotations
