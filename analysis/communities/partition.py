@@ -6,7 +6,8 @@ edge binds two nodes as much as an excitatory one), or ``max(A, 0) + max(A, 0)áµ
 (``weights="positive"``: only excitatory edges count). Direction is dropped in both.
 
 Methods: ``leiden`` (leidenalg; objective ``modularity`` with a resolution parameter, or
-``cpm``; igraph's own Leiden above ``LEIDENALG_MAX_EDGES`` undirected edges), ``louvain`` (igraph's multilevel), ``sbm`` (a weighted stochastic block model estimated the way
+``cpm``; igraph's own Leiden above ``LEIDENALG_MAX_EDGES`` undirected edges), ``louvain``
+(igraph's multilevel), ``sbm`` (a weighted stochastic block model estimated the way
 graspologic's ``SBMEstimator`` does: adjacency spectral embedding, then a Gaussian mixture whose
 number of blocks, between ``min_blocks`` and ``max_blocks``, BIC chooses),
 ``hleiden`` (graspologic's hierarchical Leiden: communities of communities, one level per
