@@ -15,9 +15,10 @@ graph to be written again (ingest is idempotent; the MERGE adds the nid) rather 
 second, slower key-string path. Two stored keys with the same nid (probability ~1e-9 at 200k
 nodes) are detected by the key fetch and raise ``ConfigError`` too.
 
-A selection of more than ``PAGE_EDGES`` edges is pulled in pages of |weight| ranges, each ending
-``PAGE_EDGES`` entries of the relationship index above its start, so neither the server's
-transaction memory nor the driver's decoded lists hold more than a page at once.
+A selection of more than ``PAGE_EDGES`` edges is pulled in pages of about ``PAGE_EDGES`` edges,
+keyed by ranges of the source node's nid (``_pages``): each edge is read once, so the pull is
+linear in the edges, and neither the server's transaction memory nor the driver's decoded lists
+hold more than a page at once.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 from graphdb.writer import cypher_template
 from mechgraph.errors import ConfigError
-from queries.loader import run_query
+from queries.loader import get_query, run_query
 
 
 def ingest_run_config(db: Any, run: str, tasks: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -162,37 +163,46 @@ def pull_subgraph(db: Any, selection: Selection) -> Subgraph:
 
 #: Edges per page of a pull. One page is one record of three lists: the server holds them in its
 #: transaction memory and the driver decodes them into Python objects, so a 10-million-edge pull
-#: in one record needs gigabytes on both sides; pages bound that to a page's worth.
+#: in one record needs gigabytes on both sides; pages bound that to about a page's worth.
 PAGE_EDGES = 2_000_000
 _CYPHER = Path(__file__).parent / "cypher"
+_NID_END = 2**63   # nids are 63-bit non-negative integers (graphdb.keys.key_id)
 
 
 def _pages(db: Any, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The records of one task's selection, a page at a time: each page ends at the |weight|
-    PAGE_EDGES index entries above its start (``subgraph_page_bounds``, reading the index only)
-    and is a range seek on the ATTRIBUTES_TO index; the last page (and a selection of at most
-    PAGE_EDGES edges, the only page) is ``subgraph_columns`` itself. Tied weights stay on one page."""
-    bounds = (_CYPHER / "subgraph_page_bounds.cypher").read_text()
-    page = (_CYPHER / "subgraph_columns_page.cypher").read_text()
+    """The records of one task's selection, a page at a time. A store of at most PAGE_EDGES
+    edges (its count store), or a selection of at most PAGE_EDGES (``subgraph_count``, which stops
+    there), is one page: ``subgraph_columns`` itself. A larger one is pulled in pages keyed by the
+    source node's nid, as many as the store has pages of edges: nids are uniform hashes, so equal
+    slices of the nid range hold about equal shares of the edges, and each page
+    (``subgraph_columns_page``) is a range seek on the Node(nid) index and an expansion of those
+    nodes. Every edge is read once: the pull is linear in the edges. An edge whose source has no
+    nid is in no page (``subgraph_no_nid``): ``ConfigError``, as for a target without one."""
     keys = {k: params[k] for k in ("model", "checkpoint", "task")}
-    lower = params["min_abs_weight"]
-    while True:
-        rows = db.read(bounds, {**keys, "min_abs_weight": lower, "above": -1.0, "page": PAGE_EDGES})
-        if rows and rows[0]["bound"] == lower:   # a page of ties: cut at the next weight above them
-            rows = db.read(bounds, {**keys, "min_abs_weight": lower, "above": lower, "page": 0})
-        if not rows:
-            break
-        upper = rows[0]["bound"]
-        yield db.read(page, {**params, "min_abs_weight": lower, "below_abs_weight": upper})[0]
-        lower = upper
-    yield run_query(db, "subgraph_columns", {**params, "min_abs_weight": lower})[0]
+    stored = db.read((_CYPHER / "stored_edges.cypher").read_text())[0]["edges"]
+    if stored <= PAGE_EDGES or db.read((_CYPHER / "subgraph_count.cypher").read_text(),
+                                       {**keys, "min_abs_weight": params["min_abs_weight"],
+                                        "limit": PAGE_EDGES + 1})[0]["edges"] <= PAGE_EDGES:
+        query = get_query("subgraph_columns")
+        yield db.read_columns(query.text, query.bind(params))[0]
+        return
+    missing = db.read((_CYPHER / "subgraph_no_nid.cypher").read_text(), keys)[0]["edges"]
+    if missing:
+        raise ConfigError(f"{missing} {params['task']} edges of {params['model']} @ {params['checkpoint']} start at "
+                          "nodes without an nid (written before nids existed): write the graph again "
+                          "(`mechgraph ingest` is idempotent and adds them)")
+    page = (_CYPHER / "subgraph_columns_page.cypher").read_text()
+    n_pages = -(-stored // PAGE_EDGES)
+    cuts = [_NID_END * i // n_pages for i in range(n_pages + 1)]
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        yield db.read_columns(page, {**params, "nid_from": lo, "nid_to": hi - 1})[0]
 
 
 def _keys_of(db: Any, nids: Any) -> Any:
     """The key of each of the sorted unique ``nids`` (a str array aligned with them)."""
     import numpy as np
 
-    row = db.read(cypher_template("node_keys"), {"nids": nids.tolist()})[0]
+    row = db.read_columns(cypher_template("node_keys"), {"nids": nids.tolist()})[0]
     got, keys = np.asarray(row["nids"], dtype=np.int64), np.asarray(row["keys"], dtype=str)
     found, counts = np.unique(got, return_counts=True)
     if (counts > 1).any():

@@ -15,13 +15,16 @@ edges inside a block, signed weights) under the model name ``bench-1m``. Where i
   directory is removed afterwards (``--keep`` keeps it).
 
 The timed stages are exactly what ``mechgraph communities`` does: ``pull_subgraph`` (the
-``subgraph_columns`` bulk query, in pages above 2M edges, into a CSR matrix), ``partition``
+``subgraph_columns`` bulk query, in pages keyed by source-nid ranges above 2M edges, into a CSR
+matrix), ``partition``
 (Leiden, modularity) and ``write_communities``. The pull's memory is the resident set of this
 process, sampled every 10 ms by a thread during the pull (its peak, and its rise over the resident
 set just before). The ARI against the planted blocks checks that the partition is real.
 
     python bench/communities.py [--edges 1000000] [--nodes N] [--blocks 20] [--store online|bulk] [--drop]
     nice -n 10 python bench/communities.py --edges 10000000          # bulk store under /tmp
+    nice -n 10 python bench/communities.py --edges 10000000 --keep --setup-only   # the store, kept
+    nice -n 10 python bench/communities.py --edges 10000000 --reuse /tmp/mg-communities-XXXX
 """
 
 from __future__ import annotations
@@ -104,6 +107,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the bulk store's directory")
     ap.add_argument("--reuse", type=Path, default=None,
                     help="a bulk store directory kept with --keep: run the stages on it, without writing the graph")
+    ap.add_argument("--setup-only", action="store_true",
+                    help="write the bulk store and wait for its indexes, without the stages (with --keep)")
     ap.add_argument("--drop", action="store_true", help="delete the benchmark graph afterwards (online store)")
     args = ap.parse_args()
     nodes = args.nodes or max(20_000, args.edges // 50)
@@ -140,7 +145,8 @@ def main() -> int:
                 t = time.perf_counter()
                 db.write("CALL db.awaitIndexes(7200)")
                 print(f"setup (not timed below): indexes online after {time.perf_counter() - t:.1f}s more")
-                stages(db, args, key, block)
+                if not args.setup_only:
+                    stages(db, args, key, block)
         finally:
             server.stop()
             if not args.keep and not args.reuse:

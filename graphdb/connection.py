@@ -153,6 +153,13 @@ class Database:
         """Run a read query; return its records as dicts."""
         return self._run(query, params, write=False)
 
+    def read_columns(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """``read``, the values as the driver decoded them: ``read`` converts every value (each
+        element of a list too) to plain Python in Python, seconds per million list elements; a
+        query returning long lists of numbers (``analysis.subgraph``'s pulls) reads them as they are."""
+        values = dict(params or {})
+        return self._transaction(lambda tx: [dict(r) for r in tx.run(query, values)], write=False)
+
     def write(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run a write query in one transaction (retried as a whole); return its records as dicts."""
         return self._run(query, params, write=True)

@@ -6,7 +6,8 @@ edge binds two nodes as much as an excitatory one), or ``max(A, 0) + max(A, 0)áµ
 (``weights="positive"``: only excitatory edges count). Direction is dropped in both.
 
 Methods: ``leiden`` (leidenalg; objective ``modularity`` with a resolution parameter, or
-``cpm``), ``louvain`` (igraph's multilevel), ``sbm`` (a weighted stochastic block model estimated the way
+``cpm``; igraph's own Leiden above ``LEIDENALG_MAX_EDGES`` undirected edges), ``louvain``
+(igraph's multilevel), ``sbm`` (a weighted stochastic block model estimated the way
 graspologic's ``SBMEstimator`` does: adjacency spectral embedding, then a Gaussian mixture whose
 number of blocks, between ``min_blocks`` and ``max_blocks``, BIC chooses),
 ``hleiden`` (graspologic's hierarchical Leiden: communities of communities, one level per
@@ -107,6 +108,14 @@ def sbm_blocks(W: Any, config: CommunityConfig) -> Any:
     return np.asarray(gmm.fit_predict(X))
 
 
+#: Undirected edges above which ``leiden`` runs igraph's own Leiden (C, ``Graph.community_leiden``,
+#: the same objectives; measured on a 1M-edge planted graph: 2.3 s against leidenalg's 29 s, the
+#: same ARI 1.0) instead of leidenalg, whose optimiser did not finish a 10M-edge graph in 8 minutes.
+#: The two implementations draw different random numbers, so up to here partitions are exactly
+#: leidenalg's, as they always were.
+LEIDENALG_MAX_EDGES = 2_000_000
+
+
 def _leiden_louvain(W: Any, config: CommunityConfig) -> Any:
     import random
 
@@ -124,6 +133,11 @@ def _leiden_louvain(W: Any, config: CommunityConfig) -> Any:
     if config.method == "louvain":
         ig.set_random_number_generator(random.Random(config.seed))
         return np.asarray(g.community_multilevel(weights="weight", resolution=config.resolution).membership)
+    if g.ecount() > LEIDENALG_MAX_EDGES:
+        ig.set_random_number_generator(random.Random(config.seed))
+        return np.asarray(g.community_leiden(objective_function="CPM" if config.objective == "cpm" else "modularity",
+                                             weights="weight", resolution=config.resolution,
+                                             n_iterations=-1).membership)
     kind = leidenalg.CPMVertexPartition if config.objective == "cpm" else leidenalg.RBConfigurationVertexPartition
     part = leidenalg.find_partition(g, kind, weights="weight", seed=config.seed,
                                     resolution_parameter=config.resolution, n_iterations=-1)

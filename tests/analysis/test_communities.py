@@ -58,17 +58,24 @@ def test_a_pull_in_pages_is_the_pull_in_one(planted, monkeypatch):
     import analysis.subgraph as subgraph
 
     db, _, n_edges = planted
-    # Tied weights across a page cut: they must land on one page, neither lost nor doubled.
-    db.write("MATCH ()-[r:ATTRIBUTES_TO {task: $t}]->() WITH r LIMIT 40 SET r.weight = 1.25, r.abs_weight = 1.25",
-             {"t": TASK})
     whole = pull_subgraph(db, Selection(MODEL, CKPT, (TASK,)))
     monkeypatch.setattr(subgraph, "PAGE_EDGES", 17)
     pages = list(subgraph._pages(db, {"model": MODEL, "checkpoint": CKPT, "task": TASK, "run": "*",
                                       "granularity": "feature", "min_abs_weight": 0.0, "kinds": "*", "layers": "*"}))
-    assert len(pages) > 5 and sum(len(p["weights"]) for p in pages) == n_edges
+    assert len(pages) >= n_edges / 17 and sum(len(p["weights"]) for p in pages) == n_edges
     paged = pull_subgraph(db, Selection(MODEL, CKPT, (TASK,)))
     assert paged.edges == whole.edges == n_edges and list(paged.keys) == list(whole.keys)
     assert (paged.matrix != whole.matrix).nnz == 0
+    assert (paged.matrix.indptr == whole.matrix.indptr).all() and (paged.matrix.indices == whole.matrix.indices).all()
+    # A weight threshold and a node filter apply on every page as in the one-shot pull.
+    sel = Selection(MODEL, CKPT, (TASK,), min_abs_weight=1.2, kinds=("Feature",))
+    assert (pull_subgraph(db, sel).matrix != whole.matrix.multiply(abs(whole.matrix) >= 1.2)).nnz == 0
+    # An edge whose source has no nid is in no page: refused, not lost.
+    from mechgraph.errors import ConfigError
+
+    db.write("MATCH (n:Feature {key: $k}) SET n.nid = null", {"k": _key(3)})
+    with pytest.raises(ConfigError, match="without an nid"):
+        pull_subgraph(db, Selection(MODEL, CKPT, (TASK,)))
 
 
 def test_pull_refuses_nodes_without_nid_and_shared_nids(planted):
@@ -188,3 +195,16 @@ def test_pull_restricts_node_kinds_and_layers(db):
     assert {parse_key(k)[0] for k in only.keys.tolist()} == {Label.FEATURE}
     with pytest.raises(ValueError, match="unknown node kind"):
         Selection(spec.model, ckpt, (task,), kinds=("Neuron",))
+
+
+def test_leiden_above_the_leidenalg_size_is_igraphs(planted, monkeypatch):
+    import analysis.communities.partition as partition_module
+
+    db, truth, _ = planted
+    sub = pull_subgraph(db, Selection(MODEL, CKPT, (TASK,)))
+    small = partition(sub, CommunityConfig(seed=0)).labels[0]
+    monkeypatch.setattr(partition_module, "LEIDENALG_MAX_EDGES", 10)
+    big = partition(sub, CommunityConfig(seed=0))
+    assert adjusted_rand_score(truth, big.labels[0]) >= 0.9 and adjusted_rand_score(truth, small) >= 0.9
+    assert (partition(sub, CommunityConfig(seed=0)).labels[0] == big.labels[0]).all()   # seeded
+    assert big.modularity[0] == pytest.approx(modularity(undirected(sub), big.labels[0]))
