@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from graphdb.errors import DatabaseUnavailableError, ServerError
-from graphdb.launcher import (IMPORTED_MARK, LAUNCHER_CLASS, LISTEN_ADDRESS, READY_MARK, classpath, flock, java,
-                              jvm_flags, write_private, build_launcher, free_port)
+from graphdb.launcher import (IMPORTED_MARK, LAUNCHER_CLASS, LISTEN_ADDRESS, READY_MARK, build_launcher, classpath,
+                              flock, free_port, java, jvm_flags, write_private)
 from graphdb.settings import DEFAULT_BOLT_PORT, Neo4jSettings, bolt_port_setting, external_settings
 
 log = logging.getLogger(__name__)
