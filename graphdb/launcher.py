@@ -215,14 +215,20 @@ def neo4j_version(build: Path | None = None) -> str:
     return proc.stdout.strip()
 
 
-def training_load(scratch: Path) -> tuple[Path, Path]:
-    """A two-node, one-relationship bulk load in ``scratch``: (the Neo4j home, the importer's
-    argument file), in the shards' header format, for :func:`archive_classes`."""
-    home = scratch / "neo4j"
+def prepare_admin_home(home: Path) -> None:
+    """A Neo4j home for a neo4j-admin command run by the launcher (the importer): its private
+    conf/, logs/ and tmp/, and a neo4j.conf (read from conf/) naming the directories the server uses."""
     for sub in ("conf", "logs", "tmp"):
         (home / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
     (home / "conf" / "neo4j.conf").write_text(
         f"server.directories.data={home / 'data'}\nserver.directories.logs={home / 'logs'}\n")
+
+
+def training_load(scratch: Path) -> tuple[Path, Path]:
+    """A two-node, one-relationship bulk load in ``scratch``: (the Neo4j home, the importer's
+    argument file), in the shards' header format, for :func:`archive_classes`."""
+    home = scratch / "neo4j"
+    prepare_admin_home(home)
     nodes, rels = scratch / "nodes.csv", scratch / "rels.csv"
     nodes.write_text(':ID,key:string,:LABEL,layer:long\n0,"feature|a",Node;Feature,0\n1,"feature|b",Node;Feature,1\n')
     rels.write_text(":START_ID,:END_ID,weight:double,run:string\n0,1,0.5,r\n")

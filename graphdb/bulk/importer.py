@@ -24,7 +24,7 @@ from pathlib import Path
 
 from graphdb.bulk.shards import FORMAT, MANIFEST
 from graphdb.embedded import EmbeddedServer, _private_dir
-from graphdb.launcher import IMPORTED_MARK, build_launcher, write_private
+from graphdb.launcher import IMPORTED_MARK, build_launcher, prepare_admin_home, write_private
 from graphdb.errors import ServerError
 from mechgraph.errors import ConfigError
 
@@ -110,11 +110,7 @@ def prepare_import(shards: Path, server: EmbeddedServer, *, force: bool = False,
                           "rebuild it with `mechgraph db install --force`")
     _private_dir(server.data_dir)
     home = server.home
-    for sub in ("conf", "logs", "tmp"):
-        (home / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
-    # The importer reads neo4j.conf from the home's conf/: name the directories the server uses.
-    (home / "conf" / "neo4j.conf").write_text(
-        f"server.directories.data={home / 'data'}\nserver.directories.logs={home / 'logs'}\n")
+    prepare_admin_home(home)
     args = importer_args(shards, manifest, overwrite=force, threads=threads, memory=memory,
                          report=home / "logs" / "import.report")
     path = server.data_dir / "import.args"
