@@ -103,6 +103,7 @@ class AttributionEngine:
         self.S = len(self.slots)
         self._index = {s.hook: i for i, s in enumerate(self.slots)}
         self._ups: dict[int, list[int]] = {}
+        self.segments: dict[tuple[int, int], Any] = {}  # (upstream, downstream) slot: blockgrad.Segment or None
 
     # -- forward passes --------------------------------------------------------------------
 
@@ -118,12 +119,14 @@ class AttributionEngine:
         return logits, [cache[s.hook] for s in self.slots]
 
     def frozen_forward(self, tokens: Tensor, values: Sequence[Tensor], *, stop_at_layer: int | None = None,
-                       start_at_layer: int | None = None) -> tuple[Tensor, list[Tensor | None]]:
+                       start_at_layer: int | None = None,
+                       hooks: Sequence[tuple[str, Callable[..., Any]]] = ()) -> tuple[Tensor, list[Tensor | None]]:
         """Forward pass of the frozen graph: every slot's hook outputs ``values[s]`` (what
         flows in is recorded as ``y_s`` and otherwise discarded). Returns the logits (or the
         residual stream, with ``stop_at_layer``) and ``y_s`` per slot (``None`` for slots not
         reached). Gradients reach ``values`` only through paths between consecutive slots. With
-        ``start_at_layer``, ``tokens`` is the residual stream entering that layer instead."""
+        ``start_at_layer``, ``tokens`` is the residual stream entering that layer instead.
+        ``hooks``: more (hook name, fn) pairs for the pass, such as recorders."""
         incoming: list[Tensor | None] = [None] * self.S
 
         def swap(x: Tensor, hook: Any) -> Tensor:
@@ -131,7 +134,7 @@ class AttributionEngine:
             incoming[i] = _flat(x)
             return values[i].view(x.shape)
 
-        out = run_hooked(self.model, tokens, fwd_hooks=[(s.hook, swap) for s in self.slots],
+        out = run_hooked(self.model, tokens, fwd_hooks=[*((s.hook, swap) for s in self.slots), *hooks],
                          stop_at_layer=stop_at_layer, start_at_layer=start_at_layer)
         return out, incoming
 

@@ -20,15 +20,21 @@ their backward, where vmap runs the forward once.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ingest.attribution.batch import Prepared
+from ingest.attribution import blockgrad
+from ingest.attribution.blockgrad import CHECK_RTOL, Segment, max_rel_diff
 from ingest.attribution.nodes import resid_entry
 from ingest.attribution.rows import _Targets
 from ingest.errors import AttributionError
 from ingest.tasks.encode import TaskBatch
+
+log = logging.getLogger(__name__)
 
 #: targets per ``vmap(vjp)`` call (the chunk's targets share one forward pass per IG step)
 VJP_COPIES = 16
@@ -46,28 +52,77 @@ def integrate(engine: Any, batch: TaskBatch, prep: Prepared, m: int, targets: _T
     acc: dict[int, Tensor] = {}
     layer = engine.slots[m].layer + 1
     entry = resid_entry(engine.model, engine.slots[ups[0]]) if len(ups) == 1 else None
+    seg = _segment(engine, ups[0], m, entry)
     for k in range(K):
         values = engine._path(prep, (k + 0.5) / K)
 
-        def incoming(*leaves: Tensor, values: list[Tensor] = values) -> Tensor:
+        def incoming(*leaves: Tensor, values: list[Tensor] = values, hooks: Any = ()) -> Tensor:
             vals = list(values)
             for s, leaf in zip(ups, leaves, strict=True):
                 vals[s] = leaf
             # one upstream resid_post slot: start at the layer its leaf enters, not at the tokens
             x = batch.tokens if entry is None else leaves[0]
-            y = engine.frozen_forward(x, vals, stop_at_layer=layer, start_at_layer=entry)[1][m]
+            y = engine.frozen_forward(x, vals, stop_at_layer=layer, start_at_layer=entry, hooks=hooks)[1][m]
             if y is None:
                 raise AttributionError(f"the forward pass did not reach {engine.slots[m].hook}")
             return y
 
+        for s in ups:
+            acc.setdefault(s, values[s].new_zeros((stop - start, *values[s].shape)))
+        if seg is not None:  # whole blocks between two resid_post hooks: the backward by hand
+            rec, hooks = seg.recorder()
+            with torch.no_grad():
+                y = incoming(values[ups[0]], hooks=hooks)
+            C = engine._cotangent(prep, m, y, targets, start, stop)
+            live = C.flatten(1).any(1).nonzero(as_tuple=True)[0]
+            if len(live):
+                g = seg.backward(rec, C[live])
+                if not seg.checked and not _check(engine, seg, (ups[0], m), incoming, values[ups[0]], C[live[:2]], g[:2]):
+                    seg = None
+                else:
+                    acc[ups[0]][live] += g / K
+                    continue
+            else:
+                continue
         y, vjp = torch.func.vjp(incoming, *[values[s] for s in ups])
         C = engine._cotangent(prep, m, y.detach(), targets, start, stop)
         # an identically zero cotangent (an exact dictionary's error node) has zero in-edges
         live = C.flatten(1).any(1).nonzero(as_tuple=True)[0]
-        for s in ups:
-            acc.setdefault(s, values[s].new_zeros((len(C), *values[s].shape)))
         for a in range(0, len(live), VJP_COPIES):
             rows = live[a:a + VJP_COPIES]
             for s, g in zip(ups, torch.func.vmap(vjp)(C[rows]), strict=True):
                 acc[s][rows] += g / K
     return acc
+
+
+def _segment(engine: Any, s: int, m: int, entry: int | None) -> Segment | None:
+    """The hand-written backward from ``m``'s hook to upstream slot ``s``'s, where it applies:
+    ``s`` the only upstream slot, on a ``resid_post`` (``entry``: the layer its value enters),
+    and ``m`` on a later ``resid_post``. Built once per engine and slot pair."""
+    if not blockgrad.ENABLED:
+        return None
+    if (s, m) not in engine.segments:
+        slot = engine.slots[m]
+        seg = None
+        if entry is not None and slot.hook == f"blocks.{slot.layer}.hook_resid_post":
+            seg = Segment.build(engine.model, entry, slot.layer + 1)
+        engine.segments[(s, m)] = seg
+    return engine.segments[(s, m)]
+
+
+def _check(engine: Any, seg: Segment, key: tuple[int, int], incoming: Any, leaf: Tensor, C: Tensor,
+           g: Tensor) -> bool:
+    """The segment's first use: its gradients for two targets against autograd's. A mismatch
+    (a block this module misreads) turns the segment off for this engine, with a warning."""
+    import torch.func
+
+    _, vjp = torch.func.vjp(incoming, leaf)
+    ref, = torch.func.vmap(vjp)(C)
+    diff = max_rel_diff(g, ref)
+    seg.checked = True
+    if diff > CHECK_RTOL:
+        log.warning("the hand-written backward of blocks %d..%d differs from autograd by %.3g (relative); "
+                    "using autograd for these edges", seg.blocks[0].layer, seg.blocks[-1].layer, diff)
+        engine.segments[key] = None
+        return False
+    return True

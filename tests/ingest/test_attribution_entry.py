@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 
+import ingest.attribution.blockgrad as blockgrad
 import ingest.attribution.nodes as nodes
 import ingest.attribution.reverse as reverse
 from ingest.attribution.config import AttributionConfig
@@ -53,6 +54,7 @@ def graph(model: Any, kind: str) -> Any:
 @pytest.mark.parametrize("dicts", ["identity", "topk"])
 def test_starting_at_the_leafs_layer_changes_nothing(arch: str, dicts: str, monkeypatch: pytest.MonkeyPatch) -> None:
     model = model_of(arch)
+    monkeypatch.setattr(blockgrad, "ENABLED", False)  # it applies only from a leaf's layer: off in both
     fast = graph(model, dicts)
     monkeypatch.setattr(nodes, "resid_entry", lambda model, slot: None)
     monkeypatch.setattr(reverse, "resid_entry", lambda model, slot: None)
@@ -62,6 +64,7 @@ def test_starting_at_the_leafs_layer_changes_nothing(arch: str, dicts: str, monk
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_targets_a_few_at_a_time_give_the_whole_chunks_weights(arch: str, monkeypatch: pytest.MonkeyPatch) -> None:
     model = model_of(arch)
+    monkeypatch.setattr(blockgrad, "ENABLED", False)  # the generic integrand's vmap
     monkeypatch.setattr(reverse, "VJP_COPIES", 3)
     small = graph(model, "identity")
     monkeypatch.setattr(reverse, "VJP_COPIES", 10_000)
