@@ -17,7 +17,10 @@ Prints the machine, torch's thread count, a per-stage profile (wall and CPU seco
 stages nest, and each is inclusive of the ones indented under it), ingest CPU-seconds (this
 process's CPU time, children included; the Neo4j server's own CPU time beside it), evaluate wall
 and CPU seconds with the load average, and each figure against the targets (ingest <= 30 CPU-s,
-evaluate <= 60 s) and against the figures the issue reported (470 CPU-s; 5.5-8.5 min).
+evaluate <= 60 s) and against the figures the issue reported (470 CPU-s; 5.5-8.5 min). The
+ingest's floor on this machine is printed beside it: the CPU time of the edges' matrix products
+(``blockgrad.linear`` and ``blockgrad.product``, the hand-written block backward's) plus everything
+outside the edges, what the ingest would take if every other operation of the edges were free.
 
 Threads: torch runs with ``--threads`` (default 1; OMP_NUM_THREADS and MKL_NUM_THREADS are set to
 it before torch is imported), the setting the targets are measured with.
