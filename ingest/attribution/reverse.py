@@ -72,20 +72,9 @@ def integrate(engine: Any, batch: TaskBatch, prep: Prepared, m: int, targets: _T
         for s in ups:
             acc.setdefault(s, values[s].new_zeros((stop - start, *values[s].shape)))
         if seg is not None:  # whole blocks between two resid_post hooks: the backward by hand
-            rec, hooks = seg.recorder()
-            with torch.no_grad():
-                y = incoming(values[ups[0]], hooks=hooks)
-            C = engine._cotangent(prep, m, y, targets, start, stop)
-            live = C.flatten(1).any(1).nonzero(as_tuple=True)[0]
-            if len(live):
-                g = seg.backward(rec, C[live])
-                if not seg.checked and not _check(engine, seg, (ups[0], m), incoming, values[ups[0]], C[live[:2]], g[:2]):
-                    seg = None
-                else:
-                    acc[ups[0]][live] += g / K
-                    continue
-            else:
+            if _by_hand(engine, seg, (ups[0], m), prep, incoming, values[ups[0]], targets, (start, stop), acc[ups[0]]):
                 continue
+            seg = None  # it failed its first-use check: autograd from here on
         y, vjp = torch.func.vjp(incoming, *[values[s] for s in ups])
         C = engine._cotangent(prep, m, y.detach(), targets, start, stop)
         # an identically zero cotangent (an exact dictionary's error node) has zero in-edges
@@ -110,6 +99,29 @@ def _segment(engine: Any, s: int, m: int, entry: int | None) -> Segment | None:
             seg = Segment.build(engine.model, entry, slot.layer + 1)
         engine.segments[(s, m)] = seg
     return engine.segments[(s, m)]
+
+
+def _by_hand(engine: Any, seg: Segment, key: tuple[int, int], prep: Prepared, incoming: Any, leaf: Tensor,
+             targets: _Targets, rank: tuple[int, int], acc: Tensor) -> bool:
+    """One IG step of :func:`integrate` through ``seg``: adds Σ (gradients / K) of the live
+    targets (backward slots ``rank`` = [start, stop)) to ``acc``. False (and nothing added) when
+    the segment fails its first-use check."""
+    rec, hooks = seg.recorder()
+    with torch.no_grad():
+        y = incoming(leaf, hooks=hooks)
+    C = engine._cotangent(prep, key[1], y, targets, *rank)
+    live = C.flatten(1).any(1).nonzero(as_tuple=True)[0]
+    if not len(live):
+        return True
+    g = seg.backward(rec, C[live])
+    if not seg.checked and not _check(engine, seg, key, incoming, leaf, C[live[:2]], g[:2]):
+        return False
+    K = engine.config.steps
+    if len(live) == len(C):
+        acc.add_(g.div_(K))
+    else:
+        acc[live] += g / K
+    return True
 
 
 def _check(engine: Any, seg: Segment, key: tuple[int, int], incoming: Any, leaf: Tensor, C: Tensor,
