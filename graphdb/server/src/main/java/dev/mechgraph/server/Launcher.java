@@ -214,8 +214,10 @@ public final class Launcher {
         boolean applied = false;
         if (!Files.exists(marker)) {
             if (!Files.exists(data.resolve("databases").resolve(GraphDatabaseSettings.SYSTEM_DATABASE_NAME))) {
+                // "--" ends the options: a password that starts with '-' (1 in 64 of the generated
+                // ones) is the positional argument, not an unknown option.
                 admin(home, new PrintStream(java.io.OutputStream.nullOutputStream()), "cannot set the initial password",
-                        "dbms", "set-initial-password", password);
+                        "dbms", "set-initial-password", "--", password);
             } else {
                 Map<Setting<?>, Object> boot = new HashMap<>(config);
                 boot.put(BoltConnector.enabled, false);
