@@ -24,8 +24,8 @@ generic path, as does every segment on a device or dtype where the check fails.
 
 **Matrix products.** On CPU in float32, oneDNN's linear kernel (the one ``torch.compile`` uses
 on CPU) where this torch build has it: on the bench machine it ran these shapes 1.2x to 1.8x
-faster than the default BLAS, at the same float32 rounding (``bench/byo.py``); elsewhere
-``F.linear``.
+faster than the default BLAS (MKL) in single-thread timings of the bench model's shapes, at the
+same float32 rounding; ``bench/byo.py`` prints the time they take. Elsewhere ``F.linear``.
 """
 
 from __future__ import annotations
